@@ -1,0 +1,154 @@
+"""The faasflow error tree.
+
+Every error a user can meet is a :class:`FaasflowError`; its message names the thing that went
+wrong (request id, node id, backend, endpoint) and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "BackendError",
+    "CompareFailed",
+    "ConfigurationError",
+    "DefinitionError",
+    "DuplicateBackendError",
+    "FaasflowError",
+    "FlowFailure",
+    "FunctionError",
+    "KeyNotFound",
+    "PluginLoadError",
+    "RequestNotActive",
+    "RequestNotFound",
+    "SignatureError",
+    "UnknownBackendError",
+]
+
+
+class FaasflowError(Exception):
+    """Base of every error raised by faasflow."""
+
+
+class ConfigurationError(FaasflowError):
+    """A setting (environment variable, option, secret) is missing or malformed."""
+
+
+class DefinitionError(FaasflowError):
+    """A flow definition is invalid; the message names the offending node, edge or DAG."""
+
+
+class KeyNotFound(FaasflowError, KeyError):
+    """A StateStore or DataStore key does not exist in the configured request namespace."""
+
+    def __init__(self, key: str, where: str = "") -> None:
+        self.key = key
+        self.where = where
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        suffix = f" in {self.where}" if self.where else ""
+        return f"key {self.key!r} not found{suffix}"
+
+
+class CompareFailed(FaasflowError):
+    """An atomic compare-and-swap found a value other than the expected one."""
+
+    def __init__(self, key: str, expected: str | None = None, where: str = "") -> None:
+        self.key = key
+        self.expected = expected
+        self.where = where
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        suffix = f" in {self.where}" if self.where else ""
+        return f"compare-and-swap of key {self.key!r} failed: value changed{suffix}"
+
+
+class BackendError(FaasflowError):
+    """A backend (store, tracer, invoker) failed; names the backend, endpoint and operation."""
+
+    def __init__(self, backend: str, operation: str, endpoint: str, cause: object) -> None:
+        self.backend = backend
+        self.operation = operation
+        self.endpoint = endpoint
+        self.cause = cause
+        super().__init__(f"{backend} {operation} failed at {endpoint}: {cause}")
+
+
+class UnknownBackendError(FaasflowError, LookupError):
+    """A configured backend name is not provided by any installed plugin."""
+
+    def __init__(
+        self, kind: str, name: str, available: Iterable[str], env_var: str, broken: str = ""
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.available = sorted(available)
+        self.env_var = env_var
+        hint = f"pip install faasflow-{name}"
+        msg = (
+            f"unknown {kind.replace('_', ' ')} {name!r} (from {env_var}); "
+            f"available: {', '.join(self.available) or 'none'} "
+            f"- is the plugin installed? ({hint})"
+        )
+        if broken:
+            msg += f"; note: {broken}"
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PluginLoadError(FaasflowError):
+    """A plugin could not be imported or declared an invalid backend."""
+
+
+class DuplicateBackendError(PluginLoadError):
+    """Two plugins declare a backend of the same kind under the same name."""
+
+
+class SignatureError(FaasflowError):
+    """A forwarded iteration or an authenticated request carries a missing or wrong signature."""
+
+
+class RequestNotFound(FaasflowError, LookupError):
+    """No active or recorded request has this id."""
+
+    def __init__(self, request_id: str, action: str = "find") -> None:
+        self.request_id = request_id
+        super().__init__(
+            f"failed to {action} request {request_id}, check if request is active"
+        )
+
+
+class RequestNotActive(FaasflowError):
+    """An iteration or a control action reached a request that is not running."""
+
+    def __init__(self, request_id: str, state: str, action: str = "continue") -> None:
+        self.request_id = request_id
+        self.state = state
+        super().__init__(
+            f"failed to {action} request {request_id}: flow is not running (state {state})"
+        )
+
+
+class FunctionError(FaasflowError):
+    """A function or HTTP call answered with a non-2xx status or could not be reached."""
+
+    def __init__(
+        self, message: str, *, url: str = "", status: int | None = None, body: bytes = b""
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.body = body
+        super().__init__(message)
+
+
+class FlowFailure(FaasflowError):
+    """A request failed: an operation, aggregator, condition or foreach raised."""
+
+    def __init__(self, message: str, *, node: str = "", request_id: str = "") -> None:
+        self.node = node
+        self.request_id = request_id
+        super().__init__(message)

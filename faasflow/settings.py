@@ -1,0 +1,211 @@
+"""Configuration: the only module that reads the environment and secret files.
+
+Every variable name lives on :class:`EnvVars`; ``docs/configuration.md`` documents each one and a
+test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from faasflow.backends import Backend, Kind
+from faasflow.errors import ConfigurationError
+
+__all__ = ["EnvVars", "Settings"]
+
+
+class EnvVars:
+    """Names of every environment variable faasflow reads."""
+
+    STATE_STORE = "FAASFLOW_STATE_STORE"
+    DATA_STORE = "FAASFLOW_DATA_STORE"
+    TRACER = "FAASFLOW_TRACER"
+    INVOKER = "FAASFLOW_INVOKER"
+    LOAD_PLUGINS = "FAASFLOW_LOAD_PLUGINS"
+    DISABLE_PLUGINS = "FAASFLOW_DISABLE_PLUGINS"
+    TRACE_PLUGINS = "FAASFLOW_TRACE_PLUGINS"
+    FLOW_NAME = "FAASFLOW_FLOW_NAME"
+    GATEWAY_URL = "FAASFLOW_GATEWAY_URL"
+    HMAC_SECRET = "FAASFLOW_HMAC_SECRET"
+    SECRET_MOUNT_PATH = "FAASFLOW_SECRET_MOUNT_PATH"
+    VALIDATE_REQUEST = "FAASFLOW_VALIDATE_REQUEST"
+    AUTHENTICATE_REQUEST = "FAASFLOW_AUTHENTICATE_REQUEST"
+    INLINE_LIMIT = "FAASFLOW_INLINE_LIMIT"
+    RECORD_RETENTION = "FAASFLOW_RECORD_RETENTION"
+    REQUEST_TIMEOUT = "FAASFLOW_REQUEST_TIMEOUT"
+    DEFAULT_METHOD = "FAASFLOW_DEFAULT_METHOD"
+    DATA_DIR = "FAASFLOW_DATA_DIR"
+    WORKERS = "FAASFLOW_WORKERS"
+
+    # faas-flow's own names, still honoured so existing stack.yml files keep working.
+    LEGACY = {
+        "FAASFLOW_FLOW_NAME": "flow_name",
+        "FAASFLOW_GATEWAY_URL": "gateway",
+        "FAASFLOW_SECRET_MOUNT_PATH": "secret_mount_path",
+        "FAASFLOW_VALIDATE_REQUEST": "validate_request",
+        "FAASFLOW_AUTHENTICATE_REQUEST": "authenticate_request",
+        "FAASFLOW_DEFAULT_METHOD": "default-method",
+    }
+
+    @staticmethod
+    def option(backend: str, option: str) -> str:
+        """``FAASFLOW_<BACKEND>_<OPTION>``: the variable that sets one backend option."""
+        return f"FAASFLOW_{backend.upper()}_{option.upper()}"
+
+
+HMAC_SECRET_NAME = "faasflow-hmac-secret"
+DEFAULT_BACKENDS = {
+    Kind.STATE_STORE: "memory",
+    Kind.DATA_STORE: "memory",
+    Kind.TRACER: "none",
+    Kind.INVOKER: "local",
+}
+
+
+def _bool(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def _number(raw: str, name: str, kind: type[float] | type[int]) -> float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number"
+        ) from None
+    if value < 0:
+        raise ConfigurationError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+@attrs.frozen
+class Settings:
+    """Everything faasflow was told by its environment, resolved once."""
+
+    backends: Mapping[Kind, str] = attrs.field(factory=lambda: dict(DEFAULT_BACKENDS))
+    load_plugins: tuple[str, ...] | None = None
+    disable_plugins: tuple[str, ...] = ()
+    trace_plugins: bool = False
+    flow_name: str | None = None
+    gateway_url: str = "http://gateway.openfaas:8080"
+    hmac_secret: bytes | None = None
+    secret_mount_path: str = "/var/openfaas/secrets"
+    validate_request: bool = True
+    authenticate_request: bool = False
+    inline_limit: int = 64 * 1024
+    record_retention: float = 24 * 3600.0
+    request_timeout: float | None = None
+    default_method: str = "POST"
+    data_dir: str = ".faasflow"
+    workers: int = 8
+    environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        defaults: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Read settings from ``environ`` (default: ``os.environ``).
+
+        ``defaults`` supplies values for variables that are not set, e.g. the local gateway
+        defaults to the persistent ``sqlite`` stores.
+        """
+        env: dict[str, str] = dict(defaults or {})
+        env.update(os.environ if environ is None else environ)
+        for new, old in EnvVars.LEGACY.items():
+            if new not in env and old in env:
+                env[new] = env[old]
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return None if value is None or value.strip() == "" else value.strip()
+
+        backends = {kind: get(kind.env_var) or DEFAULT_BACKENDS[kind] for kind in Kind}
+        load = env.get(EnvVars.LOAD_PLUGINS)
+        mount = get(EnvVars.SECRET_MOUNT_PATH) or "/var/openfaas/secrets"
+        secret = get(EnvVars.HMAC_SECRET)
+        hmac_secret = (
+            secret.encode() if secret else _read_secret(mount, HMAC_SECRET_NAME)
+        )
+        timeout = get(EnvVars.REQUEST_TIMEOUT)
+        return cls(
+            backends={k: v.lower() for k, v in backends.items()},
+            load_plugins=None if load is None else _names(load),
+            disable_plugins=_names(env.get(EnvVars.DISABLE_PLUGINS, "")),
+            trace_plugins=_bool(env.get(EnvVars.TRACE_PLUGINS, ""), EnvVars.TRACE_PLUGINS),
+            flow_name=get(EnvVars.FLOW_NAME),
+            gateway_url=(get(EnvVars.GATEWAY_URL) or "http://gateway.openfaas:8080"),
+            hmac_secret=hmac_secret,
+            secret_mount_path=mount,
+            validate_request=_bool(
+                env.get(EnvVars.VALIDATE_REQUEST, "true"), EnvVars.VALIDATE_REQUEST
+            ),
+            authenticate_request=_bool(
+                env.get(EnvVars.AUTHENTICATE_REQUEST, "false"), EnvVars.AUTHENTICATE_REQUEST
+            ),
+            inline_limit=int(
+                _number(get(EnvVars.INLINE_LIMIT) or "65536", EnvVars.INLINE_LIMIT, int)
+            ),
+            record_retention=_number(
+                get(EnvVars.RECORD_RETENTION) or "86400", EnvVars.RECORD_RETENTION, float
+            ),
+            request_timeout=(
+                None if timeout is None
+                else _number(timeout, EnvVars.REQUEST_TIMEOUT, float) or None
+            ),
+            default_method=(get(EnvVars.DEFAULT_METHOD) or "POST").upper(),
+            data_dir=get(EnvVars.DATA_DIR) or ".faasflow",
+            workers=max(1, int(_number(get(EnvVars.WORKERS) or "8", EnvVars.WORKERS, int))),
+            environ=env,
+        )
+
+    def backend_name(self, kind: Kind) -> str:
+        """The configured backend name for ``kind``."""
+        return self.backends[kind]
+
+    def options_for(self, backend: Backend) -> dict[str, str]:
+        """Resolve a backend's options: ``FAASFLOW_<NAME>_<OPTION>`` first, then the ecosystem
+        variables the backend names, then its OpenFaaS secrets."""
+        prefix = f"FAASFLOW_{backend.name.upper()}_"
+        options: dict[str, str] = {}
+        for option, secret in backend.secrets.items():
+            value = _read_secret(self.secret_mount_path, secret)
+            if value is not None:
+                options[option] = value.decode()
+        for option, names in backend.env.items():
+            for name in reversed(names):  # the first name listed wins
+                if self.environ.get(name):
+                    options[option] = self.environ[name]
+        for name, value in self.environ.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                options[name[len(prefix):].lower()] = value
+        return options
+
+    def with_backends(self, **names: str) -> Settings:
+        """A copy with some backends replaced, e.g. ``with_backends(state_store="sqlite")``."""
+        backends = dict(self.backends)
+        for kind, name in names.items():
+            backends[Kind(kind)] = name
+        return attrs.evolve(self, backends=backends)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+def _read_secret(mount_path: str, name: str) -> bytes | None:
+    try:
+        return (Path(mount_path) / name).read_bytes().strip()
+    except OSError:
+        return None
