@@ -66,6 +66,10 @@ class RequestView:
     node_input: dict[str, bytes] = attrs.field(factory=dict)
     state: str = "ongoing"
     data_store: DataStore | None = None
+    defining: bool = False
+    """True while ``define`` runs: reads of request-specific values are then recorded."""
+    touched: bool = False
+    """Set when ``define`` read ``query`` or ``request_id``: its graph is then per request."""
 
 
 _view: ContextVar[RequestView | None] = ContextVar("faasflow_request", default=None)
@@ -124,10 +128,16 @@ class Context:
             )
         return view
 
+    def _request_view(self) -> RequestView:
+        view = self._view()
+        if view.defining:
+            view.touched = True
+        return view
+
     @property
     def request_id(self) -> str:
         """Id of the running request."""
-        return self._view().request_id
+        return self._request_view().request_id
 
     @property
     def name(self) -> str:
@@ -137,7 +147,7 @@ class Context:
     @property
     def query(self) -> Query:
         """The query string of the request that started this run, on every iteration."""
-        return self._view().query
+        return self._request_view().query
 
     @property
     def node(self) -> str:
