@@ -251,6 +251,10 @@ class Invoker(ABC):
     iteration is queued (on OpenFaaS: the gateway answered 202).
     """
 
+    #: True when ``forward`` runs iterations inside this process (through :meth:`bind`); the
+    #: engine then may sign iterations with a key generated for this process alone.
+    in_process: bool = False
+
     @abstractmethod
     def call(
         self,
