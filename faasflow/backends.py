@@ -57,8 +57,8 @@ class Backend:
 
     ``factory`` builds the backend from its resolved options. ``env`` maps an option to the
     ecosystem's own variables that may set it (``{"address": ("CONSUL_HTTP_ADDR",)}``) and
-    ``secrets`` maps an option to an OpenFaaS secret file name (``{"access_key": "s3-access-key"}``);
-    ``FAASFLOW_<NAME>_<OPTION>`` always wins over both.
+    ``secrets`` maps an option to an OpenFaaS secret file name
+    (``{"access_key": "s3-access-key"}``); ``FAASFLOW_<NAME>_<OPTION>`` always wins over both.
     """
 
     name: str = attrs.field(converter=_normalise, validator=_check_name)

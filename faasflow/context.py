@@ -33,7 +33,7 @@ class Query(Mapping[str, list[str]]):
         self.raw = raw.lstrip("?")
         self._values = parse_qs(self.raw, keep_blank_values=True)
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         """The first value of ``name``, or ``default``."""
         values = self._values.get(name)
         return values[0] if values else default

@@ -1,0 +1,185 @@
+"""Request records: what happened to a request, kept after it ends.
+
+faas-flow kept nothing about finished requests. Here every DAG request has a small status entry
+in the StateStore namespace ``faasflow/<flow>/~records/`` (claimed atomically when the request
+ends, so success, failure and stop are decided exactly once) and, once it ended, the full record
+(output, error, node timings) in the DataStore under the same namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from faasflow.errors import CompareFailed, KeyNotFound
+from faasflow.interfaces import DataStore, StateStore
+
+__all__ = ["RECORDS", "RecordBook", "RequestRecord"]
+
+RECORDS = "~records"
+_KEY = "rec--"
+
+RUNNING = "running"
+TERMINAL = ("success", "failure", "stopped")
+
+
+@attrs.frozen
+class NodeRun:
+    """One node execution (per branch instance)."""
+
+    node: str
+    start: float
+    end: float
+    attempts: int = 1
+    status: str = "success"
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "start": self.start,
+            "end": self.end,
+            "duration_ms": round((self.end - self.start) * 1000, 3),
+            "attempts": self.attempts,
+            "status": self.status,
+        }
+        if self.error:
+            doc["error"] = self.error
+        return doc
+
+    @classmethod
+    def from_json(cls, node: str, doc: Mapping[str, Any]) -> NodeRun:
+        return cls(
+            node,
+            float(doc["start"]),
+            float(doc["end"]),
+            int(doc.get("attempts", 1)),
+            str(doc.get("status", "success")),
+            doc.get("error"),
+        )
+
+
+@attrs.frozen
+class RequestRecord:
+    """Status, output, error and node timings of one request."""
+
+    request_id: str
+    flow: str
+    status: str
+    """``running``, ``paused``, ``success``, ``failure`` or ``stopped``."""
+    created: float
+    ended: float | None = None
+    output: bytes | None = None
+    error: str | None = None
+    nodes: Mapping[str, NodeRun] = attrs.field(factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form served by ``GET /flow/<id>``; output as text when it is UTF-8."""
+        doc: dict[str, Any] = {
+            "id": self.request_id,
+            "flow": self.flow,
+            "status": self.status,
+            "created": self.created,
+            "ended": self.ended,
+            "error": self.error,
+            "nodes": {k: v.to_json() for k, v in self.nodes.items()},
+        }
+        if self.output is None:
+            doc["output"] = None
+        else:
+            try:
+                doc["output"] = self.output.decode()
+                doc["output_encoding"] = "utf-8"
+            except UnicodeDecodeError:
+                doc["output"] = base64.b64encode(self.output).decode()
+                doc["output_encoding"] = "base64"
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RequestRecord:
+        output = doc.get("output")
+        if output is not None:
+            output = (
+                base64.b64decode(output)
+                if doc.get("output_encoding") == "base64"
+                else output.encode()
+            )
+        return cls(
+            request_id=doc["id"],
+            flow=doc["flow"],
+            status=doc["status"],
+            created=doc["created"],
+            ended=doc.get("ended"),
+            output=output,
+            error=doc.get("error"),
+            nodes={k: NodeRun.from_json(k, v) for k, v in (doc.get("nodes") or {}).items()},
+        )
+
+
+@attrs.define
+class RecordBook:
+    """The records of one flow."""
+
+    states: StateStore
+    data: DataStore
+    retention: float
+
+    @classmethod
+    def of(
+        cls, state_store: StateStore, data_store: DataStore, flow: str, retention: float
+    ) -> RecordBook:
+        return cls(state_store.scoped(flow, RECORDS), data_store.scoped(flow, RECORDS), retention)
+
+    def open(self, request_id: str, deadline: float | None) -> bool:
+        """Record a new running request; False if the id was already used."""
+        entry = {"status": RUNNING, "created": time.time(), "deadline": deadline}
+        return self.states.create(_KEY + request_id, json.dumps(entry))
+
+    def entry(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        try:
+            raw = self.states.get(_KEY + request_id)
+        except KeyNotFound:
+            return None
+        return raw, json.loads(raw)
+
+    def close(self, record: RequestRecord) -> bool:
+        """Claim the end of a running request; exactly one caller gets True."""
+        found = self.entry(record.request_id)
+        if found is None or found[1]["status"] != RUNNING:
+            return False
+        raw, entry = found
+        body = json.dumps(record.to_json()).encode()
+        closed = dict(
+            entry,
+            status=record.status,
+            ended=record.ended,
+            expires=(record.ended or time.time()) + self.retention,
+        )
+        try:
+            self.states.update(_KEY + record.request_id, raw, json.dumps(closed))
+        except (CompareFailed, KeyNotFound):
+            return False
+        self.data.set(_KEY + record.request_id, body)
+        return True
+
+    def load(self, request_id: str) -> RequestRecord | None:
+        """The full record of an ended request, or None when it is running or unknown."""
+        try:
+            return RequestRecord.from_json(json.loads(self.data.get(_KEY + request_id)))
+        except KeyNotFound:
+            return None
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        return {k[len(_KEY) :]: json.loads(v) for k, v in self.states.scan(_KEY).items()}
+
+    def forget(self, request_id: str) -> None:
+        self.states.delete(_KEY + request_id)
+        self.data.delete(_KEY + request_id)
