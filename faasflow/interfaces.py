@@ -139,7 +139,7 @@ class StateStore(_Namespaced, ABC):
             try:
                 self.update(key, old, str(new))
             except (CompareFailed, KeyNotFound):
-                time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
+                time.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 0.05)
                 continue
             return new
