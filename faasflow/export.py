@@ -1,0 +1,258 @@
+"""Exports of a compiled flow: JSON-ready data, Graphviz DOT and Mermaid.
+
+The JSON keeps faas-flow's ``?export-dag=true`` field names (so faas-flow Tower tooling reads
+it), fills in what faas-flow left empty (``in-degree``/``out-degree``) and adds fields of its
+own (edges with their forwarders, node kinds, callables, operation details). The schema is
+described in ``docs/export.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from faasflow.graph import Dag, Graph, Node, NodeKind
+from faasflow.operations import Apply, Modify, Operation, Request, Retry, callable_name
+
+__all__ = [
+    "FORMAT",
+    "definition_hash",
+    "export_definition",
+    "export_graph",
+    "invalid_export",
+    "to_dot",
+    "to_mermaid",
+]
+
+#: Value of the root's ``format`` field; bumped when the schema changes incompatibly.
+FORMAT = "faasflow-export/1"
+
+JSON = dict[str, Any]
+
+
+def _name(fn: Callable[..., object] | None) -> str | None:
+    return None if fn is None else callable_name(fn)
+
+
+def _statuses(statuses: frozenset[int]) -> list[str]:
+    """``[429, 500..599]`` as ``["429", "500-599"]``."""
+    ranges: list[str] = []
+    ordered = sorted(statuses)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        ranges.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ranges
+
+
+def _retry(retry: Retry | None) -> JSON | None:
+    if retry is None:
+        return None
+    return {
+        "attempts": retry.attempts,
+        "initial-backoff": retry.initial_backoff,
+        "multiplier": retry.multiplier,
+        "max-backoff": retry.max_backoff,
+        "jitter": retry.jitter,
+        "retry-on": _statuses(retry.retry_on),
+        "connection-errors": retry.connection_errors,
+        "timeouts": retry.timeouts,
+    }
+
+
+def _operation(op: Operation) -> JSON:
+    out: JSON = {
+        "name": op.id,
+        "properties": {str(k): [str(v) for v in values] for k, values in op.properties().items()},
+    }
+    if isinstance(op, (Apply, Request)):
+        if isinstance(op, Apply):
+            out["kind"] = "function"
+            out["function"] = op.function
+        else:
+            out["kind"] = "http-request"
+            out["url"] = op.url
+        # Header values and query values may hold credentials: only their names are exported.
+        out["method"] = op.method
+        out["headers"] = list(op.headers)
+        out["query"] = list(op.query)
+        out["timeout"] = op.timeout
+        out["retry"] = _retry(op.retry)
+        out["on-failure"] = _name(op.on_failure)
+        out["request-handler"] = _name(op.request_handler)
+        out["response-handler"] = _name(op.response_handler)
+    elif isinstance(op, Modify):
+        out["kind"] = "modifier"
+        out["modifier"] = callable_name(op.fn)
+    else:
+        out["kind"] = "custom"
+        out["class"] = callable_name(type(op))
+    return out
+
+
+def _node(dag: Dag, node: Node) -> JSON:
+    out_edges = dag.out_edges(node.id)
+    out: JSON = {
+        "id": node.id,
+        "node-index": node.index,
+        "unique-id": node.unique_id,
+        "kind": node.kind.value,
+        "is-dynamic": node.is_dynamic,
+        "is-condition": node.kind is NodeKind.CONDITION,
+        "is-foreach": node.kind is NodeKind.FOREACH,
+        "has-aggregator": node.aggregator is not None,
+        "has-sub-aggregator": node.sub_aggregator is not None,
+        "has-subdag": node.kind is NodeKind.SUBDAG,
+        "in-degree": len(node.parents),
+        "out-degree": len(node.children),
+        "dynamic-exec-only": node.dynamic_execution_only,
+        "aggregator": _name(node.aggregator),
+        "sub-aggregator": _name(node.sub_aggregator),
+        "operations": [_operation(op) for op in node.operations],
+        "parents": list(node.parents),
+        "childrens": list(node.children),
+        "child-exec-only": {e.target: e.execution_only for e in out_edges},
+    }
+    if node.kind is NodeKind.END:
+        # faas-flow's virtual end vertex ran a pass-through operation named "end".
+        out["operations"] = [{"name": "end", "properties": {}, "kind": "end"}]
+    if node.sub_dag is not None:
+        out["sub-dag"] = _dag(node.sub_dag)
+    if node.foreach_dag is not None:
+        out["foreach"] = _name(node.foreach)
+        out["foreach-dag"] = _dag(node.foreach_dag)
+    if node.kind is NodeKind.CONDITION:
+        out["condition"] = _name(node.condition)
+        out["conditions"] = list(node.conditional_dags)
+        out["conditional-dags"] = {k: _dag(d) for k, d in node.conditional_dags.items()}
+    return out
+
+
+def _nested(node: Node) -> list[Dag]:
+    dags = [d for d in (node.sub_dag, node.foreach_dag) if d is not None]
+    return dags + list(node.conditional_dags.values())
+
+
+def _has_branch(dag: Dag) -> bool:
+    return any(
+        len(n.parents) > 1 or len(n.children) > 1 or n.kind in _BRANCHING or
+        any(_has_branch(d) for d in _nested(n))
+        for n in dag.nodes.values()
+    )
+
+
+_BRANCHING = (NodeKind.SUBDAG, NodeKind.FOREACH, NodeKind.CONDITION)
+
+
+def _has_edge(dag: Dag) -> bool:
+    return bool(dag.edges) or any(
+        n.is_dynamic or any(_has_edge(d) for d in _nested(n)) for n in dag.nodes.values()
+    )
+
+
+def _execution_only(dag: Dag) -> bool:
+    """No data moves through the store: every edge and dynamic node is execution-only."""
+    return all(e.execution_only for e in dag.edges) and all(
+        (not n.is_dynamic or n.dynamic_execution_only)
+        and all(_execution_only(d) for d in _nested(n))
+        for n in dag.nodes.values()
+    )
+
+
+def _dag(dag: Dag) -> JSON:
+    return {
+        "id": dag.id,
+        "start-node": dag.start,
+        "end-node": dag.end,
+        "has-branch": _has_branch(dag),
+        "has-edge": _has_edge(dag),
+        "exec-only-dag": _execution_only(dag),
+        "owner": dag.owner,
+        "branch": dag.branch,
+        "nodes": {node_id: _node(dag, node) for node_id, node in dag.nodes.items()},
+        "edges": [
+            {
+                "from": e.source,
+                "to": e.target,
+                "execution-only": e.execution_only,
+                "forwarder": _name(e.forwarder),
+            }
+            for e in dag.edges
+        ],
+        "is-valid": True,
+    }
+
+
+def _canonical(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _export(graph: Graph) -> JSON:
+    out = _dag(graph.root)
+    out["name"] = graph.name
+    out["format"] = FORMAT
+    out["has-failure-handler"] = graph.on_failure is not None
+    out["has-finally-handler"] = graph.finally_ is not None
+    out["on-failure"] = _name(graph.on_failure)
+    out["finally"] = _name(graph.finally_)
+    return out
+
+
+def definition_hash(graph: Graph) -> str:
+    """sha256 (hex) of the canonical export: the structure, operations and the
+    ``module.qualname`` of every callable; equal across processes for the same definition."""
+    return hashlib.sha256(_canonical(_export(graph))).hexdigest()
+
+
+def export_graph(graph: Graph) -> JSON:
+    """The whole graph as JSON-ready data (see ``docs/export.md``)."""
+    out = _export(graph)
+    out["definition-hash"] = graph.definition_hash
+    return out
+
+
+def invalid_export(name: str, error: str) -> JSON:
+    """What a flow whose definition fails exports: ``is-valid`` false and the reason."""
+    return {
+        "id": "0",
+        "start-node": "",
+        "end-node": "",
+        "has-branch": False,
+        "has-edge": False,
+        "exec-only-dag": False,
+        "owner": None,
+        "branch": None,
+        "nodes": {},
+        "edges": [],
+        "is-valid": False,
+        "validation-error": error,
+        "name": name,
+        "format": FORMAT,
+    }
+
+
+def export_definition(define: Callable[..., object], name: str = "flow") -> JSON:
+    """Compile ``define`` and export it; a definition error gives :func:`invalid_export`
+    instead of raising (what the runtime answers to ``?export-dag=true``)."""
+    from faasflow.errors import DefinitionError
+    from faasflow.flow import Flow
+
+    try:
+        return Flow(define, name=name).export()
+    except DefinitionError as exc:
+        return invalid_export(name, str(exc))
+
+
+def to_dot(graph: Graph) -> str:
+    """Graphviz DOT of the graph."""
+    raise NotImplementedError("DOT export lands in the next commit")
+
+
+def to_mermaid(graph: Graph) -> str:
+    """Mermaid flowchart of the graph."""
+    raise NotImplementedError("Mermaid export lands in the next commit")
