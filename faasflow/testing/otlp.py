@@ -25,7 +25,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -268,7 +267,7 @@ def _handler_for(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
                 receiver._accept(body)
-            except (DecodeError, OSError, zlib.error) as exc:
+            except Exception as exc:  # protobuf's DecodeError, gzip/zlib errors: all a bad body
                 self._answer(400, f"undecodable export: {exc}".encode(), "text/plain")
                 return
             self._answer(
