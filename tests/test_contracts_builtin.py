@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
+from faasflow.default_plugins.filesystem import FilesystemDataStore
+from faasflow.default_plugins.invokers import LocalInvoker, OpenFaasInvoker
 from faasflow.default_plugins.memory import MemoryDataStore, MemoryStateStore
-from faasflow.testing import DataStoreContract, StateStoreContract
+from faasflow.default_plugins.sqlite import SqliteDataStore, SqliteStateStore
+from faasflow.default_plugins.tracers import LogTracer, NoTracer
+from faasflow.testing import (
+    DataStoreContract,
+    InvokerContract,
+    StateStoreContract,
+    TracerContract,
+    assert_backend_registered,
+)
 
 
 class TestMemoryStateStore(StateStoreContract):
@@ -18,3 +32,75 @@ class TestMemoryDataStore(DataStoreContract):
 
     def make_store(self):
         return MemoryDataStore.from_options({})
+
+
+class TestSqliteStateStore(StateStoreContract):
+    def make_store(self):
+        return SqliteStateStore.from_options({"path": str(self.workdir / "state.db")})
+
+
+class TestSqliteDataStore(DataStoreContract):
+    def make_store(self):
+        return SqliteDataStore.from_options({"path": str(self.workdir / "data.db")})
+
+
+class TestSqliteDataStoreSharingTheStateFile(DataStoreContract):
+    """Both sqlite stores may point at one file (FAASFLOW_SQLITE_PATH sets both)."""
+
+    def make_store(self):
+        state = SqliteStateStore.from_options({"path": str(self.workdir / "one.db")})
+        state.scoped("f", "r").set("k", "v")
+        state.close()
+        return SqliteDataStore.from_options({"path": str(self.workdir / "one.db")})
+
+
+class TestFilesystemDataStore(DataStoreContract):
+    def make_store(self):
+        return FilesystemDataStore.from_options({"path": str(self.workdir / "data")})
+
+
+class TestNoTracer(TracerContract):
+    def make_tracer(self):
+        return NoTracer.from_options({})
+
+
+class TestLogTracer(TracerContract):
+    @pytest.fixture(autouse=True)
+    def _log_everything(self, caplog):
+        caplog.set_level(logging.DEBUG, logger="faasflow.trace")
+
+    def make_tracer(self):
+        return LogTracer.from_options({"level": "debug"})
+
+
+class TestOpenFaasInvoker(InvokerContract):
+    def make_invoker(self, base_url):
+        return OpenFaasInvoker.from_options({"gateway_url": base_url})
+
+
+class TestLocalInvokerOverGateway(InvokerContract):
+    """Names the local invoker does not know go to the gateway."""
+
+    def make_invoker(self, base_url):
+        return LocalInvoker.from_options({"gateway_url": base_url})
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("state_store", "memory"),
+        ("state_store", "sqlite"),
+        ("data_store", "memory"),
+        ("data_store", "sqlite"),
+        ("data_store", "filesystem"),
+        ("tracer", "none"),
+        ("tracer", "log"),
+        ("invoker", "local"),
+        ("invoker", "openfaas"),
+        ("invoker", "http"),
+    ],
+)
+def test_builtin_backend_is_registered(kind, name):
+    entry = assert_backend_registered(kind, name)
+    assert entry.distribution == "faasflow (built-in)"
+    assert entry.backend.summary

@@ -951,7 +951,8 @@ class InvokerContract:
         )
 
     @pytest.fixture(scope="class")
-    def faasflow_loopback_server(self) -> Iterator[LoopbackServer]:
+    @classmethod
+    def faasflow_loopback_server(cls) -> Iterator[LoopbackServer]:
         """One loopback gateway per test class."""
         server = LoopbackServer()
         yield server

@@ -11,7 +11,6 @@ entry point; it only defines fixtures, so it changes nothing in test runs that d
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -61,11 +60,11 @@ def faasflow_env(monkeypatch: pytest.MonkeyPatch) -> FaasflowEnv:
 
 
 @pytest.fixture
-def plugin_manager(faasflow_env: FaasflowEnv) -> Iterator[pluggy.PluginManager]:
+def plugin_manager(faasflow_env: FaasflowEnv) -> pluggy.PluginManager:
     """A fresh plugin manager: the built-in backends and the installed entry points."""
     from faasflow.plugins import make_plugin_manager
 
-    yield make_plugin_manager(faasflow_env.settings())
+    return make_plugin_manager(faasflow_env.settings())
 
 
 @pytest.fixture
