@@ -231,12 +231,16 @@ class _Connection:
             opts=_GRPC_OPTIONS,
         )
         # with user and password set, this authenticates (one call) and keeps the token
-        return pyetcd.MultiEndpointEtcd3Client(
+        client = pyetcd.MultiEndpointEtcd3Client(
             endpoints=[endpoint],
             timeout=config.timeout,
             user=config.user,
             password=config.password,
         )
+        # pyetcd sends the token twice, as metadata and as call credentials; gRPC refuses call
+        # credentials on a plain-text channel, and the metadata alone is what etcd reads
+        client.call_credentials = None
+        return client
 
     def _tls_credentials(self) -> Any:
         if self._credentials is None:
