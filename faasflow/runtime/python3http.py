@@ -141,7 +141,9 @@ def format_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return 200, [("Content-Type", "text/html; charset=utf-8")], str(result).encode()
 
 
-def call_handler(handle: Handle, event: Event, name: str = "") -> tuple[int, list[tuple[str, str]], bytes]:
+def call_handler(
+    handle: Handle, event: Event, name: str = ""
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Run ``handle`` on ``event``; an exception becomes a 500 naming the function."""
     try:
         return format_response(handle(event, Context()))

@@ -71,6 +71,7 @@ class DurableQueue:
         self._tie = itertools.count()
         self._changed = threading.Condition(self._lock)
         self._closed = False
+        self._db_closed = False
         self._claimed = 0
         for row in self._db.execute(
             "SELECT id, function, path, query, method, headers, body, callback, enqueued, "
@@ -83,6 +84,8 @@ class DurableQueue:
     def put(self, job: Job) -> None:
         """Store ``job``; it is durable when this returns."""
         with self._lock:
+            if self._db_closed:
+                raise RuntimeError("the queue is closed")
             self._db.execute(
                 "INSERT INTO jobs (id, function, path, query, method, headers, body, callback,"
                 " enqueued, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -117,7 +120,7 @@ class DurableQueue:
         """Forget a delivered job."""
         with self._lock:
             self._claimed -= 1
-            if not self._closed:  # after close the row stays and is delivered next run
+            if not self._db_closed:  # after close the row stays and is delivered next run
                 self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
 
     def retry(self, job: Job, delay: float) -> Job:
@@ -125,7 +128,7 @@ class DurableQueue:
         again = attrs.evolve(job, attempts=job.attempts + 1)
         with self._lock:
             self._claimed -= 1
-            if self._closed:
+            if self._db_closed:
                 return again
             self._db.execute("UPDATE jobs SET attempts = ? WHERE id = ?", (again.attempts, job.id))
             heapq.heappush(self._later, (time.monotonic() + delay, next(self._tie), again))
@@ -137,10 +140,18 @@ class DurableQueue:
         with self._lock:
             return len(self._ready) + len(self._later) + self._claimed
 
-    def close(self) -> None:
-        """Wake every waiting :meth:`take` and close the database (rows stay for next time)."""
+    def stop(self) -> None:
+        """Hand out no more jobs: every waiting :meth:`take` returns ``None``. Jobs being
+        delivered may still be marked :meth:`done`."""
         with self._lock:
             self._closed = True
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Stop and close the database; unfinished rows stay for the next run."""
+        with self._lock:
+            self._closed = True
+            self._db_closed = True
             self._changed.notify_all()
             self._db.close()
 

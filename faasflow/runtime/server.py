@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: _WSGIServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def _read_body(self) -> bytes:
@@ -126,8 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         return environ
 
     def _send(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        head = [f"{self.request_version if self.request_version.startswith('HTTP/') else 'HTTP/1.1'}"
-                f" {status}\r\n"]
+        head = [f"HTTP/1.1 {status}\r\n"]
         has_length = False
         for name, value in headers:
             lower = name.lower()
@@ -135,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             if lower == "content-length":
                 has_length = True
-                value = str(len(body))
+                head.append(f"{name}: {len(body)}\r\n")
+                continue
             head.append(f"{name}: {value}\r\n")
         if not has_length:
             head.append(f"Content-Length: {len(body)}\r\n")
@@ -152,8 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except _BadRequest as exc:
             self.close_connection = True
-            self._send(f"{exc.status} {'Payload Too Large' if exc.status == 413 else 'Bad Request'}",
-                       [("Content-Type", "text/plain; charset=utf-8")],
+            phrase = "Payload Too Large" if exc.status == 413 else "Bad Request"
+            self._send(f"{exc.status} {phrase}", [("Content-Type", "text/plain; charset=utf-8")],
                        f"[ Failed ] {exc}\n".encode())
             return
         environ = self._environ(body)

@@ -192,7 +192,7 @@ def load_handler(directory: Path, package: str) -> ModuleType:
         sys.modules[package] = pkg
         try:
             if init.exists():
-                exec(compile(init.read_bytes(), str(init), "exec"), pkg.__dict__)  # noqa: S102
+                exec(compile(init.read_bytes(), str(init), "exec"), pkg.__dict__)
             return importlib.import_module(module_name)
         except Exception as exc:
             sys.modules.pop(package, None)

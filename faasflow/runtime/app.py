@@ -1,0 +1,424 @@
+"""The HTTP face of a flow: a WSGI app over :class:`faasflow.engine.Engine`.
+
+Routes (faas-flow v0.6's documented surface, plus the request record and the wait header):
+
+=====================================  =====================================================
+``POST /``                             start a request (``X-Faas-Flow-Reqid``,
+                                       ``X-Faas-Flow-Callback-Url``, ``X-Faas-Flow-Wait``)
+``/?export-dag=true``                  the DAG as JSON
+``/?pause-flow=ID`` (``resume-flow``,   control and state, as faas-flow's query forms
+``stop-flow``, ``state``)
+``POST /flow/ID/pause|resume|stop``    control
+``GET /flow/ID/state``                 ``RUNNING`` / ``PAUSED`` / ``FINISHED``
+``POST /flow/ID/forward``              one iteration (signed message; internal)
+``POST /flow/ID/execute``              start a request with id ``ID``
+``GET /flow/ID``                       the request record as JSON
+``GET /flow``                          recent requests as JSON
+=====================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from faasflow.errors import (
+    BackendError,
+    ConfigurationError,
+    DefinitionError,
+    FaasflowError,
+    RequestNotActive,
+    RequestNotFound,
+    SignatureError,
+)
+from faasflow.runtime.server import StartResponse
+from faasflow.runtime.web import Request, Response, error, json_response, text
+from faasflow.settings import Settings
+
+if TYPE_CHECKING:
+    from faasflow.engine import Engine, RequestRecord
+    from faasflow.flow import Flow
+
+__all__ = ["FlowApp", "flow_name_from_host"]
+
+log = logging.getLogger("faasflow.runtime")
+
+REQID = "X-Faas-Flow-Reqid"
+CALLBACK = "X-Faas-Flow-Callback-Url"
+WAIT = "X-Faas-Flow-Wait"
+#: Longest ``X-Faas-Flow-Wait`` honoured, in seconds.
+MAX_WAIT = 3600.0
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_ROUTE = re.compile(r"^/flow/(?P<id>[^/]+)(?:/(?P<action>[^/]+))?/?$")
+_CONTROL_QUERIES = (
+    ("pause-flow", "pause"), ("stop-flow", "stop"), ("resume-flow", "resume"), ("state", "state")
+)
+_DONE_WORDS = {"pause": "paused", "resume": "resumed", "stop": "stopped"}
+_MAX_HOST_FLOWS = 4
+
+Define = Callable[..., Any]
+
+
+def flow_name_from_host(host: str | None) -> str | None:
+    """faas-flow's rule (the Host header up to the first ``:`` or ``.``), but only when that is
+    a function name: pod IPs (``10.1.2.3``) and ``localhost`` are not (faas-flow#145, #152)."""
+    if not host:
+        return None
+    name = re.split(r"[:.]", host.strip().lower(), maxsplit=1)[0]
+    if not _NAME.match(name) or name.isdigit() or name == "localhost":
+        return None
+    if not any(c.isalpha() for c in name):
+        return None
+    return name
+
+
+class FlowApp:
+    """WSGI app serving one flow.
+
+    ``flow`` is a :class:`faasflow.Flow` or a ``define(flow, context)`` function. The flow's name
+    is ``settings.flow_name`` (``FAASFLOW_FLOW_NAME``), else the name of the ``Flow``, else
+    the Host header when it is a function name.
+    """
+
+    def __init__(
+        self,
+        flow: Flow | Define,
+        settings: Settings | None = None,
+        *,
+        functions: Mapping[str, Any] | None = None,
+        engine_factory: Callable[[Flow, Settings], Engine] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._flow = flow
+        self._functions = functions
+        self._engine_factory = engine_factory
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        name = self.settings.flow_name or getattr(flow, "name", None)
+        self.flow_name: str | None = name or None
+        if self.flow_name:
+            try:  # configuration errors show at start-up, not per request
+                self.engine(self.flow_name)
+            except DefinitionError as exc:
+                # an invalid definition still serves its export (is-valid: false) and a 500
+                log.error("flow %s is invalid: %s", self.flow_name, exc)
+
+    # -- engines -------------------------------------------------------------------------------
+
+    def engine(self, name: str) -> Engine:
+        """The engine of the flow called ``name`` (built on first use)."""
+        with self._lock:
+            engine = self._engines.get(name)
+            if engine is not None:
+                return engine
+            if len(self._engines) >= _MAX_HOST_FLOWS:
+                raise ConfigurationError(
+                    f"refusing to serve flow {name!r}: this process already serves "
+                    f"{', '.join(sorted(self._engines))}; set FAASFLOW_FLOW_NAME"
+                )
+            flow = self._named_flow(name)
+            if self._engine_factory is not None:
+                engine = self._engine_factory(flow, self.settings)
+            else:
+                from faasflow.engine import Engine
+
+                engine = Engine.from_settings(flow, self.settings, functions=self._functions)
+            self._engines[name] = engine
+            return engine
+
+    def _named_flow(self, name: str) -> Flow:
+        from faasflow.flow import Flow
+
+        flow = self._flow
+        if isinstance(flow, Flow) and flow.name == name:
+            return flow
+        return Flow(self._define, name=name)
+
+    @property
+    def _define(self) -> Define:
+        from faasflow.flow import Flow
+
+        return self._flow.define if isinstance(self._flow, Flow) else self._flow
+
+    def _export(self, name: str) -> Response:
+        from faasflow.export import export_definition
+
+        doc = export_definition(self._define, name)
+        body = json.dumps(doc, indent=4).encode() + b"\n"
+        return Response(200, body, (("Content-Type", "application/json"),))
+
+    def close(self) -> None:
+        """Close every engine (and so its backends)."""
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()
+
+    # -- WSGI ----------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = Request.from_environ(environ)
+        try:
+            response = self.handle(request)
+        except Exception:
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            response = error(request, 500, "internal error in the faasflow runtime; see its log")
+        return response.send(start_response)
+
+    def handle(self, request: Request) -> Response:
+        """Route one request."""
+        name = self.flow_name or flow_name_from_host(request.header("Host"))
+        if name is None:
+            return error(
+                request, 500,
+                f"cannot tell this flow's name: set FAASFLOW_FLOW_NAME (the Host header "
+                f"{request.header('Host')!r} is not a function name)",
+            )
+        path = request.path.rstrip("/") or "/"
+        args = request.args
+        if path == "/" and "export-dag" in args:
+            if args["export-dag"][0].lower() != "true":
+                return error(request, 400, "export-dag takes the value true")
+            return self._export(name)
+        try:
+            engine = self.engine(name)
+        except FaasflowError as exc:
+            return self._failure(request, exc, None)
+        if path == "/":
+            return self._root(engine, request)
+        if path == "/flow":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request, "GET")
+            return self._call(request, None, lambda: json_response(
+                {"flow": name, "requests": [r.to_json() for r in engine.requests()]}
+            ))
+        match = _ROUTE.match(path)
+        if match is None:
+            return error(request, 404, f"no route {request.method} {request.path}; see "
+                         "docs/runtime.md for the flow's routes")
+        request_id, action = match["id"], match["action"]
+        if not _ID.match(request_id):
+            return error(request, 400, _bad_id(request_id))
+        if action is None:
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request, "GET")
+            return self._record(engine, request, request_id)
+        if action in ("pause", "resume", "stop"):
+            if request.method != "POST":
+                return _not_allowed(request, "POST")
+            return self._control(engine, request, action, request_id)
+        if action == "state":
+            if request.method not in ("GET", "HEAD", "POST"):
+                return _not_allowed(request, "GET")
+            return self._control(engine, request, "state", request_id)
+        if action == "forward":
+            if request.method != "POST":
+                return _not_allowed(request, "POST")
+            return self._forward(engine, request, request_id)
+        if action == "execute":
+            if request.method != "POST":
+                return _not_allowed(request, "POST")
+            return self._start(engine, request, request_id)
+        return error(request, 404, f"no route {request.method} {request.path}: unknown action "
+                     f"{action!r} (pause, resume, stop, state, forward, execute)")
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def _root(self, engine: Engine, request: Request) -> Response:
+        args = request.args
+        for query, action in _CONTROL_QUERIES:
+            if query in args:
+                request_id = args[query][0]
+                if not request_id:
+                    return error(request, 400, f"{query} needs a request id: ?{query}=<id>")
+                if not _ID.match(request_id):
+                    return error(request, 400, _bad_id(request_id))
+                return self._control(engine, request, action, request_id)
+        if request.method not in ("GET", "POST", "PUT"):
+            return _not_allowed(request, "POST")
+        return self._start(engine, request, None)
+
+    def _start(self, engine: Engine, request: Request, request_id: str | None) -> Response:
+        request_id = request_id or request.header(REQID) or None
+        if request_id is not None and not _ID.match(request_id):
+            return error(request, 400, f"header {REQID}: {_bad_id(request_id)}")
+        callback = request.header(CALLBACK) or None
+        if callback is not None:
+            parts = urlsplit(callback)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                return error(request, 400, f"header {CALLBACK}: {callback!r} is not an http(s) "
+                             "URL", request_id)
+        wait: float | None = None
+        raw_wait = request.header(WAIT)
+        if raw_wait is not None:
+            try:
+                wait = float(raw_wait)
+            except ValueError:
+                wait = -1.0
+            if not math.isfinite(wait) or wait < 0:
+                return error(request, 400, f"header {WAIT}: {raw_wait!r} is not a number of "
+                             "seconds", request_id)
+            wait = min(wait, MAX_WAIT)
+        try:
+            result = engine.start(
+                request.body, request_id=request_id, query=request.query,
+                callback_url=callback, headers=dict(request.headers),
+            )
+        except FaasflowError as exc:
+            return self._failure(request, exc, request_id)
+        ids = ((REQID, result.request_id), (CALLBACK, callback or ""))
+        if result.status == "running" and wait:
+            try:
+                record = _wait(engine, result.request_id, wait)
+            except FaasflowError as exc:
+                return self._failure(request, exc, result.request_id)
+            if record is None or not record.done:
+                return _accepted(request, result.request_id, ids)
+            if record.status == "success":
+                return Response(200, record.output or b"", ids)
+            if record.status == "stopped":
+                return error(request, 409, f"request {record.request_id} was stopped before "
+                             "it finished", None, *ids)
+            return error(request, 500, record.error or f"request {record.request_id} failed",
+                         None, *ids)
+        if result.status == "success":
+            return Response(200, result.output or b"", ids)
+        if result.status == "running":
+            return Response(200, b"", ids)
+        if result.status == "stopped":
+            return error(request, 409, f"request {result.request_id} was stopped before it "
+                         "finished", None, *ids)
+        return error(request, 500, result.error or f"request {result.request_id} failed",
+                     None, *ids)
+
+    def _control(self, engine: Engine, request: Request, action: str, request_id: str) -> Response:
+        def act() -> Response:
+            if action == "state":
+                return text(engine.state(request_id))
+            getattr(engine, action)(request_id)
+            return text(f"Successfully {_DONE_WORDS[action]} request {request_id}")
+
+        return self._call(request, request_id, act, action=action)
+
+    def _record(self, engine: Engine, request: Request, request_id: str) -> Response:
+        def get() -> Response:
+            record = engine.record(request_id)
+            if record is None:
+                raise RequestNotFound(request_id)
+            return json_response(record.to_json())
+
+        return self._call(request, request_id, get)
+
+    def _forward(self, engine: Engine, request: Request, request_id: str) -> Response:
+        try:
+            doc = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("id"), str) and doc["id"] != request_id:
+            return error(request, 400, f"forwarded message of request {doc['id']} was posted "
+                         f"to /flow/{request_id}/forward", request_id)
+
+        def run() -> Response:
+            engine.forward(request.body, dict(request.headers))
+            return text("")
+
+        return self._call(request, request_id, run, action="forward")
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        request: Request,
+        request_id: str | None,
+        route: Callable[[], Response],
+        action: str = "find",
+    ) -> Response:
+        try:
+            return route()
+        except FaasflowError as exc:
+            return self._failure(request, exc, request_id, action)
+
+    def _failure(
+        self, request: Request, exc: FaasflowError, request_id: str | None, action: str = ""
+    ) -> Response:
+        from faasflow.engine import MessageError
+
+        status = 500
+        message = str(exc)
+        if isinstance(exc, SignatureError):
+            signed = _has_signature(request)
+            status = 403 if signed else 401
+        elif isinstance(exc, MessageError):
+            status = 400
+        elif isinstance(exc, RequestNotFound):
+            status = 404
+        elif isinstance(exc, RequestNotActive):
+            status = 410 if action == "forward" else 409
+        elif isinstance(exc, BackendError):
+            status = 503
+            log.error("backend failure on %s %s: %s", request.method, request.path, exc)
+        elif isinstance(exc, DefinitionError):
+            message = f"request failed to be processed. error: {exc}"
+        elif isinstance(exc, ConfigurationError) and "already" in message:
+            status = 409  # a supplied request id that is in use
+        elif isinstance(exc, ConfigurationError):
+            log.error("configuration error on %s %s: %s", request.method, request.path, exc)
+        return error(request, status, message, request_id)
+
+
+def _wait(engine: Engine, request_id: str, timeout: float) -> RequestRecord | None:
+    # Engine.wait blocks on an in-process event; the request may end in another worker
+    # process, so look at the record between short waits.
+    deadline = time.monotonic() + timeout
+    step = 0.005
+    while True:
+        record = engine.wait(request_id, 0)
+        if record is None:
+            found = engine.record(request_id)
+            record = found if found is not None and found.done else None
+        if record is not None:
+            return record
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(step, left))
+        step = min(step * 1.5, 0.1)
+
+
+def _has_signature(request: Request) -> bool:
+    if request.path.rstrip("/").endswith("/forward"):
+        try:
+            doc = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(doc, dict) and bool(doc.get("sign"))
+    return bool(request.header("X-Hub-Signature-256") or request.header("X-Hub-Signature"))
+
+
+def _accepted(request: Request, request_id: str, ids: tuple[tuple[str, str], ...]) -> Response:
+    message = f"request {request_id} is still running; GET /flow/{request_id} for its result"
+    if request.wants_json:
+        return json_response({"request_id": request_id, "status": "running",
+                              "message": message}, 202, *ids)
+    return text(message + "\n", 202, *ids)
+
+
+def _not_allowed(request: Request, allowed: str) -> Response:
+    return error(request, 405, f"{request.method} is not allowed on {request.path}; use "
+                 f"{allowed}", None, ("Allow", allowed))
+
+
+def _bad_id(request_id: str) -> str:
+    shown = request_id if len(request_id) <= 64 else request_id[:64] + "..."
+    return (f"invalid request id {shown!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+
+

@@ -1,0 +1,116 @@
+"""A worker process of the local gateway: loads a stack's handlers and serves them on loopback.
+
+Started by :class:`faasflow.runtime.gateway.Gateway` as ``python -m faasflow.runtime.worker``.
+Protocol: the first line of stdin is a JSON config (stack path, function names, flow defaults);
+the worker answers one JSON line on stdout (``{"port": N}`` or ``{"error": "..."}``), then
+serves ``/<function>/<path>`` until its stdin closes (the gateway stopped or was killed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from faasflow.errors import ConfigurationError, FaasflowError
+from faasflow.runtime.python3http import wsgi_app
+from faasflow.runtime.server import StartResponse, WSGIApp, serve
+from faasflow.runtime.stack import FunctionSpec, Stack, load_handler
+from faasflow.settings import EnvVars, Settings
+
+__all__ = ["FunctionsApp", "build_app", "main"]
+
+log = logging.getLogger("faasflow.worker")
+
+
+class FunctionsApp:
+    """Dispatches ``/<function>/<path>`` to each function's WSGI app."""
+
+    def __init__(self, apps: Mapping[str, WSGIApp]) -> None:
+        self.apps = dict(apps)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO") or "/")
+        name, _, rest = path.lstrip("/").partition("/")
+        app = self.apps.get(name)
+        if app is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [f"[ Failed ] no function {name!r} in this worker\n".encode()]
+        environ["SCRIPT_NAME"] = f"/{name}"
+        environ["PATH_INFO"] = "/" + rest
+        raw = str(environ.get("RAW_URI") or "")
+        if raw.startswith(f"/{name}"):
+            environ["RAW_URI"] = raw[len(name) + 1:] or "/"
+        return app(environ, start_response)
+
+
+def package_name(function: str) -> str:
+    """The import name a function's handler directory gets."""
+    return "faasflow_fn_" + re.sub(r"[^a-zA-Z0-9_]", "_", function)
+
+
+def flow_settings(spec: FunctionSpec, defaults: Mapping[str, str]) -> Settings:
+    """Settings of one flow: the process environment, then the function's ``environment:``
+    from stack.yml, over the gateway's defaults; the flow's name is the function's."""
+    base = Settings.from_env().environ
+    environ = {**base, **spec.environment, EnvVars.FLOW_NAME: spec.name}
+    return Settings.from_env(environ, defaults=defaults)
+
+
+def build_app(spec: FunctionSpec, defaults: Mapping[str, str]) -> WSGIApp:
+    """Load the handler of ``spec`` and return the WSGI app serving it."""
+    module = load_handler(spec.handler, package_name(spec.name))
+    if spec.is_flow:
+        define = getattr(module, "define", None)
+        if not callable(define):
+            raise ConfigurationError(
+                f"{spec.handler / 'handler.py'} (function {spec.name!r}, lang {spec.lang}) "
+                "defines no define(flow, context)"
+            )
+        from faasflow.runtime.app import FlowApp
+
+        return FlowApp(define, flow_settings(spec, defaults))
+    handle = getattr(module, "handle", None)
+    if not callable(handle):
+        raise ConfigurationError(
+            f"{spec.handler / 'handler.py'} (function {spec.name!r}, lang {spec.lang}) "
+            "defines no handle(event, context)"
+        )
+    return wsgi_app(handle, spec.name)
+
+
+def _watch_stdin() -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        os._exit(0)  # the gateway is gone: leave at once, whatever is running
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = json.loads(sys.stdin.buffer.readline())
+        stack = Stack.load(config["stack"], Settings.from_env().environ)
+        apps = {name: build_app(stack.get(name), config["defaults"])
+                for name in config["functions"]}
+        server = serve(FunctionsApp(apps), "127.0.0.1", 0)
+    except (FaasflowError, ValueError, KeyError, OSError) as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    print(json.dumps({"port": server.port}), flush=True)
+    os.dup2(2, 1)  # handlers print logs to stdout, as on OpenFaaS: send them to the log
+    threading.Thread(target=_watch_stdin, daemon=True).start()
+    log.info("worker %s serving %s", config.get("name", "?"), ", ".join(apps))
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
