@@ -753,9 +753,10 @@ class _Compiler:
             and data_out
         ):
             kind = "foreach" if spec.kind is NodeKind.FOREACH else "conditional"
+            data_out_targets = [e.target for e in data_out]
             raise DefinitionError(
-                f"{label} is a {kind} node without an aggregator, so it has no output, but "
-                f"edges carry its output on ({', '.join(e.target for e in data_out)}): add "
+                f"{label} is a {kind} node without an aggregator, so its output is empty, "
+                f"yet data edges pass it on to {', '.join(data_out_targets)}: add "
                 "aggregator= to combine the branch results, or mark those edges "
                 "execution_only=True"
             )

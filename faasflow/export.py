@@ -9,9 +9,12 @@ described in ``docs/export.md``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import attrs
 
 from faasflow.graph import Dag, Graph, Node, NodeKind
 from faasflow.operations import Apply, Modify, Operation, Request, Retry, callable_name
@@ -248,11 +251,218 @@ def export_definition(define: Callable[..., object], name: str = "flow") -> JSON
         return invalid_export(name, str(exc))
 
 
+# --- diagrams ------------------------------------------------------------------------------
+# Both renderers draw the same picture: one box per operation inside a cluster per node, a
+# diamond and a join vertex around each foreach/conditional node with a cluster per branch,
+# sub-DAGs nested in their node's cluster; execution-only edges are dotted.
+
+
+@attrs.define
+class _Vertex:
+    key: str
+    label: str
+    shape: str  # "operation" | "empty" | "end" | "decision" | "join"
+
+
+@attrs.define
+class _Cluster:
+    key: str
+    label: str
+    items: list[_Vertex | _Cluster] = attrs.field(factory=list)
+
+
+@attrs.define
+class _Link:
+    source: str
+    target: str
+    label: str = ""
+    dotted: bool = False
+
+
+def _short(fn: Callable[..., object] | None) -> str:
+    """The callable's own name for labels (nothing for lambdas)."""
+    name = "" if fn is None else callable_name(fn).rsplit(".", 1)[-1]
+    return "" if name == "<lambda>" else name
+
+
+def _op_label(op: Operation) -> str:
+    if isinstance(op, Apply):
+        return op.function
+    if isinstance(op, Request):
+        return f"{op.method or 'request'} {op.url}"
+    if isinstance(op, Modify):
+        return f"modifier {_short(op.fn)}".strip()
+    return op.id
+
+
+class _Layout:
+    def __init__(self, graph: Graph) -> None:
+        self.links: list[_Link] = []
+        self.root = _Cluster("flow", graph.name)
+        self.root.items.extend(self.dag(graph.root))
+
+    def dag(self, dag: Dag) -> list[_Vertex | _Cluster]:
+        items: list[_Vertex | _Cluster] = []
+        ends: dict[str, tuple[str, str]] = {}
+        for node in dag.nodes.values():
+            item, entry, exit_ = self.node(node)
+            items.append(item)
+            ends[node.id] = (entry, exit_)
+        for e in dag.edges:
+            label = _short(e.forwarder)
+            self.links.append(
+                _Link(ends[e.source][1], ends[e.target][0], label, e.execution_only)
+            )
+        self.ends = ends
+        return items
+
+    def span(self, dag: Dag) -> tuple[list[_Vertex | _Cluster], str, str]:
+        items = self.dag(dag)
+        ends = self.ends
+        return items, ends[dag.start][0], ends[dag.end][1]
+
+    def node(self, node: Node) -> tuple[_Vertex | _Cluster, str, str]:
+        uid = node.unique_id
+        if node.kind is NodeKind.END:
+            vertex = _Vertex(uid, "end", "end")
+            return vertex, uid, uid
+        label = node.id
+        if node.aggregator is not None:
+            label += f"\naggregator {_short(node.aggregator)}".rstrip()
+        cluster = _Cluster(f"cluster_{uid}", label)
+        if node.kind is NodeKind.OPERATIONS:
+            if not node.operations:
+                cluster.items.append(_Vertex(uid, "(no operations)", "empty"))
+                return cluster, uid, uid
+            keys = [f"{uid}.{i}" for i in range(1, len(node.operations) + 1)]
+            for key, op in zip(keys, node.operations, strict=True):
+                cluster.items.append(_Vertex(key, _op_label(op), "operation"))
+            self.links.extend(_Link(a, b) for a, b in itertools.pairwise(keys))
+            return cluster, keys[0], keys[-1]
+        if node.kind is NodeKind.SUBDAG:
+            assert node.sub_dag is not None
+            cluster.label += " (sub-dag)"
+            items, entry, exit_ = self.span(node.sub_dag)
+            cluster.items.extend(items)
+            return cluster, entry, exit_
+        decision, join = f"{uid}.decision", f"{uid}.join"
+        foreach = node.kind is NodeKind.FOREACH
+        decision_label = (
+            f"foreach {_short(node.foreach)}" if foreach else f"condition {_short(node.condition)}"
+        )
+        cluster.items.append(_Vertex(decision, decision_label.strip(), "decision"))
+        branches: Mapping[str, Dag] = node.conditional_dags
+        if node.foreach_dag is not None:
+            branches = {"": node.foreach_dag}
+        for key, branch in branches.items():
+            items, entry, exit_ = self.span(branch)
+            cluster.items.append(_Cluster(f"cluster_{branch.id}", key or "foreach", items))
+            dotted = node.dynamic_execution_only
+            self.links.append(_Link(decision, entry, key, dotted))
+            self.links.append(_Link(exit_, join, "", dotted))
+        join_label = (
+            f"aggregator {_short(node.sub_aggregator)}" if node.sub_aggregator else "join"
+        )
+        cluster.items.append(_Vertex(join, join_label.strip(), "join"))
+        return cluster, decision, join
+
+
+def _dot_quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+_DOT_SHAPES = {
+    "operation": 'shape=box fillcolor="#68b8e2"',
+    "empty": 'shape=box style="rounded,dashed" fillcolor="#f2f2f2"',
+    "end": 'shape=invhouse fillcolor="#f5b8c4"',
+    "decision": 'shape=diamond fillcolor="#f9af4d"',
+    "join": 'shape=invhouse fillcolor="#f5b8c4"',
+}
+
+
 def to_dot(graph: Graph) -> str:
-    """Graphviz DOT of the graph."""
-    raise NotImplementedError("DOT export lands in the next commit")
+    """Graphviz DOT of the graph (render with ``dot -Tsvg``)."""
+    layout = _Layout(graph)
+    lines = [
+        "digraph depgraph {",
+        "    rankdir=TB;",
+        "    compound=true;",
+        '    fontname="Courier New";',
+        '    fontcolor="#44413b";',
+        f"    label={_dot_quote(graph.name)};",
+        '    node [style=filled fontname="Courier" fontcolor=black];',
+        '    edge [color="#152730" fontname="Courier"];',
+    ]
+
+    def emit(item: _Vertex | _Cluster, depth: int) -> None:
+        pad = "    " * depth
+        if isinstance(item, _Vertex):
+            lines.append(
+                f"{pad}{_dot_quote(item.key)} [label={_dot_quote(item.label)} "
+                f"{_DOT_SHAPES[item.shape]}];"
+            )
+            return
+        lines.append(f"{pad}subgraph {_dot_quote(item.key)} {{")
+        lines.append(f'{pad}    label={_dot_quote(item.label)}; style=rounded; color="#9e9e9e";')
+        for child in item.items:
+            emit(child, depth + 1)
+        lines.append(f"{pad}}}")
+
+    for item in layout.root.items:
+        emit(item, 1)
+    for link in layout.links:
+        attributes = [f"style={'dotted' if link.dotted else 'solid'}"]
+        if link.label:
+            attributes.append(f"label={_dot_quote(link.label)}")
+        lines.append(
+            f"    {_dot_quote(link.source)} -> {_dot_quote(link.target)} "
+            f"[{' '.join(attributes)}];"
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    escaped = text.replace("&", "#amp;").replace('"', "#quot;").replace("\n", "<br/>")
+    return f'"{escaped}"'
+
+
+_MERMAID_SHAPES = {
+    "operation": ("[", "]"),
+    "empty": ("(", ")"),
+    "end": ("[[", "]]"),
+    "decision": ("{", "}"),
+    "join": ("[/", "\\]"),
+}
 
 
 def to_mermaid(graph: Graph) -> str:
     """Mermaid flowchart of the graph."""
-    raise NotImplementedError("Mermaid export lands in the next commit")
+    layout = _Layout(graph)
+    ids: dict[str, str] = {}
+
+    def ident(key: str) -> str:
+        # Mermaid ids must be plain words: number every vertex and cluster.
+        return ids.setdefault(key, f"v{len(ids) + 1}")
+
+    lines = ["flowchart TD"]
+
+    def emit(item: _Vertex | _Cluster, depth: int) -> None:
+        pad = "    " * depth
+        if isinstance(item, _Vertex):
+            left, right = _MERMAID_SHAPES[item.shape]
+            lines.append(f"{pad}{ident(item.key)}{left}{_mermaid_text(item.label)}{right}")
+            return
+        lines.append(f"{pad}subgraph {ident(item.key)} [{_mermaid_text(item.label)}]")
+        for child in item.items:
+            emit(child, depth + 1)
+        lines.append(f"{pad}end")
+
+    for item in layout.root.items:
+        emit(item, 1)
+    for link in layout.links:
+        arrow = "-.->" if link.dotted else "-->"
+        label = f"|{_mermaid_text(link.label)}|" if link.label else ""
+        lines.append(f"    {ident(link.source)} {arrow}{label} {ident(link.target)}")
+    return "\n".join(lines) + "\n"
