@@ -91,6 +91,8 @@ class OtlpReceiver:
         self.refused = 0
         """Export requests answered with :attr:`status`."""
         self.status = 200
+        self.last_headers: dict[str, str] = {}
+        """Headers of the last accepted export request, names in lower case."""
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -187,11 +189,12 @@ class OtlpReceiver:
 
     # called by the request handler
 
-    def _accept(self, body: bytes) -> None:
+    def _accept(self, body: bytes, headers: Mapping[str, str]) -> None:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         spans = list(_decode(request))
         with self._lock:
+            self.last_headers = {k.lower(): v for k, v in headers.items()}
             self._spans.extend(spans)
             self.exports += 1
             self._lock.notify_all()
@@ -266,7 +269,7 @@ def _handler_for(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
-                receiver._accept(body)
+                receiver._accept(body, dict(self.headers.items()))
             except Exception as exc:  # protobuf's DecodeError, gzip/zlib errors: all a bad body
                 self._answer(400, f"undecodable export: {exc}".encode(), "text/plain")
                 return

@@ -315,6 +315,7 @@ class Pipeline:
 
 
 _pipelines: dict[tuple[Config, str], Pipeline] = {}
+_retired: dict[Config, ExportStats] = {}  # counters of pipelines already shut down
 _lock = threading.Lock()
 
 
@@ -334,7 +335,7 @@ def stats_for(config: Config) -> ExportStats:
     """Counters of every pipeline of ``config`` in this process, added up."""
     with _lock:
         pipelines = [p for key, p in _pipelines.items() if key[0] == config]
-    total = ExportStats()
+        total = _retired.get(config, ExportStats())
     for pipeline in pipelines:
         total += pipeline.stats()
     return total
@@ -347,6 +348,8 @@ def shutdown_all(config: Config) -> None:
         pipelines = [_pipelines.pop(key) for key in keys]
     for pipeline in pipelines:
         pipeline.shutdown()
+        with _lock:
+            _retired[config] = _retired.get(config, ExportStats()) + pipeline.stats()
 
 
 def _faasflow_version() -> str:
