@@ -71,12 +71,20 @@ class QueueInvoker(Invoker):
         self.fail_forward: Callable[[Forwarded], bool] | None = None
         self.lock = threading.Lock()
 
-    def call(self, function: str, data: bytes, *, method: str = "POST",
-             headers: Mapping[str, str] | None = None,
-             query: Mapping[str, list[str]] | None = None,
-             timeout: float | None = None) -> Response:
+    def call(
+        self,
+        function: str,
+        data: bytes,
+        *,
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, list[str]] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
         with self.lock:
-            self.calls.append(Called(function, data, method, dict(headers or {}), dict(query or {})))
+            self.calls.append(
+                Called(function, data, method, dict(headers or {}), dict(query or {}))
+            )
         if function not in self.functions:
             raise FunctionError(f"no stub {function}", url=f"/function/{function}")
         result = self.functions[function](data)
@@ -85,8 +93,15 @@ class QueueInvoker(Invoker):
         body = result.encode() if isinstance(result, str) else bytes(result or b"")
         return Response(200, body, {}, f"http://gateway/function/{function}")
 
-    def request(self, method: str, url: str, data: bytes, *,
-                headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        data: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
         import urllib.request
 
         with self.lock:
@@ -95,8 +110,9 @@ class QueueInvoker(Invoker):
         with urllib.request.urlopen(req, timeout=timeout or 10) as resp:  # noqa: S310 - loopback
             return Response(resp.status, resp.read(), dict(resp.headers), url)
 
-    def forward(self, flow_name: str, request_id: str, message: bytes,
-                headers: Mapping[str, str]) -> None:
+    def forward(
+        self, flow_name: str, request_id: str, message: bytes, headers: Mapping[str, str]
+    ) -> None:
         item = Forwarded(flow_name, request_id, message, dict(headers))
         if self.fail_forward is not None and self.fail_forward(item):
             raise FunctionError("500: gateway refused", url="/async-function", status=500)
@@ -108,18 +124,28 @@ class QueueInvoker(Invoker):
 class Tracked(DataStore):
     """Wraps a real DataStore and remembers which keys are live (for 'nothing left' checks)."""
 
-    def __init__(self, inner: DataStore, live: dict[str, set[str]] | None = None) -> None:
+    def __init__(
+        self,
+        inner: DataStore,
+        live: dict[str, set[str]] | None = None,
+        counts: collections.Counter[str] | None = None,
+    ) -> None:
         self.inner = inner
         self.live = live if live is not None else collections.defaultdict(set)
-        self.writes = 0
+        self.counts = counts if counts is not None else collections.Counter()
+
+    @property
+    def writes(self) -> int:
+        """Writes into request namespaces (request records excluded)."""
+        return sum(n for ns, n in self.counts.items() if "/~records/" not in ns)
 
     def scoped(self, flow_name: str, request_id: str) -> Tracked:
-        handle = Tracked(self.inner.scoped(flow_name, request_id), self.live)
+        handle = Tracked(self.inner.scoped(flow_name, request_id), self.live, self.counts)
         handle.configure(flow_name, request_id)
         return handle
 
     def set(self, key: str, value: bytes) -> None:
-        self.writes += 1
+        self.counts[self.namespace] += 1
         self.inner.set(key, value)
         self.live[self.namespace].add(key)
 
@@ -138,9 +164,16 @@ class Tracked(DataStore):
 class Harness:
     """An engine for one flow, its stores and its queue."""
 
-    def __init__(self, define: Any, *, name: str = "testflow", settings: Settings | None = None,
-                 functions: Mapping[str, Callable[[bytes], Any]] | None = None,
-                 state_store: str = "memory", data_store: str = "memory") -> None:
+    def __init__(
+        self,
+        define: Any,
+        *,
+        name: str = "testflow",
+        settings: Settings | None = None,
+        functions: Mapping[str, Callable[[bytes], Any]] | None = None,
+        state_store: str = "memory",
+        data_store: str = "memory",
+    ) -> None:
         self.settings = settings or Settings(hmac_secret=b"test-key")
         registry = Registry.from_settings(self.settings)
         self.states: StateStore = registry.create(Kind.STATE_STORE, self.settings, state_store)
@@ -148,9 +181,14 @@ class Harness:
         self.invoker = QueueInvoker(functions)
         self.flow = define if isinstance(define, Flow) else Flow(define, name=name)
         self.engine = Engine(
-            self.flow, self.settings,
-            Backends(self.states, self.data, registry.create(Kind.TRACER, self.settings, "none"),
-                     self.invoker),
+            self.flow,
+            self.settings,
+            Backends(
+                self.states,
+                self.data,
+                registry.create(Kind.TRACER, self.settings, "none"),
+                self.invoker,
+            ),
             name=name,
         )
 

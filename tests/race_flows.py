@@ -41,6 +41,7 @@ def fan_in_flow(log_path: str) -> Flow:
         dag.node("join", aggregator=lambda d: b"".join(d[k] for k in sorted(d))).modify(
             lambda d: (journal(log_path, f"join {os.getpid()} {d.decode()}"), d)[1]
         )
+        flow.finally_(lambda state: journal(log_path, f"finally {state}"))
 
     return Flow(define, name="races")
 
@@ -81,17 +82,21 @@ class QueueInvoker(Invoker):
     def request(self, method: str, url: str, data: bytes, **kwargs: Any) -> Response:
         raise AssertionError("no HTTP in race flows")
 
-    def forward(self, flow_name: str, request_id: str, message: bytes,
-                headers: Mapping[str, str]) -> None:
+    def forward(
+        self, flow_name: str, request_id: str, message: bytes, headers: Mapping[str, str]
+    ) -> None:
         self.queue.put(message)
         if self.duplicate:  # at-least-once queues deliver some messages twice
             self.queue.put(message)
 
 
 def make_engine(kind: str, directory: str, log_path: str, queue: Any, duplicate: bool) -> Engine:
-    settings = Settings(hmac_secret=KEY, environ={
-        "FAASFLOW_SQLITE_PATH": os.path.join(directory, "state.db"),
-    })
+    settings = Settings(
+        hmac_secret=KEY,
+        environ={
+            "FAASFLOW_SQLITE_PATH": os.path.join(directory, "state.db"),
+        },
+    )
     registry = Registry.from_settings(settings)
     backends = Backends(
         registry.create(Kind.STATE_STORE, settings, "sqlite"),

@@ -41,7 +41,10 @@ def test_sync_chain_calls_functions_in_order() -> None:
 
     h = Harness(define)
     assert h.start(b"x").output == b"xfunc1func2modifier"
-    assert [(c.function, c.data) for c in h.invoker.calls] == [("func1", b"x"), ("func2", b"xfunc1")]
+    assert [(c.function, c.data) for c in h.invoker.calls] == [
+        ("func1", b"x"),
+        ("func2", b"xfunc1"),
+    ]
 
 
 def test_function_calls_carry_request_id_and_idempotency_key() -> None:
@@ -286,7 +289,9 @@ def test_condition_runs_only_selected_branches() -> None:
         dag = flow.dag()
         dag.node("n1")
         branches = dag.conditional_branch(
-            "C", ["c1", "c2", "c3"], lambda d: ["c2"],
+            "C",
+            ["c1", "c2", "c3"],
+            lambda d: ["c2"],
             aggregator=lambda r: b"".join(r.values()),
         )
         for key, sub in branches.items():
@@ -319,8 +324,7 @@ def test_bad_branch_selection_is_a_flow_failure_with_hooks(kind, result, message
         dag = flow.dag()
         dag.node("n1")
         if kind == "condition":
-            subs = dag.conditional_branch("C", ["c1"], lambda d: result,
-                                          aggregator=lambda r: b"")
+            subs = dag.conditional_branch("C", ["c1"], lambda d: result, aggregator=lambda r: b"")
             subs["c1"].node("a")
         else:
             dag.foreach_branch("C", lambda d: result, aggregator=lambda r: b"").node("a")
@@ -347,7 +351,9 @@ def test_nested_foreach_inside_condition_readme_example() -> None:
         dag = flow.dag()
         dag.node("n1").modify(lambda d: d + b"modifier1")
         branches = dag.conditional_branch(
-            "C", ["c1", "c2"], lambda d: ["c1", "c2"],
+            "C",
+            ["c1", "c2"],
+            lambda d: ["c1", "c2"],
             aggregator=lambda r: r["c1"] + r["c2"],
         )
         foreach = branches["c1"].foreach_branch(

@@ -142,7 +142,9 @@ def auth_settings(secret: bytes | None) -> Settings:
 
 
 def test_authenticated_request_with_right_signature_runs() -> None:
-    h = Harness(lambda flow, ctx: flow.sync_node().modify(lambda d: d), settings=auth_settings(b"s3cr3t"))
+    h = Harness(
+        lambda flow, ctx: flow.sync_node().modify(lambda d: d), settings=auth_settings(b"s3cr3t")
+    )
     result = h.start(b"hello", headers={"X-Hub-Signature-256": sign_body(b"s3cr3t", b"hello")})
     assert result.output == b"hello"
 

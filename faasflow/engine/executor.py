@@ -823,25 +823,26 @@ class Engine:
             event.set()
 
     def wait(self, request_id: str, timeout: float | None = None) -> RequestRecord | None:
-        """Block until the request ends and return its record (None if still running)."""
+        """Block until the request ends and return its record (None if still running).
+
+        An end in this process wakes the waiter at once; an end in another process is seen by
+        polling the records with a growing interval.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._ended_lock:
-            event = self._ended.get(request_id)
-        if event is not None and not event.wait(timeout):
-            return None
-        delay = 0.005
+            event = self._ended.get(request_id) or threading.Event()
+        delay = 0.002
         while True:
             record = self.record(request_id)
             if record is None:
                 raise RequestNotFound(request_id, "wait for")
             if record.done:
                 return record
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return None
-            time.sleep(
-                delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            )
-            delay = min(delay * 1.5, 0.25)
+            event.wait(delay if left is None else min(delay, left))
+            delay = min(delay * 1.5, 0.1)
 
     # ------------------------------------------------------------------ control
 
