@@ -100,7 +100,9 @@ def callable_name(fn: object) -> str:
     if qualname is None:
         target = type(target)
         qualname = target.__qualname__
-    module = getattr(target, "__module__", None) or "?"
+    module = getattr(target, "__module__", None) or getattr(
+        getattr(target, "__objclass__", None), "__module__", "?"
+    )
     return f"{module}.{qualname}"
 
 
