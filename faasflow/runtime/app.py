@@ -155,6 +155,12 @@ class FlowApp:
         body = json.dumps(doc, indent=4).encode() + b"\n"
         return Response(200, body, (("Content-Type", "application/json"),))
 
+    def sweep(self) -> int:
+        """Forget expired request records and fail requests past their deadline."""
+        with self._lock:
+            engines = list(self._engines.values())
+        return sum(engine.sweep() for engine in engines)
+
     def close(self) -> None:
         """Close every engine (and so its backends)."""
         with self._lock:

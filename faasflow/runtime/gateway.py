@@ -156,6 +156,9 @@ class _Worker:
             "functions": list(self.pool.functions),
             "defaults": gateway.defaults,
             "name": f"{self.pool.name}-{self.index}",
+            "sweep": self.index == 0 and any(
+                gateway.stack.functions[f].is_flow for f in self.pool.functions
+            ),
         }
         env = None
         if self.pool.environment:

@@ -175,28 +175,32 @@ def _function(path: Path, name: str, entry: Any) -> FunctionSpec:
 _import_lock = threading.Lock()
 
 
-def load_handler(directory: Path, package: str) -> ModuleType:
-    """Import ``<directory>/handler.py`` as ``<package>.handler``.
+def load_handler(directory: Path, package: str, module: str = "handler") -> ModuleType:
+    """Import ``<directory>/handler.py`` (or ``<module>.py``) as ``<package>.handler``.
 
     The directory becomes a package, as OpenFaaS templates copy it to ``function/``, so a handler
     can import its siblings with ``from . import helper``.
     """
-    module_name = f"{package}.handler"
+    module_name = f"{package}.{module}"
+    source = directory / f"{module}.py"
     with _import_lock:
         if module_name in sys.modules:
             return sys.modules[module_name]
-        init = directory / "__init__.py"
-        pkg = ModuleType(package)
-        pkg.__path__ = [str(directory)]
-        pkg.__file__ = str(init) if init.exists() else None
-        sys.modules[package] = pkg
+        created = package not in sys.modules
+        if created:
+            init = directory / "__init__.py"
+            pkg = ModuleType(package)
+            pkg.__path__ = [str(directory)]
+            pkg.__file__ = str(init) if init.exists() else None
+            sys.modules[package] = pkg
         try:
-            if init.exists():
+            if created and pkg.__file__:
                 exec(compile(init.read_bytes(), str(init), "exec"), pkg.__dict__)
             return importlib.import_module(module_name)
         except Exception as exc:
-            sys.modules.pop(package, None)
+            if created:
+                sys.modules.pop(package, None)
             sys.modules.pop(module_name, None)
             raise ConfigurationError(
-                f"cannot import {directory / 'handler.py'}: {type(exc).__name__}: {exc}"
+                f"cannot import {source}: {type(exc).__name__}: {exc}"
             ) from exc

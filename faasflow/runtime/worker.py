@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,6 +27,9 @@ from faasflow.settings import EnvVars, Settings
 __all__ = ["FunctionsApp", "build_app", "main"]
 
 log = logging.getLogger("faasflow.worker")
+
+#: Seconds between sweeps of expired records and requests past their deadline.
+SWEEP_INTERVAL = 10.0
 
 
 class FunctionsApp:
@@ -92,6 +96,19 @@ def _watch_stdin() -> None:
         os._exit(0)  # the gateway is gone: leave at once, whatever is running
 
 
+def _sweep(apps: Mapping[str, WSGIApp], interval: float) -> None:
+    from faasflow.runtime.app import FlowApp
+
+    flows = [app for app in apps.values() if isinstance(app, FlowApp)]
+    while flows:
+        time.sleep(interval)
+        for app in flows:
+            try:
+                app.sweep()
+            except FaasflowError as exc:
+                log.warning("sweeping request records failed: %s", exc)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -107,6 +124,8 @@ def main() -> int:
     print(json.dumps({"port": server.port}), flush=True)
     os.dup2(2, 1)  # handlers print logs to stdout, as on OpenFaaS: send them to the log
     threading.Thread(target=_watch_stdin, daemon=True).start()
+    if config.get("sweep"):
+        threading.Thread(target=_sweep, args=(apps, SWEEP_INTERVAL), daemon=True).start()
     log.info("worker %s serving %s", config.get("name", "?"), ", ".join(apps))
     server.serve_forever()
     return 0

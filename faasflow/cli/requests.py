@@ -1,0 +1,132 @@
+"""``faasflow requests``: list, inspect and control the requests of a flow through a gateway."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+__all__ = ["register"]
+
+_ACTIONS = ("list", "show", "pause", "resume", "stop", "state")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "requests",
+        help="list, show, pause, resume or stop the requests of a flow",
+        description=(
+            "Talk to a flow through a gateway (faasflow up, or OpenFaaS): list its requests, "
+            "show one (status, output, error, node timings), or pause / resume / stop it. "
+            "Exit codes: 0 done, 1 the action failed (e.g. request not running), 2 bad input, "
+            "3 no such request or flow, 4 gateway unreachable."
+        ),
+    )
+    parser.add_argument("action", choices=_ACTIONS, help="what to do")
+    parser.add_argument("flow", help="the flow's function name")
+    parser.add_argument("request_id", nargs="?", help="request id (all actions but list)")
+    parser.add_argument("--json", action="store_true", help="print the JSON the flow answers")
+    parser.add_argument("-g", "--gateway", default=None,
+                        help="gateway URL (default FAASFLOW_GATEWAY_URL, OPENFAAS_URL or "
+                             "http://127.0.0.1:8080)")
+    parser.set_defaults(func=run)
+
+
+def _when(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+def _duration(doc: dict[str, Any]) -> str:
+    created, ended = doc.get("created"), doc.get("ended")
+    if isinstance(created, (int, float)) and isinstance(ended, (int, float)):
+        return f"{(ended - created) * 1000:.1f} ms"
+    return "-"
+
+
+def _print_list(doc: dict[str, Any]) -> None:
+    rows = doc.get("requests") or []
+    if not rows:
+        print(f"no requests of {doc.get('flow', '?')} are kept")
+        return
+    print(f"{'REQUEST':<24} {'STATUS':<9} {'CREATED':<19}  DURATION")
+    for row in rows:
+        print(f"{row.get('id', ''):<24} {row.get('status', ''):<9} "
+              f"{_when(row.get('created')):<19}  {_duration(row)}")
+
+
+def _print_record(doc: dict[str, Any]) -> None:
+    print(f"request  {doc.get('id')}")
+    print(f"flow     {doc.get('flow')}")
+    print(f"status   {doc.get('status')}")
+    print(f"created  {_when(doc.get('created'))}")
+    if doc.get("ended") is not None:
+        print(f"ended    {_when(doc.get('ended'))} ({_duration(doc)})")
+    if doc.get("error"):
+        print(f"error    {doc['error']}")
+    if doc.get("output") is not None:
+        output = str(doc["output"])
+        shown = output if len(output) <= 500 else output[:500] + "..."
+        encoding = doc.get("output_encoding")
+        print(f"output   {shown}" + (f" ({encoding})" if encoding == "base64" else ""))
+    nodes = doc.get("nodes") or {}
+    if nodes:
+        print("nodes")
+        ordered = sorted(nodes.items(), key=lambda item: item[1].get("start", 0))
+        for node, run in ordered:
+            extra = f"  {run['error']}" if run.get("error") else ""
+            attempts = run.get("attempts", 1)
+            tries = f"  ({attempts} attempts)" if attempts and attempts > 1 else ""
+            print(f"  {node:<32} {run.get('status', ''):<8} "
+                  f"{run.get('duration_ms', 0):>10.1f} ms{tries}{extra}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from faasflow.cli import EXIT_UNAVAILABLE, EXIT_USAGE
+    from faasflow.runtime.client import GatewayClient, Unreachable, exit_code, fail
+
+    if args.action != "list" and not args.request_id:
+        return fail(f"requests {args.action} needs a request id: faasflow requests "
+                    f"{args.action} {args.flow} <request-id>", EXIT_USAGE)
+    base = f"/function/{args.flow}"
+    client = GatewayClient(args.gateway)
+    try:
+        if args.action == "list":
+            reply = client.request("GET", f"{base}/flow", headers={"Accept": "application/json"})
+        elif args.action == "show":
+            reply = client.request("GET", f"{base}/flow/{args.request_id}",
+                                   headers={"Accept": "application/json"})
+        elif args.action == "state":
+            reply = client.request("GET", f"{base}/flow/{args.request_id}/state")
+        else:
+            reply = client.request("POST", f"{base}/flow/{args.request_id}/{args.action}")
+    except Unreachable as exc:
+        return fail(str(exc), EXIT_UNAVAILABLE)
+    finally:
+        client.close()
+    if reply.status_code >= 400:
+        detail = reply.text.strip()
+        try:
+            detail = str(json.loads(detail).get("error", detail))
+        except (ValueError, AttributeError):
+            detail = detail.removeprefix("[ Failed ] ")
+        return fail(detail or f"HTTP {reply.status_code}", exit_code(reply.status_code))
+    if args.action in ("list", "show"):
+        try:
+            doc = reply.json()
+        except ValueError:
+            return fail(f"{args.flow} answered something other than JSON; is it a faasflow "
+                        "flow?", EXIT_USAGE)
+        if args.json:
+            json.dump(doc, sys.stdout, indent=2)
+            print()
+        elif args.action == "list":
+            _print_list(doc)
+        else:
+            _print_record(doc)
+        return 0
+    print(reply.text.strip())
+    return 0

@@ -1,0 +1,271 @@
+"""``faasflow run``: run a flow to the end in this process and print its output."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from faasflow.engine import Engine, RequestRecord
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a flow here, with no server, and print its output",
+        description=(
+            "Run a flow to the end in this process (embedded backends unless FAASFLOW_* "
+            "variables choose others) and print its output. FLOW is a function name of the "
+            "stack file, a handler directory or .py file defining define(flow, context), or "
+            "module:function. python3-http functions of the stack file run in-process; other "
+            "function names go to FAASFLOW_GATEWAY_URL when it is set. On a terminal, a line "
+            "per finished node is shown on stderr. Exit codes: 0 success, 1 the flow failed, "
+            "2 bad input, 3 flow not found."
+        ),
+    )
+    parser.add_argument("flow", help="stack function name, handler path or module:function")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("-d", "--data", help="request body (default: stdin when it is not a "
+                        "terminal, else empty)")
+    source.add_argument("--data-file", help="read the request body from this file")
+    parser.add_argument("-f", "--file", default=None,
+                        help="stack file whose functions the flow calls (default: stack.yml "
+                             "when present)")
+    parser.add_argument("--query", default="", help="query string the flow sees")
+    parser.add_argument("--request-id", default=None, help="use this request id")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop the request after this many seconds")
+    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                        help="show finished nodes on stderr (default: when it is a terminal)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the request record as JSON instead of the output")
+    parser.set_defaults(func=run)
+
+
+class NotFound(Exception):
+    """The flow argument names nothing."""
+
+
+def _stack_file(file: str | None) -> Path | None:
+    if file:
+        return Path(file)
+    for name in ("stack.yml", "stack.yaml"):
+        if Path(name).exists():
+            return Path(name)
+    return None
+
+
+def http_function(handle: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """A python3-http ``handle(event, context)`` as a local function of the engine."""
+    from urllib.parse import urlencode
+
+    from faasflow.interfaces import Response
+    from faasflow.runtime.python3http import Event, Headers, QueryArgs, call_handler
+
+    def call(data: bytes, request: Any) -> Response:
+        event = Event(
+            body=data,
+            headers=Headers(request.headers.items()),
+            method=request.method,
+            query=QueryArgs(urlencode(request.query, doseq=True)),
+            path="/",
+        )
+        status, headers, body = call_handler(handle, event, name)
+        return Response(status, body, dict(headers), f"local:{name}")
+
+    return call
+
+
+def resolve(flow: str, stack_file: Path | None) -> tuple[Callable[..., Any], str, dict[str, Any],
+                                                         Mapping[str, str]]:
+    """(define, flow name, local functions, environment) for the FLOW argument."""
+    from faasflow.runtime.stack import Stack, load_handler
+    from faasflow.runtime.worker import package_name
+
+    functions: dict[str, Any] = {}
+    environment: Mapping[str, str] = {}
+    stack = Stack.load(stack_file) if stack_file is not None else None
+    if stack is not None:
+        for spec in stack.functions.values():
+            if not spec.is_flow:
+                module = load_handler(spec.handler, package_name(spec.name))
+                functions[spec.name] = http_function(module.handle, spec.name)
+        if flow in stack.functions:
+            spec = stack.functions[flow]
+            if not spec.is_flow:
+                raise NotFound(f"{flow} is a {spec.lang} function, not a flow; "
+                               f"use `faasflow invoke {flow}` with `faasflow up`")
+            module = load_handler(spec.handler, package_name(spec.name))
+            return _define(module, spec.handler / "handler.py"), flow, functions, \
+                spec.environment
+    path = Path(flow)
+    if path.is_dir() and (path / "handler.py").is_file():
+        module = load_handler(path.resolve(), package_name(path.resolve().name))
+        return _define(module, path / "handler.py"), _name(path.resolve().name), functions, \
+            environment
+    if path.suffix == ".py" and path.is_file():
+        parent = path.resolve().parent
+        module = load_handler(parent, package_name(parent.name), path.stem)
+        return _define(module, path), _name(path.stem), functions, environment
+    if ":" in flow:
+        module_name, _, attr = flow.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise NotFound(f"cannot import {module_name}: {exc}") from None
+        define = getattr(module, attr, None)
+        if not callable(define):
+            raise NotFound(f"{module_name} has no function {attr!r}")
+        return define, _name(attr), functions, environment
+    where = f" in {stack.path}" if stack is not None else ""
+    raise NotFound(f"no flow {flow!r}{where}: give a stack function name, a handler directory, "
+                   "a .py file or module:function")
+
+
+def _define(module: Any, where: Path) -> Callable[..., Any]:
+    define = getattr(module, "define", None)
+    if not callable(define):
+        raise NotFound(f"{where} defines no define(flow, context)")
+    return define  # type: ignore[no-any-return]
+
+
+def _name(raw: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
+    return name or "flow"
+
+
+def _body(args: argparse.Namespace) -> bytes:
+    if args.data is not None:
+        return str(args.data).encode()
+    if args.data_file:
+        return Path(args.data_file).read_bytes()
+    if not sys.stdin.isatty():
+        return sys.stdin.buffer.read()
+    return b""
+
+
+class Progress:
+    """Prints a line per node as it finishes, read from the request's live record."""
+
+    def __init__(self, engine: Engine, request_id: str, out: TextIO) -> None:
+        self.engine = engine
+        self.request_id = request_id
+        self.out = out
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def show(self, record: RequestRecord | None) -> None:
+        if record is None:
+            return
+        for node, run in sorted(record.nodes.items(), key=lambda item: item[1].end):
+            if node in self.seen:
+                continue
+            self.seen.add(node)
+            mark = "ok  " if run.status == "success" else "FAIL"
+            detail = f"  {run.error}" if run.error else ""
+            self.out.write(f"  {mark} {node:<32} {(run.end - run.start) * 1000:9.1f} ms"
+                           f"{detail}\n")
+        self.out.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                self.show(self.engine.record(self.request_id))
+            except Exception:  # the display must never break the run
+                return
+
+    def stop(self, final: RequestRecord | None) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.show(final)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from faasflow.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
+    from faasflow.engine import Engine
+    from faasflow.errors import FaasflowError
+    from faasflow.runtime.client import fail
+    from faasflow.settings import EnvVars, Settings
+
+    try:
+        define, name, functions, environment = resolve(args.flow, _stack_file(args.file))
+    except NotFound as exc:
+        return fail(str(exc), EXIT_NOT_FOUND)
+    except FaasflowError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
+        body = _body(args)
+    except OSError as exc:
+        return fail(f"cannot read {args.data_file}: {exc.strerror or exc}", EXIT_USAGE)
+    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    try:
+        base = Settings.from_env().environ
+        settings = Settings.from_env({**base, **environment, EnvVars.FLOW_NAME: name})
+        # embedded: iterations run on this process's worker pool, whatever invoker is set
+        engine = Engine.from_settings(define_flow(define, name),
+                                      settings.with_backends(invoker="local"),
+                                      functions=functions)
+    except FaasflowError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
+        started = engine.start(body, request_id=args.request_id, query=args.query,
+                               timeout=args.timeout)
+        record = None
+        if started.status == "running":
+            progress = Progress(engine, started.request_id, sys.stderr).start() if show \
+                else None
+            record = engine.wait(started.request_id, args.timeout)
+            if record is None:
+                engine.stop(started.request_id)
+                record = engine.record(started.request_id)
+            if progress is not None:
+                progress.stop(record)
+            status = record.status if record else "stopped"
+            output = (record.output if record else None) or b""
+            error = (record.error if record else None) or (
+                f"request {started.request_id} did not finish within {args.timeout}s and "
+                "was stopped" if status == "stopped" else None)
+        else:
+            status, output, error = started.status, started.output or b"", started.error
+    except FaasflowError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    finally:
+        engine.close()
+    if args.json:
+        doc = record.to_json() if record is not None else {
+            "id": started.request_id, "flow": name, "status": status,
+            "output": output.decode(errors="replace"), "error": error,
+        }
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+    elif status == "success":
+        sys.stdout.buffer.write(output)
+        if output and not output.endswith(b"\n") and sys.stdout.isatty():
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+    if status != "success":
+        return fail(f"request {started.request_id} {status}: {error or 'no error recorded'}",
+                    EXIT_FAILED)
+    return 0
+
+
+def define_flow(define: Callable[..., Any], name: str) -> Any:
+    from faasflow.flow import Flow
+
+    return Flow(define, name=name)
+
