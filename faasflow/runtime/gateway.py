@@ -424,6 +424,9 @@ class Gateway:
                 return error(request, 404, f"function {name!r} not found in "
                              f"{self.stack.path.name}")
             return json_response(self._describe(spec))
+        if path.rstrip("/") == "/system/queue":
+            return json_response({"pending": self.queue.pending(),
+                                  "recovered": self.queue.recovered})
         if path.rstrip("/") == "/system/info":
             from faasflow import __version__
 
