@@ -31,7 +31,14 @@ class Query(Mapping[str, list[str]]):
 
     def __init__(self, raw: str = "") -> None:
         self.raw = raw.lstrip("?")
-        self._values = parse_qs(self.raw, keep_blank_values=True)
+        self._parsed: dict[str, list[str]] | None = None
+
+    @property
+    def _values(self) -> dict[str, list[str]]:
+        # parsed on first use: most iterations never read the query
+        if self._parsed is None:
+            self._parsed = parse_qs(self.raw, keep_blank_values=True)
+        return self._parsed
 
     def get(self, name: str, default: Any = None) -> Any:
         """The first value of ``name``, or ``default``."""

@@ -123,21 +123,33 @@ class Dag:
     """Unique id of the node whose sub-DAG (static, foreach or conditional) this is."""
     branch: str | None = None
     """The condition key of a conditional sub-DAG."""
+    _in: Mapping[str, tuple[Edge, ...]] = attrs.field(init=False, repr=False)
+    _out: Mapping[str, tuple[Edge, ...]] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # indexed once: the engine looks edges up on every iteration
+        incoming: dict[str, list[Edge]] = {}
+        outgoing: dict[str, list[Edge]] = {}
+        for e in self.edges:
+            incoming.setdefault(e.target, []).append(e)
+            outgoing.setdefault(e.source, []).append(e)
+        object.__setattr__(self, "_in", {k: tuple(v) for k, v in incoming.items()})
+        object.__setattr__(self, "_out", {k: tuple(v) for k, v in outgoing.items()})
 
     def node(self, node_id: str) -> Node:
         return self.nodes[node_id]
 
     def edge(self, source: str, target: str) -> Edge:
-        for e in self.edges:
-            if e.source == source and e.target == target:
+        for e in self._out.get(source, ()):
+            if e.target == target:
                 return e
         raise KeyError((source, target))
 
     def in_edges(self, node_id: str) -> tuple[Edge, ...]:
-        return tuple(e for e in self.edges if e.target == node_id)
+        return self._in.get(node_id, ())
 
     def out_edges(self, node_id: str) -> tuple[Edge, ...]:
-        return tuple(e for e in self.edges if e.source == node_id)
+        return self._out.get(node_id, ())
 
 
 @attrs.frozen(eq=False)

@@ -67,11 +67,12 @@ class Message:
         }
 
     def encode(self, key: bytes | None) -> bytes:
-        """The JSON body, with ``sign`` set when a key is given."""
-        doc = self.to_json()
-        if key is not None:
-            doc["sign"] = _signature(key, doc)
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        """The JSON body; with a key, ``sign`` is appended as the last member and covers every
+        byte before it."""
+        body = json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
+        if key is None:
+            return body
+        return body[:-1] + b',"sign":"' + _mac(key, body).encode() + b'"}'
 
     @classmethod
     def decode(cls, body: bytes, key: bytes | None) -> Message:
@@ -82,20 +83,21 @@ class Message:
             raise MessageError(f"forwarded iteration is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise MessageError("forwarded iteration must be a JSON object")
+        sign = doc.pop("sign", None)
         if key is not None:
-            sign = doc.pop("sign", None)
             if not isinstance(sign, str) or not sign:
                 raise SignatureError(
                     "forwarded iteration is not signed: it must carry 'sign' = sha256=<hex>"
                 )
-            if not hmac.compare_digest(sign, _signature(key, doc)):
+            # the signature covers the exact bytes before it: nothing is re-serialised
+            suffix = b',"sign":"' + sign.encode() + b'"}'
+            signed = body[: -len(suffix)] + b"}" if body.endswith(suffix) else b""
+            if not signed or not hmac.compare_digest(sign, _mac(key, signed)):
                 raise SignatureError(
                     f"failed to validate forwarded iteration of request {doc.get('id')!r}: "
                     "signature does not match (tampered, or signed with another "
                     "faasflow-hmac-secret)"
                 )
-        else:
-            doc.pop("sign", None)
         try:
             if doc["v"] != VERSION:
                 raise MessageError(f"unsupported iteration message version {doc['v']!r}")
@@ -129,9 +131,8 @@ def _str(doc: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _signature(key: bytes, doc: Mapping[str, Any]) -> str:
-    canonical = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    return _PREFIX + hmac.new(key, canonical, hashlib.sha256).hexdigest()
+def _mac(key: bytes, body: bytes) -> str:
+    return _PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def sign_body(key: bytes, body: bytes) -> str:
