@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -19,7 +20,13 @@ import pluggy
 
 from faasflow import hookspecs
 from faasflow.backends import Backend, Kind, RegisteredBackend
-from faasflow.errors import DuplicateBackendError, PluginLoadError, UnknownBackendError
+from faasflow.errors import (
+    ConfigurationError,
+    DuplicateBackendError,
+    FaasflowError,
+    PluginLoadError,
+    UnknownBackendError,
+)
 from faasflow.settings import Settings
 
 __all__ = ["DEFAULT_PLUGINS", "BrokenPlugin", "Registry", "make_plugin_manager"]
@@ -56,8 +63,9 @@ def make_plugin_manager(
 
     ``settings.load_plugins`` (``FAASFLOW_LOAD_PLUGINS``) limits third-party plugins to the
     listed distributions (empty: none), ``settings.disable_plugins``
-    (``FAASFLOW_DISABLE_PLUGINS``) blocks entry points by name, and
-    ``settings.trace_plugins`` logs every hook call.
+    (``FAASFLOW_DISABLE_PLUGINS``) blocks plugins by entry-point name or distribution name, and
+    ``settings.trace_plugins`` logs every hook call to the ``faasflow.plugins`` logger.
+    A plugin that fails to import or to validate is skipped and kept in ``pm.broken``.
     """
     settings = settings or Settings()
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -70,39 +78,96 @@ def make_plugin_manager(
         pm.set_blocked(name)
     if load_entrypoints:
         _load_entrypoints(pm, settings)
-    pm.check_pending()
+    _check_pending(pm)
+    pm.trace_plugins = settings.trace_plugins  # type: ignore[attr-defined]
     if settings.trace_plugins:
-        pm.trace.root.setwriter(log.info)
-        pm.enable_tracing()
+        pm.add_hookcall_monitoring(_before_hook, _after_hook)
     return pm
 
 
+def _before_hook(hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+    log.info("hook %s() called on %s", hook, ", ".join(repr(i.plugin_name) for i in impls))
+
+
+def _after_hook(
+    outcome: pluggy.Result[Any],
+    hook: str,
+    impls: Sequence[pluggy.HookImpl],
+    kwargs: Mapping[str, Any],
+) -> None:
+    names = ", ".join(repr(i.plugin_name) for i in impls)
+    if outcome.exception is not None:
+        log.info("hook %s() on %s raised %r", hook, names, outcome.exception)
+    else:
+        log.info("hook %s() on %s returned", hook, names)
+
+
+def _normalise_dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _broken(pm: pluggy.PluginManager, name: str, dist_name: str, error: str) -> None:
+    log.warning(
+        "faasflow plugin %r from %s failed to load and was skipped: %s "
+        "(set FAASFLOW_DISABLE_PLUGINS=%s to silence)",
+        name, dist_name, error, name,
+    )
+    pm.broken.append(BrokenPlugin(name, dist_name, error))  # type: ignore[attr-defined]
+
+
 def _load_entrypoints(pm: pluggy.PluginManager, settings: Settings) -> None:
-    allowed = None if settings.load_plugins is None else set(settings.load_plugins)
-    seen: set[str] = set()
+    allowed = (
+        None if settings.load_plugins is None
+        else {_normalise_dist(n) for n in settings.load_plugins}
+    )
+    disabled = {_normalise_dist(n) for n in settings.disable_plugins}
+    owners: dict[str, str] = {}  # entry-point name -> distribution that registered it
     for dist in metadata.distributions():
         dist_name = dist.metadata["Name"] or "?"
+        normalised = _normalise_dist(dist_name)
+        if normalised in disabled or (allowed is not None and normalised not in allowed):
+            continue
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+            if ep.group != ENTRY_POINT_GROUP or pm.is_blocked(ep.name):
                 continue
-            if allowed is not None and dist_name not in allowed:
+            owner = owners.get(ep.name)
+            if owner is not None:
+                if _normalise_dist(owner) != normalised:  # the same dist seen twice is harmless
+                    _broken(
+                        pm, ep.name, dist_name,
+                        f"entry point name {ep.name!r} is already taken by {owner}",
+                    )
                 continue
-            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            if pm.has_plugin(ep.name):
                 continue
-            seen.add(ep.name)
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
-                msg = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "faasflow plugin %r from %s failed to load and was skipped: %s "
-                    "(set FAASFLOW_DISABLE_PLUGINS=%s to silence)",
-                    ep.name, dist_name, msg, ep.name,
-                )
-                pm.broken.append(BrokenPlugin(ep.name, dist_name, msg))  # type: ignore[attr-defined]
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # any failure is reported, not raised
+                _broken(pm, ep.name, dist_name, f"{type(exc).__name__}: {exc}")
                 continue
-            pm.register(plugin, name=ep.name)
+            owners[ep.name] = dist_name
             pm.distributions[ep.name] = (dist_name, dist.version)  # type: ignore[attr-defined]
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """Drop (and report) plugins that implement hooks faasflow does not define, e.g. a typo."""
+    while True:
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            dists: dict[str, tuple[str, str]] = pm.distributions  # type: ignore[attr-defined]
+            dist_name = dists.pop(name, (_CORE, ""))[0]
+            if dist_name == _CORE:
+                raise PluginLoadError(f"built-in plugin {name!r} is invalid: {exc}") from exc
+            pm.unregister(exc.plugin)
+            _broken(pm, name, dist_name, f"{exc} (known hooks: {', '.join(_HOOKS)})")
+            continue
+        return
+
+
+_HOOKS = tuple(kind.hook for kind in Kind)
 
 
 class Registry:
@@ -115,9 +180,20 @@ class Registry:
         for kind in Kind:
             found: dict[str, RegisteredBackend] = {}
             hook = getattr(pm.hook, kind.hook)
+            plugins = [impl.plugin for impl in hook.get_hookimpls()]
             for impl in hook.get_hookimpls():
                 dist_name, version = dists.get(impl.plugin_name, (_CORE, _core_version()))
-                records = _call(impl.function, impl.plugin_name)
+                # Through pluggy (one plugin at a time) so FAASFLOW_TRACE_PLUGINS sees the call.
+                caller = pm.subset_hook_caller(
+                    kind.hook, [p for p in plugins if p is not impl.plugin]
+                )
+                records = _call(caller, impl.plugin_name)
+                if getattr(pm, "trace_plugins", False):
+                    log.info(
+                        "plugin %r (%s) declares %s backends: %s",
+                        impl.plugin_name, dist_name, kind.label,
+                        ", ".join(getattr(r, "name", repr(r)) for r in records) or "none",
+                    )
                 for record in records:
                     if not isinstance(record, Backend):
                         raise PluginLoadError(
@@ -160,11 +236,17 @@ class Registry:
         try:
             return self._by_kind[kind][name]
         except KeyError:
-            broken = [b for b in self.broken if b.name == name]
-            note = (
-                f"plugin {name!r} from {broken[0].distribution} failed to load: {broken[0].error}"
-                if broken else ""
-            )
+            same = [b for b in self.broken if b.name == name]
+            if same:
+                note = (
+                    f"plugin {name!r} from {same[0].distribution} failed to load: {same[0].error}"
+                )
+            elif self.broken:
+                note = "plugins that failed to load: " + "; ".join(
+                    f"{b.name!r} from {b.distribution}: {b.error}" for b in self.broken
+                )
+            else:
+                note = ""
             raise UnknownBackendError(
                 kind.value, name, self._by_kind[kind], kind.env_var, note
             ) from None
@@ -173,12 +255,22 @@ class Registry:
         """Build the configured (or the named) backend of ``kind`` from its options."""
         registered = self.get(kind, name or settings.backend_name(kind))
         options = settings.options_for(registered.backend)
-        return registered.backend.factory(options)
+        try:
+            return registered.backend.factory(options)
+        except FaasflowError:
+            raise
+        except Exception as exc:
+            prefix = f"FAASFLOW_{registered.name.upper()}_"
+            raise ConfigurationError(
+                f"could not create {kind.label} {registered.name!r} "
+                f"(from {registered.distribution}): {type(exc).__name__}: {exc}; check its "
+                f"options ({prefix}*)"
+            ) from exc
 
 
-def _call(function: Any, plugin_name: str) -> Iterable[Any]:
+def _call(caller: Any, plugin_name: str) -> Iterable[Any]:
     try:
-        return list(function() or ())
+        return [record for result in caller() for record in (result or ())]
     except Exception as exc:
         raise PluginLoadError(
             f"plugin {plugin_name!r} raised while declaring its backends: "

@@ -121,11 +121,13 @@ class Settings:
         ``defaults`` supplies values for variables that are not set, e.g. the local gateway
         defaults to the persistent ``sqlite`` stores.
         """
-        env: dict[str, str] = dict(defaults or {})
-        env.update(os.environ if environ is None else environ)
+        given = dict(os.environ if environ is None else environ)
+        # faas-flow's names stand for the new ones before defaults apply: a default must never
+        # hide a value the user did set, even under its legacy name.
         for new, old in EnvVars.LEGACY.items():
-            if new not in env and old in env:
-                env[new] = env[old]
+            if new not in given and old in given:
+                given[new] = given[old]
+        env: dict[str, str] = {**(defaults or {}), **given}
 
         def get(name: str) -> str | None:
             value = env.get(name)
@@ -145,14 +147,15 @@ class Settings:
             disable_plugins=_names(env.get(EnvVars.DISABLE_PLUGINS, "")),
             trace_plugins=_bool(env.get(EnvVars.TRACE_PLUGINS, ""), EnvVars.TRACE_PLUGINS),
             flow_name=get(EnvVars.FLOW_NAME),
-            gateway_url=(get(EnvVars.GATEWAY_URL) or "http://gateway.openfaas:8080"),
+            gateway_url=_url(get(EnvVars.GATEWAY_URL) or "http://gateway.openfaas:8080"),
             hmac_secret=hmac_secret,
             secret_mount_path=mount,
+            # An empty value means "not set" (a blank line in stack.yml), not "false".
             validate_request=_bool(
-                env.get(EnvVars.VALIDATE_REQUEST, "true"), EnvVars.VALIDATE_REQUEST
+                get(EnvVars.VALIDATE_REQUEST) or "true", EnvVars.VALIDATE_REQUEST
             ),
             authenticate_request=_bool(
-                env.get(EnvVars.AUTHENTICATE_REQUEST, "false"), EnvVars.AUTHENTICATE_REQUEST
+                get(EnvVars.AUTHENTICATE_REQUEST) or "false", EnvVars.AUTHENTICATE_REQUEST
             ),
             inline_limit=int(
                 _number(get(EnvVars.INLINE_LIMIT) or "65536", EnvVars.INLINE_LIMIT, int)
@@ -180,15 +183,18 @@ class Settings:
         prefix = f"FAASFLOW_{backend.name.upper()}_"
         options: dict[str, str] = {}
         for option, secret in backend.secrets.items():
-            value = _read_secret(self.secret_mount_path, secret)
-            if value is not None:
-                options[option] = value.decode()
+            raw = _read_secret(self.secret_mount_path, secret)
+            if raw is not None:
+                options[option] = raw.decode()
         for option, names in backend.env.items():
             for name in reversed(names):  # the first name listed wins
                 if self.environ.get(name):
                     options[option] = self.environ[name]
+        core = _core_names()
         for name, value in self.environ.items():
-            if name.startswith(prefix) and len(name) > len(prefix):
+            # A core variable is never a backend option, even when a backend's name makes it
+            # look like one (backend "request" and FAASFLOW_REQUEST_TIMEOUT).
+            if name.startswith(prefix) and len(name) > len(prefix) and value and name not in core:
                 options[name[len(prefix):].lower()] = value
         return options
 
@@ -198,6 +204,18 @@ class Settings:
         for kind, name in names.items():
             backends[Kind(kind)] = name
         return attrs.evolve(self, backends=backends)
+
+
+def _url(raw: str) -> str:
+    # faas-flow's `gateway` was a bare host:port ("gateway.openfaas:8080").
+    url = raw.rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+def _core_names() -> frozenset[str]:
+    return frozenset(
+        value for key, value in vars(EnvVars).items() if key.isupper() and isinstance(value, str)
+    )
 
 
 def _names(raw: str) -> tuple[str, ...]:
