@@ -25,7 +25,6 @@ from typing import Any
 from faasflow import Flow
 from faasflow.backends import Kind
 from faasflow.engine import Backends, Engine
-from faasflow.interfaces import DataStore, StateStore
 from faasflow.plugins import Registry
 from faasflow.settings import Settings
 
@@ -45,9 +44,11 @@ class Counting:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
         if name in {"set", "get", "update", "create", "delete", "scan", "cleanup", "increment"}:
+
             def counted(*args: Any, **kwargs: Any) -> Any:
                 self._counts[name] += 1
                 return attr(*args, **kwargs)
+
             return counted
         return attr
 
@@ -59,6 +60,7 @@ def chain(n: int) -> Callable[[Any, Any], None]:
             dag.node(f"n{i}").modify(bytes)
             if i:
                 dag.edge(f"n{i - 1}", f"n{i}")
+
     return define
 
 
@@ -71,6 +73,7 @@ def fan(n: int) -> Callable[[Any, Any], None]:
             dag.node(f"b{i}").modify(bytes)
             dag.edge("start", f"b{i}")
             dag.edge(f"b{i}", "join")
+
     return define
 
 
@@ -81,6 +84,7 @@ def foreach(n: int) -> Callable[[Any, Any], None]:
             "F", lambda d: {str(i): b"" for i in range(n)}, aggregator=lambda r: str(len(r))
         )
         sub.node("x").modify(bytes)
+
     return define
 
 
@@ -88,14 +92,17 @@ def nested(outer: int, inner: int) -> Callable[[Any, Any], None]:
     def define(flow: Any, context: Any) -> None:
         dag = flow.dag()
         sub = dag.foreach_branch(
-            "outer", lambda d: {str(i): b"" for i in range(outer)},
+            "outer",
+            lambda d: {str(i): b"" for i in range(outer)},
             aggregator=lambda r: str(sum(int(v) for v in r.values())),
         )
         leaf = sub.foreach_branch(
-            "inner", lambda d: {str(i): b"" for i in range(inner)},
+            "inner",
+            lambda d: {str(i): b"" for i in range(inner)},
             aggregator=lambda r: str(len(r)),
         )
         leaf.node("x").modify(bytes)
+
     return define
 
 
@@ -116,7 +123,8 @@ def run_once(engine: Engine) -> tuple[float, bytes]:
     started = engine.start(b"")
     record = engine.wait(started.request_id, timeout=600)
     elapsed = time.perf_counter() - t0
-    assert record is not None and record.status == "success", record
+    if record is None or record.status != "success":
+        raise SystemExit(f"benchmark request did not succeed: {record}")
     return elapsed, record.output or b""
 
 
@@ -139,7 +147,9 @@ def floor_per_step(steps: int) -> float:
     return elapsed / steps
 
 
-def measure(name: str, define: Callable[[Any, Any], None], nodes: int, repeat: int) -> dict[str, Any]:
+def measure(
+    name: str, define: Callable[[Any, Any], None], nodes: int, repeat: int
+) -> dict[str, Any]:
     times = []
     counts: collections.Counter[str] = collections.Counter()
     for _ in range(repeat):
@@ -155,12 +165,19 @@ def measure(name: str, define: Callable[[Any, Any], None], nodes: int, repeat: i
     tracemalloc.stop()
     engine.close()
     best = min(times)
-    state_ops = sum(counts[k] for k in ("set", "get", "update", "create", "delete", "scan",
-                                        "cleanup", "increment"))
+    state_ops = sum(
+        counts[k]
+        for k in ("set", "get", "update", "create", "delete", "scan", "cleanup", "increment")
+    )
     return {
-        "shape": name, "nodes": nodes, "seconds": best, "median": statistics.median(times),
-        "us_per_node": best / nodes * 1e6, "store_ops_per_node": state_ops / nodes,
-        "peak_mib": peak / 2**20, "counts": dict(counts),
+        "shape": name,
+        "nodes": nodes,
+        "seconds": best,
+        "median": statistics.median(times),
+        "us_per_node": best / nodes * 1e6,
+        "store_ops_per_node": state_ops / nodes,
+        "peak_mib": peak / 2**20,
+        "counts": dict(counts),
     }
 
 
@@ -178,18 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     ]
     floor = min(floor_per_step(2000) for _ in range(3))
     print(f"floor: thread-pool hand-off {floor * 1e6:.1f} us/step ({WORKERS} workers)")
-    print(f"{'shape':<16}{'nodes':>7}{'total s':>9}{'us/node':>9}{'x floor':>9}"
-          f"{'ops/node':>10}{'peak MiB':>10}")
+    print(
+        f"{'shape':<16}{'nodes':>7}{'total s':>9}{'us/node':>9}{'x floor':>9}"
+        f"{'ops/node':>10}{'peak MiB':>10}"
+    )
     for name, define, nodes in shapes:
         r = measure(name, define, nodes, repeat)
-        print(f"{name:<16}{nodes:>7}{r['seconds']:>9.3f}{r['us_per_node']:>9.1f}"
-              f"{r['us_per_node'] / (floor * 1e6):>9.1f}{r['store_ops_per_node']:>10.2f}"
-              f"{r['peak_mib']:>10.1f}")
+        print(
+            f"{name:<16}{nodes:>7}{r['seconds']:>9.3f}{r['us_per_node']:>9.1f}"
+            f"{r['us_per_node'] / (floor * 1e6):>9.1f}{r['store_ops_per_node']:>10.2f}"
+            f"{r['peak_mib']:>10.1f}"
+        )
     # linearity: the foreach at two sizes should cost the same per node
     small = measure("foreach", foreach(1000 // scale), 1000 // scale + 1, repeat)
     large = measure("foreach", foreach(10_000 // scale), 10_000 // scale + 1, repeat)
-    print(f"linearity: foreach per-node cost at {10_000 // scale} vs {1000 // scale} branches: "
-          f"{large['us_per_node'] / small['us_per_node']:.2f}x (1.0 = linear)")
+    print(
+        f"linearity: foreach per-node cost at {10_000 // scale} vs {1000 // scale} branches: "
+        f"{large['us_per_node'] / small['us_per_node']:.2f}x (1.0 = linear)"
+    )
     return 0
 
 

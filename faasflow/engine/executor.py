@@ -473,7 +473,7 @@ class Engine:
             self._hand_on(it, node, branches, output)
 
     def _mark_done(self, it: _Iteration, eid: str, started: float, attempts: int = 1) -> None:
-        done = json.dumps({"start": started, "end": time.time(), "attempts": attempts})
+        done = f'{{"start":{started!r},"end":{time.time()!r},"attempts":{attempts}}}'
         if not it.states.create(_DONE + eid, done):
             raise _Duplicate
         for key in it.consumed:

@@ -7,6 +7,7 @@ so a pause, a resume and an arriving iteration can never interleave into a lost 
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 
@@ -44,8 +45,16 @@ class RequestState:
 
     @classmethod
     def decode(cls, raw: str) -> RequestState:
-        doc = json.loads(raw)
-        return cls(doc["state"], doc["hash"], doc.get("deadline"), tuple(doc.get("parked", ())))
+        return _decode(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode(raw: str) -> RequestState:
+    # every iteration reads the state, which rarely changes: decode each value once
+    doc = json.loads(raw)
+    return RequestState(
+        doc["state"], doc["hash"], doc.get("deadline"), tuple(doc.get("parked", ()))
+    )
 
 
 @attrs.define
