@@ -328,6 +328,7 @@ class Dag:
     def __init__(self) -> None:
         self._nodes: dict[str, Node] = {}
         self._edges: list[_EdgeSpec] = []
+        self._children: dict[str, list[str]] = {}  # for the cycle and duplicate checks
         self._label: str | None = None  # set for the root and branch DAGs, for messages
 
     def __repr__(self) -> str:
@@ -375,9 +376,8 @@ class Dag:
                 )
         if not isinstance(execution_only, bool):
             raise DefinitionError(f"{what}: execution_only must be True or False")
-        for edge in self._edges:
-            if edge.source == source and edge.target == target:
-                raise DefinitionError(f"{what} is defined twice (edge redefined)")
+        if target in self._children.get(source, ()):
+            raise DefinitionError(f"{what} is defined twice (edge redefined)")
         if source == target:
             raise DefinitionError(f"{what} points at itself (cyclic dependency)")
         path = self._path(target, source)
@@ -386,7 +386,11 @@ class Dag:
             raise DefinitionError(f"{what} closes a cycle {cycle} (cyclic dependency)")
         self.node(source)
         self.node(target)
-        self._edges.append(_EdgeSpec(source, target, forwarder, execution_only))
+        self._add_edge(_EdgeSpec(source, target, forwarder, execution_only))
+
+    def _add_edge(self, edge: _EdgeSpec) -> None:
+        self._edges.append(edge)
+        self._children.setdefault(edge.source, []).append(edge.target)
 
     def sub_dag(self, node_id: str, dag: Dag) -> None:
         """Add the node ``node_id`` that runs the whole of ``dag``; its output is ``dag``'s."""
@@ -425,7 +429,8 @@ class Dag:
                     )
         for node_id, node in dag._nodes.items():
             self._nodes[node_id] = node._copy(self)
-        self._edges.extend(dag._edges)
+        for edge in dag._edges:
+            self._add_edge(edge)
 
     def foreach_branch(
         self,
@@ -526,19 +531,19 @@ class Dag:
 
     def _path(self, start: str, goal: str) -> list[str] | None:
         """A path of node ids from ``start`` to ``goal`` along the edges, if there is one."""
-        children: dict[str, list[str]] = {}
-        for edge in self._edges:
-            children.setdefault(edge.source, []).append(edge.target)
-        stack: list[list[str]] = [[start]]
-        seen = {start}
+        came_from: dict[str, str | None] = {start: None}
+        stack = [start]
         while stack:
-            path = stack.pop()
-            if path[-1] == goal:
-                return path
-            for child in reversed(children.get(path[-1], [])):
-                if child not in seen:
-                    seen.add(child)
-                    stack.append([*path, child])
+            current = stack.pop()
+            if current == goal:
+                path = [current]
+                while (previous := came_from[path[-1]]) is not None:
+                    path.append(previous)
+                return path[::-1]
+            for child in reversed(self._children.get(current, [])):
+                if child not in came_from:
+                    came_from[child] = current
+                    stack.append(child)
         return None
 
     def _contains(self, other: Dag) -> bool:

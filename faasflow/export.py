@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from faasflow.graph import Dag, Graph, Node, NodeKind
+from faasflow.graph import Dag, Edge, Graph, Node, NodeKind
 from faasflow.operations import Apply, Modify, Operation, Request, Retry, callable_name
 
 __all__ = [
@@ -98,8 +98,7 @@ def _operation(op: Operation) -> JSON:
     return out
 
 
-def _node(dag: Dag, node: Node) -> JSON:
-    out_edges = dag.out_edges(node.id)
+def _node(node: Node, out_edges: list[Edge]) -> JSON:
     out: JSON = {
         "id": node.id,
         "node-index": node.index,
@@ -168,6 +167,9 @@ def _execution_only(dag: Dag) -> bool:
 
 
 def _dag(dag: Dag) -> JSON:
+    out_edges: dict[str, list[Edge]] = {node_id: [] for node_id in dag.nodes}
+    for e in dag.edges:
+        out_edges[e.source].append(e)
     return {
         "id": dag.id,
         "start-node": dag.start,
@@ -177,7 +179,7 @@ def _dag(dag: Dag) -> JSON:
         "exec-only-dag": _execution_only(dag),
         "owner": dag.owner,
         "branch": dag.branch,
-        "nodes": {node_id: _node(dag, node) for node_id, node in dag.nodes.items()},
+        "nodes": {node_id: _node(node, out_edges[node_id]) for node_id, node in dag.nodes.items()},
         "edges": [
             {
                 "from": e.source,
