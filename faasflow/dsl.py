@@ -10,7 +10,9 @@ are checked by :func:`compile_workflow`, which turns the definition into an immu
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -81,6 +83,18 @@ def _check_id(value: object, what: str) -> str:
 def _check_callable(value: object, what: str) -> None:
     if not callable(value):
         raise DefinitionError(f"{what} must be callable, got {type(value).__name__} {value!r}")
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first caller outside faasflow, so a warning points at the
+    user's ``Flow(...)`` (or ``faasflow.run(...)``) line, however deep the compiler is."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _where(dag: Dag) -> str:
@@ -748,7 +762,7 @@ class _Compiler:
                 f"stay readable in context.node_input). Add an aggregator with "
                 f"dag.node({spec.id!r}, aggregator=...) or mark the edges execution_only=True",
                 FanInWarning,
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
         data_out = [e for e in out_edges if not e.execution_only]
         if (

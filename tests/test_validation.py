@@ -230,6 +230,20 @@ def test_fan_in_without_aggregator_warns_naming_the_node_its_edges_and_the_fixes
     )
 
 
+def test_fan_in_warning_points_at_the_line_that_compiles_the_flow():
+    def define(flow, context):
+        dag = flow.dag()
+        sub = dag.foreach_branch("F", lambda d: {"k": d}, aggregator=concat)
+        sub.edge("a", "b")
+        sub.edge("a", "c")
+        sub.edge("b", "d")
+        sub.edge("c", "d")
+
+    with pytest.warns(FanInWarning) as caught:
+        faasflow.Flow(define)
+    assert caught[0].filename == __file__
+
+
 def test_fan_in_with_one_data_edge_still_warns_because_the_input_is_empty():
     def define(flow, context):
         dag = flow.dag()
