@@ -356,11 +356,14 @@ class Gateway:
         size = max(1, self.config.processes)
         if shared:
             self.pools["shared"] = _Pool("shared", shared, {}, size)
+        # python3-http handlers read os.environ, so a function with an environment runs in
+        # processes started with it; functions with the same environment share them
+        groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
         for spec in self.stack.functions.values():
             if not spec.is_flow and spec.environment:
-                # python3-http handlers read os.environ, so their environment needs processes
-                self.pools[spec.name] = _Pool(spec.name, [spec.name], spec.environment,
-                                              min(size, 2))
+                groups.setdefault(tuple(sorted(spec.environment.items())), []).append(spec.name)
+        for environment, names in groups.items():
+            self.pools[names[0]] = _Pool(names[0], names, dict(environment), size)
         for pool in self.pools.values():
             for name in pool.functions:
                 self._pool_of[name] = pool

@@ -48,7 +48,8 @@ class GatewayProcess:
             self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=self.env, bufsize=1,
         )
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -85,6 +86,7 @@ class GatewayProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+            self._close_pipe()
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit status."""
@@ -98,7 +100,13 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+        self._close_pipe()
         return process.returncode
+
+    def _close_pipe(self) -> None:
+        if self.process is not None and self.process.stdout is not None:
+            self._drainer.join(5)
+            self.process.stdout.close()
 
     def __enter__(self) -> GatewayProcess:
         return self.start()
