@@ -33,6 +33,7 @@ from faasflow.errors import (
 from faasflow.graph import Graph, Node, NodeKind
 from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
 from faasflow.operations import Call
+from faasflow.operations import as_bytes as _as_bytes
 from faasflow.settings import Settings
 
 from .ids import check_request_id, new_request_id
@@ -99,15 +100,8 @@ def exec_id(unique_id: str, branches: tuple[Branch, ...]) -> str:
 
 
 def as_bytes(value: object, what: str) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode()
-    raise TypeError(f"{what} returned {type(value).__name__}; return bytes or str")
+    """A user function's result as bytes; ``None`` counts as empty output."""
+    return b"" if value is None else _as_bytes(value, what)
 
 
 class _Stopped(Exception):
