@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from consul_standin import ConsulStandIn, running
+
+HERE = str(Path(__file__).parent)
+if HERE not in sys.path:
+    # the helpers beside these tests (consul_standin.py) must import under --import-mode=importlib
+    sys.path.insert(0, HERE)
+
+from consul_standin import ConsulStandIn, running  # noqa: E402
 
 
 @pytest.fixture

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_server import EtcdServer
+
+HERE = str(Path(__file__).parent)
+if HERE not in sys.path:
+    # the helpers beside these tests (etcd_server.py) must import under --import-mode=importlib
+    sys.path.insert(0, HERE)
+
+from etcd_server import EtcdServer  # noqa: E402
 
 
 @pytest.fixture
