@@ -52,6 +52,8 @@ log = logging.getLogger("faasflow.tracer.opentelemetry")
 INSTRUMENTATION_SCOPE = "faasflow"
 _PAUSE_FIRST = 1.0
 _PAUSE_MAX = 30.0
+#: How long the background flush waits for more spans before exporting (seconds).
+FLUSH_LINGER = 0.05
 
 
 @attrs.frozen
@@ -160,43 +162,48 @@ class ReservingIdGenerator(RandomIdGenerator):
 
 
 class _Flusher:
-    """Wakes an export as soon as an iteration ends, without making the iteration wait.
+    """Starts an export soon after an iteration ends, without making the iteration wait.
 
-    Requests made while an export runs collapse into one, so batches still form under load.
+    After a wake-up it lingers briefly so that the spans of iterations ending close together
+    (a busy worker) go out in one export request rather than one request each.
     """
 
-    def __init__(self, processor: BatchSpanProcessor) -> None:
+    def __init__(self, processor: BatchSpanProcessor, linger: float) -> None:
         self._processor = processor
+        self._linger = linger
         self._wake = threading.Event()
-        self._stopped = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def request(self) -> None:
-        if self._stopped:
+        if self._stop.is_set():
             return
         if self._thread is None or self._pid != os.getpid():
-            # first use, or a forked child: threads do not survive fork
-            self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._run, name="faasflow-otel-flush", daemon=True
-            )
-            self._thread.start()
+            with self._lock:
+                # first use, or a forked child (threads do not survive fork)
+                if self._thread is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self._thread = threading.Thread(
+                        target=self._run, name="faasflow-otel-flush", daemon=True
+                    )
+                    self._thread.start()
         self._wake.set()
 
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
+            if self._stop.wait(self._linger):
                 return
+            self._wake.clear()
             try:
                 self._processor.force_flush()
             except Exception:
                 log.debug("background flush raised", exc_info=True)
 
     def stop(self) -> None:
-        self._stopped = True
+        self._stop.set()
         self._wake.set()
 
 
@@ -290,7 +297,7 @@ class Pipeline:
         )
         self.provider.add_span_processor(processor)
         if config.flush == "background":
-            self._flusher = _Flusher(processor)
+            self._flusher = _Flusher(processor, min(FLUSH_LINGER, config.schedule_delay))
         self.tracer = self.provider.get_tracer(INSTRUMENTATION_SCOPE, _faasflow_version())
 
     def flush(self) -> None:

@@ -54,6 +54,7 @@ __all__ = ["OpenTelemetryTracer"]
 log = logging.getLogger("faasflow.tracer.opentelemetry")
 
 _P = ParamSpec("_P")
+_UNSET = object()
 
 
 def _guarded(
@@ -94,6 +95,7 @@ class _Spans:
         self.request: Span | None = None
         self.request_open = False
         self.nodes: dict[str, Span] = {}
+        self.node_attributes: dict[str, Mapping[str, object]] = {}
         self.last_node: Span | None = None
         self.operations: dict[tuple[str, str], _Operation] = {}
 
@@ -272,6 +274,7 @@ class OpenTelemetryTracer(Tracer):
                 _fail(span, error)
             span.end()
         spans.nodes.clear()
+        spans.node_attributes.clear()
 
     # the Tracer contract
 
@@ -348,6 +351,7 @@ class OpenTelemetryTracer(Tracer):
                 parent, kind = trace.set_span_in_context(spans.request), SpanKind.INTERNAL
             else:
                 parent, kind = spans.remote, SpanKind.CONSUMER
+            spans.node_attributes[node] = attributes
             spans.nodes[node] = self._start(
                 name, parent, kind,
                 {"faasflow.flow": self.flow_name, "faasflow.request_id": self.request_id,
@@ -360,8 +364,12 @@ class OpenTelemetryTracer(Tracer):
             return
         with self._spans.lock:
             span = self._spans.nodes.pop(node, None)
+            started = self._spans.node_attributes.pop(node, {})
             if span is not None:
-                span.set_attributes(_clean(attributes))
+                # the engine repeats the start attributes: only what changed costs anything
+                changed = {k: v for k, v in attributes.items() if started.get(k, _UNSET) != v}
+                if changed:
+                    span.set_attributes(_clean(changed))
                 span.end()
                 self._spans.last_node = span
 
@@ -371,6 +379,7 @@ class OpenTelemetryTracer(Tracer):
             return
         with self._spans.lock:
             span = self._spans.nodes.pop(node, None)
+            self._spans.node_attributes.pop(node, None)
             if span is not None:
                 _fail(span, error)
                 span.end()
