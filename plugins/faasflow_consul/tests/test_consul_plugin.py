@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from consul_standin import ConsulStandIn
+from faasflow_consul import ENV, OPTIONS, SECRETS
 from faasflow_consul.store import ConsulConfig, ConsulStateStore
 
 from faasflow.backends import Kind
@@ -47,6 +48,17 @@ def test_plugin_is_discovered_through_its_entry_point() -> None:
     registered = assert_backend_registered("state_store", "consul")
     assert registered.distribution == "faasflow-consul"
     assert "address" in registered.backend.options
+
+
+def test_readme_documents_every_option_variable_and_secret() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"| `{option}` | `FAASFLOW_CONSUL_{option.upper()}` |" in readme, option
+    for names in ENV.values():
+        for name in names:
+            assert f"`{name}`" in readme, name
+    for secret in SECRETS.values():
+        assert f"secret `{secret}`" in readme, secret
 
 
 def test_consul_http_addr_and_token_are_honoured() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyetcd
 import pytest
 from etcd_server import EtcdServer, shared_endpoints
+from faasflow_etcd import ENV, OPTIONS, SECRETS
 from faasflow_etcd.store import EtcdConfig, EtcdStateStore
 
 from faasflow.backends import Kind
@@ -46,6 +47,17 @@ def test_plugin_is_discovered_through_its_entry_point() -> None:
     registered = assert_backend_registered("state_store", "etcd")
     assert registered.distribution == "faasflow-etcd"
     assert "endpoints" in registered.backend.options
+
+
+def test_readme_documents_every_option_variable_and_secret() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"| `{option}` | `FAASFLOW_ETCD_{option.upper()}` |" in readme, option
+    for names in ENV.values():
+        for name in names:
+            assert f"`{name}`" in readme, name
+    for secret in SECRETS.values():
+        assert f"secret `{secret}`" in readme, secret
 
 
 def test_plugin_is_listed_by_the_cli() -> None:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from faasflow_minio import ENV, OPTIONS, SECRETS
 from faasflow_minio.store import MinioConfig, MinioDataStore, object_key
 from s3_servers import PrivateRadosgw, raw_client, shared_options
 
@@ -47,6 +48,17 @@ def test_plugin_is_discovered_through_its_entry_point() -> None:
     registered = assert_backend_registered("data_store", "minio")
     assert registered.distribution == "faasflow-minio"
     assert "bucket" in registered.backend.options
+
+
+def test_readme_documents_every_option_variable_and_secret() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"| `{option}` | `FAASFLOW_MINIO_{option.upper()}` |" in readme, option
+    for names in ENV.values():
+        for name in names:
+            assert f"`{name}`" in readme, name
+    for secret in SECRETS.values():
+        assert f"secret `{secret}`" in readme, secret
 
 
 def test_aws_variables_are_honoured() -> None:
