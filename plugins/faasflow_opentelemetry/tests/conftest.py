@@ -17,6 +17,8 @@ from faasflow.settings import Settings
 from faasflow.testing.otlp import OtlpReceiver
 
 HERE = Path(__file__).parent
+# the helper modules beside this file, whichever directory pytest was started from
+sys.path.insert(0, str(HERE))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import shim_factory
 from faasflow_opentracing import OpenTracingTracer
 
 from faasflow.backends import Kind
@@ -18,6 +17,10 @@ from faasflow.settings import Settings
 from faasflow.testing.otlp import OtlpReceiver
 
 HERE = Path(__file__).parent
+# the helper modules beside this file, whichever directory pytest was started from
+sys.path.insert(0, str(HERE))
+
+import shim_factory  # noqa: E402
 
 
 @pytest.fixture
