@@ -151,6 +151,12 @@ class _Worker:
         self.upstream: _Upstream | None = None
 
     def start(self, gateway: Gateway) -> None:
+        self.spawn(gateway)
+        self.wait_ready(gateway)
+
+    def spawn(self, gateway: Gateway) -> None:
+        """Start the process. Call it from a thread that lives as long as the gateway: on Linux
+        the worker dies with the thread that spawned it."""
         config = {
             "stack": str(gateway.config.stack.path),
             "functions": list(self.pool.functions),
@@ -169,9 +175,15 @@ class _Worker:
             cwd=str(gateway.config.stack.directory),
         )
         assert process.stdin is not None
-        assert process.stdout is not None
         process.stdin.write(json.dumps(config).encode() + b"\n")
         process.stdin.flush()
+        self.process = process
+
+    def wait_ready(self, gateway: Gateway) -> None:
+        """Wait for the worker's port (or its error)."""
+        process = self.process
+        assert process is not None
+        assert process.stdout is not None
         line = _readline(process.stdout, gateway.config.startup_timeout)
         try:
             ready = json.loads(line) if line else {}
@@ -186,7 +198,6 @@ class _Worker:
             )
             raise ConfigurationError(f"cannot start the functions of {gateway.config.stack.path}: "
                                      f"{reason}")
-        self.process = process
         old, self.upstream = self.upstream, _Upstream(int(ready["port"]), gateway.config.timeout)
         if old is not None:
             old.close()
@@ -367,21 +378,17 @@ class Gateway:
         for pool in self.pools.values():
             for name in pool.functions:
                 self._pool_of[name] = pool
+        workers = [w for pool in self.pools.values() for w in pool.workers]
+        for worker in workers:
+            worker.spawn(self)
         errors: list[BaseException] = []
-        starters = [threading.Thread(target=self._start_worker, args=(w, errors))
-                    for pool in self.pools.values() for w in pool.workers]
-        for thread in starters:
-            thread.start()
-        for thread in starters:
-            thread.join()
+        for worker in workers:
+            try:
+                worker.wait_ready(self)
+            except BaseException as exc:  # the first one is raised once all are reaped
+                errors.append(exc)
         if errors:
             raise errors[0]
-
-    def _start_worker(self, worker: _Worker, errors: list[BaseException]) -> None:
-        try:
-            worker.start(self)
-        except BaseException as exc:
-            errors.append(exc)
 
     def _watch_workers(self) -> None:
         while not self._closing.wait(0.5):
@@ -534,6 +541,9 @@ class Gateway:
             if status in RETRY_STATUSES and not self._closing.is_set() and \
                     self._retry(job, f"status {status}"):
                 return
+        if status >= 400:
+            log.warning("queued call %s to %s%s answered %d: %s", job.id, job.function,
+                        job.path, status, body[:300].decode(errors="replace").strip())
         if job.callback:
             self._callback(job, status, headers, body, time.monotonic() - started)
         self._queue.done(job)
