@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = importlib.import_module("function.handler")  # a broken handler stops here
     create_app(handler).close()  # and so does a configuration error
 
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped,unused-ignore]
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
