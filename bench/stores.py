@@ -79,7 +79,7 @@ def count_etcd(store: EtcdStateStore, counts: collections.Counter[str]) -> None:
 
 
 def count_s3(store: MinioDataStore, counts: collections.Counter[str]) -> None:
-    http = store._client._http
+    http = store._http
     urlopen = http.urlopen
 
     def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -162,10 +162,10 @@ class MinioConfig:
             timeout=timeout,
         )
 
-    def client(self) -> Minio:
-        """A minio client whose connection pool reconnects, retries and times out as
+    def pool(self) -> urllib3.PoolManager:
+        """The connection pool for the minio client: it reconnects, retries and times out as
         configured (the SDK's own pool waits five minutes per call)."""
-        http = urllib3.PoolManager(
+        return urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
             maxsize=32,
             cert_reqs="CERT_REQUIRED" if self.tls_verify else "CERT_NONE",
@@ -182,6 +182,9 @@ class MinioConfig:
                 raise_on_status=False,
             ),
         )
+
+    def client(self, http: urllib3.PoolManager) -> Minio:
+        """A minio client on ``http`` (see :meth:`pool`)."""
         return Minio(
             self.endpoint,
             access_key=self.access_key,
@@ -228,11 +231,13 @@ class MinioDataStore(DataStore):
     """A :class:`~faasflow.DataStore` on S3-compatible storage (through the ``minio`` SDK)."""
 
     config: MinioConfig
+    _http: urllib3.PoolManager = attrs.field(init=False)
     _client: Minio = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         # one connection pool (thread-safe), shared by every scoped handle
-        self._client = self.config.client()
+        self._http = self.config.pool()
+        self._client = self.config.client(self._http)
 
     @classmethod
     def from_options(cls, options: Options) -> MinioDataStore:
@@ -316,7 +321,7 @@ class MinioDataStore(DataStore):
         self._call_tolerating_missing_bucket("cleanup", prefix, sweep)
 
     def close(self) -> None:
-        self._client._http.clear()
+        self._http.clear()
 
     # -- internals ----------------------------------------------------------------------------
 
