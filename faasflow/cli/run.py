@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 import threading
@@ -243,8 +244,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             status, output, error = started.status, started.output or b"", started.error
     except FaasflowError as exc:
+        engine.close()
         return fail(str(exc), EXIT_FAILED)
-    finally:
+    abandoned = record is None or (status == "stopped" and args.timeout is not None)
+    if not abandoned:
         engine.close()
     if args.json:
         doc = record.to_json() if record is not None else {
@@ -259,8 +262,15 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     if status != "success":
-        return fail(f"request {started.request_id} {status}: {error or 'no error recorded'}",
+        code = fail(f"request {started.request_id} {status}: {error or 'no error recorded'}",
                     EXIT_FAILED)
+        if abandoned and started.status == "running":
+            # a node of the stopped request may still be running in this process: leave now
+            # rather than wait for it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     return 0
 
 
