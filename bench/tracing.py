@@ -14,6 +14,8 @@ and what reached the receiver. Modes:
 - ``otel-interval``: ``FAASFLOW_OPENTELEMETRY_FLUSH=interval`` (export every 1 s or per 512);
 - ``otel-down``: the default mode with the collector unreachable (spans dropped and counted).
 
+The export counters are totals over every round of a mode (its runs share one provider).
+
 It also times the tracer alone: the five events of one node plus an injection, without the
 engine (``--events``, default 20,000 nodes).
 """
@@ -77,7 +79,7 @@ def settings_for(mode: str, endpoint: str) -> Settings:
     return Settings(environ=environ)
 
 
-def run_chain(mode: str, endpoint: str, nodes: int) -> tuple[float, Any]:
+def run_chain(mode: str, endpoint: str, nodes: int) -> tuple[float, float, Any]:
     settings = settings_for(mode, endpoint)
     registry = Registry.from_settings(settings)
     invoker = registry.create(Kind.INVOKER, settings, "local")
@@ -90,14 +92,15 @@ def run_chain(mode: str, endpoint: str, nodes: int) -> tuple[float, Any]:
         invoker,
     )
     engine = Engine(Flow(chain(nodes), name="bench"), settings, backends)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     started = engine.start(b"x")
     record = engine.wait(started.request_id, timeout=600)
     elapsed = time.perf_counter() - t0
     if record is None or record.status != "success":
         raise SystemExit(f"{mode}: the benchmark request did not succeed: {record}")
     engine.close()  # the tracer exports what is queued
-    return elapsed, tracer.stats() if mode != "none" else None
+    cpu = time.process_time() - c0  # every thread of this process, export included
+    return elapsed, cpu, tracer.stats() if mode != "none" else None
 
 
 def time_events(endpoint: str, nodes: int) -> float:
@@ -144,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = ["none", "otel", "otel-interval", "otel-down"]
     times: dict[str, list[float]] = {m: [] for m in modes}
+    cpus: dict[str, list[float]] = {m: [] for m in modes}
     last_stats: dict[str, Any] = {}
     run_chain("otel", endpoint, 20)  # warm-up: imports, first provider
     for _ in range(args.rounds):
         for mode in modes:
-            elapsed, stats = run_chain(mode, endpoint, args.nodes)
+            elapsed, cpu, stats = run_chain(mode, endpoint, args.nodes)
             times[mode].append(elapsed)
+            cpus[mode].append(cpu)
             last_stats[mode] = stats
     per_event = time_events(endpoint, args.events)
     time.sleep(1.5)  # let the last interval export land
@@ -157,19 +162,23 @@ def main(argv: list[str] | None = None) -> int:
     receiver.join(10)
 
     base = min(times["none"]) / args.nodes
+    base_cpu = min(cpus["none"]) / args.nodes
     print(f"chain of {args.nodes} nodes, each an iteration calling one no-op function; "
-          f"best of {args.rounds} rounds")
-    print(f"{'mode':<15}{'us/node':>9}{'median':>9}{'+us/node':>10}{'ratio':>7}   export")
+          f"best of {args.rounds} rounds (wall clock; cpu = this process, all threads)")
+    print(f"{'mode':<15}{'us/node':>9}{'median':>9}{'+us/node':>10}{'ratio':>7}"
+          f"{'cpu us':>9}{'cpu ratio':>10}   export")
     for mode in modes:
         best = min(times[mode]) / args.nodes
         median = statistics.median(times[mode]) / args.nodes
+        cpu = min(cpus[mode]) / args.nodes
         stats = last_stats[mode]
         export = "" if stats is None else (
             f"exported {stats.exported}, dropped {stats.dropped}, failed requests "
             f"{stats.failed_exports}, swallowed errors {stats.errors}"
         )
         print(f"{mode:<15}{best * 1e6:>9.1f}{median * 1e6:>9.1f}"
-              f"{(best - base) * 1e6:>10.1f}{best / base:>7.2f}   {export}")
+              f"{(best - base) * 1e6:>10.1f}{best / base:>7.2f}"
+              f"{cpu * 1e6:>9.1f}{cpu / base_cpu:>10.2f}   {export}")
     print(f"spans received by the collector: {counts.value}")
     print(f"tracer events alone: {per_event * 1e6:.1f} us per node "
           f"(node + operation span, 2 injections, flush; {args.events} nodes)")

@@ -42,6 +42,7 @@ __all__ = [
     "GuardedExporter",
     "Pipeline",
     "ReservingIdGenerator",
+    "check_propagators",
     "pipeline_for",
     "shutdown_all",
     "stats_for",
@@ -222,9 +223,9 @@ def _sampler(config: Config) -> Sampler:
     return ParentBased(ALWAYS_ON)
 
 
-def _propagator(names: tuple[str, ...]) -> TextMapPropagator:
+def _propagator_entries(names: tuple[str, ...]) -> list[metadata.EntryPoint]:
     found = {ep.name: ep for ep in metadata.entry_points(group="opentelemetry_propagator")}
-    propagators: list[TextMapPropagator] = []
+    entries = []
     for name in names:
         entry = found.get(name)
         if entry is None:
@@ -233,8 +234,17 @@ def _propagator(names: tuple[str, ...]) -> TextMapPropagator:
                 f"{', '.join(sorted(found)) or 'none'} (set OTEL_PROPAGATORS, e.g. "
                 "tracecontext,baggage, or install the propagator's package)"
             )
-        propagators.append(entry.load()())
-    return CompositePropagator(propagators)
+        entries.append(entry)
+    return entries
+
+
+def check_propagators(names: tuple[str, ...]) -> None:
+    """Raise ConfigurationError unless every named propagator is installed."""
+    _propagator_entries(names)
+
+
+def _propagator(names: tuple[str, ...]) -> TextMapPropagator:
+    return CompositePropagator([entry.load()() for entry in _propagator_entries(names)])
 
 
 def _resource(config: Config, service_name: str) -> Resource:

@@ -44,6 +44,7 @@ from faasflow_opentelemetry.config import Config
 from faasflow_opentelemetry.pipeline import (
     ExportStats,
     Pipeline,
+    check_propagators,
     pipeline_for,
     shutdown_all,
     stats_for,
@@ -112,7 +113,10 @@ class OpenTelemetryTracer(Tracer):
     @classmethod
     def from_options(cls, options: Mapping[str, str]) -> OpenTelemetryTracer:
         """Build from resolved backend options (see :mod:`faasflow_opentelemetry.config`)."""
-        return cls(Config.from_options(options))
+        config = Config.from_options(options)
+        if config.provider == "own" and not config.disabled:
+            check_propagators(config.propagators)  # fail at start-up, not on the first request
+        return cls(config)
 
     def scoped(self, flow_name: str, request_id: str) -> OpenTelemetryTracer:
         handle = OpenTelemetryTracer(self.config)
@@ -216,11 +220,9 @@ class OpenTelemetryTracer(Tracer):
         return trace.set_span_in_context(NonRecordingSpan(operation.reserved))
 
     def _start_operation(self, name: str, operation: _Operation, kind: SpanKind) -> Span:
-        attributes = {
-            "faasflow.request_id": self.request_id,
-            "faasflow.operation": name,
-            "faasflow.exec_id": operation.node,
-        }
+        # the span's name is the operation and its parent the node: only the request id is
+        # repeated, so that every span of a request can be searched by it
+        attributes = {"faasflow.request_id": self.request_id}
         parent = self._operation_parent(operation)
         ids = self.pipeline.ids
         preset = (
@@ -351,11 +353,14 @@ class OpenTelemetryTracer(Tracer):
                 parent, kind = trace.set_span_in_context(spans.request), SpanKind.INTERNAL
             else:
                 parent, kind = spans.remote, SpanKind.CONSUMER
+            again = spans.nodes.pop(node, None)
+            if again is not None:  # started twice in one iteration: close the first
+                again.end()
             spans.node_attributes[node] = attributes
             spans.nodes[node] = self._start(
                 name, parent, kind,
-                {"faasflow.flow": self.flow_name, "faasflow.request_id": self.request_id,
-                 "faasflow.exec_id": node, **attributes},
+                {"faasflow.request_id": self.request_id, "faasflow.exec_id": node,
+                 **attributes},
             )
 
     @_guarded
@@ -450,6 +455,7 @@ def _fail(span: Span, error: BaseException) -> None:
 
 
 _SCALARS = (str, bool, int, float)
+_PLAIN = frozenset(_SCALARS)
 
 
 def _value(value: object) -> Any:
@@ -467,6 +473,8 @@ def _value(value: object) -> Any:
 
 def _clean(attributes: Mapping[str, object]) -> dict[str, Any]:
     """OpenTelemetry accepts scalars and homogeneous lists only; None is left out."""
+    if all(type(v) in _PLAIN for v in attributes.values()):
+        return dict(attributes)  # the usual case: nothing to convert
     return {str(k): _value(v) for k, v in attributes.items() if v is not None}
 
 
@@ -484,8 +492,9 @@ def _http_attributes(attributes: Mapping[str, object]) -> dict[str, Any]:
     cleaned = _clean(attributes)
     url = cleaned.get("url.full")
     if isinstance(url, str) and url:
-        cleaned["url.full"] = _redact(url)
         parts = urlsplit(url)
+        if parts.username or parts.password:
+            cleaned["url.full"] = _redact(url)
         if parts.hostname:
             cleaned.setdefault("server.address", parts.hostname)
             port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)

@@ -99,12 +99,14 @@ def test_bad_values_are_configuration_errors_naming_the_variable(env, named) -> 
     assert named in str(caught.value)
 
 
-def test_unknown_propagator_lists_the_installed_ones() -> None:
-    config = config_from({"OTEL_PROPAGATORS": "tracecontext,b3"})
-    tracer = OpenTelemetryTracer(config).scoped("orders", "r1")
+def test_unknown_propagator_fails_at_start_up_listing_the_installed_ones() -> None:
+    registered = assert_backend_registered("tracer", "opentelemetry")
+    options = Settings.from_env({"OTEL_PROPAGATORS": "tracecontext,b3"}).options_for(
+        registered.backend
+    )
 
     with pytest.raises(ConfigurationError, match=r"'b3' is not installed; installed: .*trace"):
-        _ = tracer.pipeline
+        registered.backend.factory(options)
 
 
 def test_propagators_none_injects_nothing() -> None:

@@ -184,8 +184,10 @@ def test_called_function_received_the_operation_span_as_its_parent(gateway, rece
     assert record["status"] == "success", record
 
     spans = trace_of(receiver, "chain-2", 1 + 3 + 2)
+    by_id = {s.span_id: s for s in spans}
     (third_call,) = [
-        s for s in spans if s.name == "probe" and s.attributes["faasflow.exec_id"].endswith("third")
+        s for s in spans
+        if s.name == "probe" and by_id[s.parent_id].attributes["faasflow.node"] == "third"
     ]
     # the output of the flow is what the last probe call received in its traceparent header
     output = gateway.get("/function/chain/flow/chain-2").json()["output"]

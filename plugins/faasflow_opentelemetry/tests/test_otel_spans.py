@@ -51,7 +51,7 @@ def test_node_span_carries_request_node_branch_and_attempt(make_tracer, receiver
     assert node.attributes["faasflow.node.unique_id"] == "0_2_split"
     assert node.attributes["faasflow.branch"] == "b7"
     assert node.attributes["faasflow.attempt"] == 1
-    assert node.attributes["faasflow.flow"] == "greet"
+    assert node.attributes["faasflow.exec_id"] == "0_2_split"
 
 
 def test_function_call_is_http_client_span_with_semantic_convention_attributes(
@@ -79,6 +79,7 @@ def test_function_call_is_http_client_span_with_semantic_convention_attributes(
     assert call.attributes["faasflow.retries"] == 2
     assert call.attributes["http.request.resend_count"] == 2
     assert call.attributes["faasflow.function"] == "resize"
+    assert call.attributes["faasflow.request_id"] == "req-3"
     assert call.status == "unset"
 
 
