@@ -16,8 +16,9 @@ and what reached the receiver. Modes:
 
 The export counters are totals over every round of a mode (its runs share one provider).
 
-It also times the tracer alone: the five events of one node plus an injection, without the
-engine (``--events``, default 20,000 nodes).
+It also times the tracer alone: the events of one node and two injections, without the engine
+(``--events``, default 20,000 nodes), and, as the floor on this machine, the same two spans and
+two injections made directly with the OpenTelemetry SDK.
 """
 
 from __future__ import annotations
@@ -131,6 +132,42 @@ def time_events(endpoint: str, nodes: int) -> float:
     return elapsed / nodes
 
 
+def sdk_floor(nodes: int) -> float:
+    """CPU seconds per node for the same two spans and two injections made directly with the
+    OpenTelemetry SDK and a do-nothing exporter: what any OTel tracer pays here."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=nodes * 2 + 1))
+    tracer = provider.get_tracer("floor")
+    propagator = TraceContextTextMapPropagator()
+    attrs = {"faasflow.request_id": "r", "faasflow.node": "n", "faasflow.attempt": 1}
+    root = tracer.start_span("root")
+    c0 = time.process_time()
+    for _ in range(nodes):
+        node = tracer.start_span("node", trace.set_span_in_context(root), attributes=attrs)
+        in_node = trace.set_span_in_context(node)
+        call = tracer.start_span("call", in_node, attributes={"http.request.method": "POST"})
+        propagator.inject({}, context=trace.set_span_in_context(call))
+        call.end()
+        node.end()
+        propagator.inject({}, context=in_node)
+    elapsed = time.process_time() - c0
+    provider.shutdown()
+    return elapsed / nodes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=300, help="nodes in the chain")
@@ -157,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus[mode].append(cpu)
             last_stats[mode] = stats
     per_event = time_events(endpoint, args.events)
+    floor = min(sdk_floor(args.events // 4) for _ in range(3))
     time.sleep(1.5)  # let the last interval export land
     stop.set()
     receiver.join(10)
@@ -182,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spans received by the collector: {counts.value}")
     print(f"tracer events alone: {per_event * 1e6:.1f} us per node "
           f"(node + operation span, 2 injections, flush; {args.events} nodes)")
+    print(f"floor, the same spans straight through the SDK (no export): "
+          f"{floor * 1e6:.1f} us cpu per node")
     return 0
 
 
