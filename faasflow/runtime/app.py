@@ -359,9 +359,10 @@ class FlowApp:
 
         status = 500
         message = str(exc)
-        if isinstance(exc, SignatureError):
-            signed = _has_signature(request)
-            status = 403 if signed else 401
+        if isinstance(exc, SignatureError) and message.startswith("failed to get auth key"):
+            log.error("%s", message)  # our configuration, not the client's fault: 500
+        elif isinstance(exc, SignatureError):
+            status = 403 if _has_signature(request) else 401
         elif isinstance(exc, MessageError):
             status = 400
         elif isinstance(exc, RequestNotFound):
