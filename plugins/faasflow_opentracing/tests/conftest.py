@@ -20,11 +20,12 @@ HERE = Path(__file__).parent
 # the helper modules beside this file, whichever directory pytest was started from
 sys.path.insert(0, str(HERE))
 
-import shim_factory  # noqa: E402
-
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    """A real OTLP receiver, which the shim tracers of shim_factory export to."""
+    import shim_factory
+
     with OtlpReceiver() as running:
         monkeypatch.setenv("SHIM_OTLP_ENDPOINT", running.endpoint)
         yield running

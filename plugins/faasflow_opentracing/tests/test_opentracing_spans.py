@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-
-import opentracing
 import pytest
-import shim_factory
-from faasflow_opentracing import OpenTracingTracer
-from opentracing.mocktracer import MockTracer
-from ot_driver import forward, run_node
 
-from faasflow import ConfigurationError
-from faasflow.testing import LoopbackServer, assert_backend_registered
-from faasflow.testing.otlp import ReceivedSpan
+pytest.importorskip(
+    "opentelemetry.shim.opentracing_shim",
+    reason="the OpenTracing tracer of these tests is OpenTelemetry's shim: "
+    "pip install 'faasflow-opentracing[test]'",
+)
+
+import threading  # noqa: E402
+
+from ot_driver import forward, run_node  # noqa: E402
+
+from faasflow.testing import LoopbackServer  # noqa: E402
+from faasflow.testing.otlp import ReceivedSpan  # noqa: E402
 
 
 def by_name(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
     return {s.name: s for s in spans}
-
-
-def test_backend_is_found_through_its_entry_point() -> None:
-    registered = assert_backend_registered("tracer", "opentracing")
-
-    assert registered.distribution == "faasflow-opentracing"
-    assert set(registered.backend.options) == {"factory", "service_name", "incoming"}
 
 
 def test_request_node_and_operation_spans_form_one_tree(make_tracer, receiver) -> None:
@@ -145,67 +139,6 @@ def test_request_span_continues_a_context_sent_by_the_caller(make_tracer, receiv
     assert (request.trace_id, request.parent_id) == (
         "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     )
-
-
-def test_factory_is_called_once_per_flow_with_the_service_name(make_tracer, receiver) -> None:
-    shim_factory.CALLS.clear()
-    backend = make_tracer()
-    for rid in ("a", "b"):
-        handle = backend.scoped("orders", rid)
-        handle.request_start({})
-        handle.request_end({})
-    backend.scoped("billing", "c").request_start({})
-    named = make_tracer(FAASFLOW_OPENTRACING_SERVICE_NAME="shop")
-    named.scoped("orders", "d").request_start({})
-
-    assert shim_factory.CALLS == ["orders", "billing", "shop"]
-
-
-def test_default_is_the_global_opentracing_tracer() -> None:
-    mock = MockTracer()
-    previous = opentracing.global_tracer()
-    opentracing.set_global_tracer(mock)
-    try:
-        handle = OpenTracingTracer.from_options({}).scoped("greet", "ot-8")
-        handle.request_start({})
-        run_node(handle, "0_1_a")
-        carrier = forward(handle)
-        handle.request_end({})
-    finally:
-        opentracing.set_global_tracer(previous)
-
-    spans = {s.operation_name: s for s in mock.finished_spans()}
-    assert set(spans) == {"greet", "0_1_a", "echo"}
-    assert spans["echo"].parent_id == spans["0_1_a"].context.span_id
-    assert carrier  # the mock tracer's own header format
-
-
-@pytest.mark.parametrize(
-    ("spec", "named"),
-    [
-        ("shim_factory", "package.module:callable"),
-        ("no_such_module_here:make", "cannot import 'no_such_module_here'"),
-        ("shim_factory:missing", "has no 'missing'"),
-        ("shim_factory:PROVIDERS", "is not callable"),
-    ],
-)
-def test_bad_factory_is_a_configuration_error(spec, named) -> None:
-    with pytest.raises(ConfigurationError, match="FAASFLOW_OPENTRACING_FACTORY") as caught:
-        OpenTracingTracer.from_options({"factory": spec})
-
-    assert named in str(caught.value)
-
-
-def test_factory_returning_something_else_is_reported_not_raised(caplog) -> None:
-    backend = OpenTracingTracer.from_options({"factory": "shim_factory:not_a_tracer"})
-    handle = backend.scoped("greet", "ot-9")
-    with caplog.at_level(logging.WARNING, "faasflow.tracer.opentracing"):
-        handle.request_start({})
-        handle.node_start("0_1_a", {})
-
-    assert backend.errors == 2
-    assert len(caplog.records) == 1  # once per iteration, not per event
-    assert "not an opentracing.Tracer" in caplog.text
 
 
 def test_concurrent_requests_keep_their_own_traces(make_tracer, receiver) -> None:
