@@ -705,3 +705,25 @@ def test_a_request_survives_every_malformed_route_nearby(
     assert gateway.get(f"/function/chain?state={request_id}").text == "RUNNING"
     (gates / "mal-1").touch()
     assert finished(gateway, "chain", request_id)["output"] == "mal-1-2-3"
+
+
+def test_execute_starts_a_request_with_the_id_in_the_path(gateway: GatewayProcess) -> None:
+    reply = gateway.post("/function/fanout/flow/exec-1/execute", data=b"e",
+                         headers={"X-Faas-Flow-Wait": "30"})
+    assert (reply.status_code, reply.text) == (200, "b=eab;c=eac")
+    assert reply.headers["X-Faas-Flow-Reqid"] == "exec-1"
+
+
+def test_request_list_with_a_wrong_method_is_405(gateway: GatewayProcess) -> None:
+    assert gateway.post("/function/fanout/flow").status_code == 405
+
+
+def test_system_function_describes_one_function(gateway: GatewayProcess) -> None:
+    doc = gateway.get("/system/function/hello").json()
+    assert (doc["name"], doc["envProcess"]) == ("hello", "faasflow")
+    assert gateway.get("/system/function/nope").status_code == 404
+
+
+def test_system_info_and_queue_answer_json(gateway: GatewayProcess) -> None:
+    assert gateway.get("/system/info").json()["provider"]["provider"] == "faasflow"
+    assert set(gateway.get("/system/queue").json()) == {"pending", "recovered"}
