@@ -104,3 +104,40 @@ def test_builtin_backend_is_registered(kind, name):
     entry = assert_backend_registered(kind, name)
     assert entry.distribution == "faasflow (built-in)"
     assert entry.backend.summary
+
+
+def _in_forked_child(work) -> int:
+    """Run ``work()`` in a forked child; return its exit code (0 when it returned True)."""
+    import os
+    import warnings
+
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork in a process with threads; the child only runs `work`.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if work() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_sqlite_store_opens_its_own_connection_after_fork(tmp_path):
+    store = SqliteStateStore.from_options({"path": str(tmp_path / "state.db")}).scoped("f", "r")
+    store.set("counter", "1")
+    inherited = store.db.connection()
+
+    def child():
+        fresh = store.db.connection() is not inherited
+        store.increment("counter")
+        return fresh
+
+    try:
+        assert _in_forked_child(child) == 0
+        assert store.db.connection() is inherited
+        assert store.increment("counter") == 3
+    finally:
+        store.close()

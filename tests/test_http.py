@@ -160,3 +160,22 @@ def test_client_is_usable_after_close(client, peer_server):
     client.request("GET", f"{peer_server}/a")
     client.close()
     assert client.request("GET", f"{peer_server}/a").status == 200
+
+
+def test_a_forked_child_opens_its_own_connections(client, peer_server):
+    import os
+    import warnings
+
+    parent_port = client.request("GET", f"{peer_server}/a").body
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if client.request("GET", f"{peer_server}/a").body != parent_port else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.request("GET", f"{peer_server}/a").body == parent_port

@@ -9,7 +9,8 @@ of this process; a function name it does not know goes to the gateway over HTTP 
 configured. A registered callable is either ``fn(data) -> bytes | str | None`` or
 ``fn(data, request)``, where ``request`` is a :class:`LocalRequest` (method, headers, query); it
 may also return a :class:`~faasflow.Response` to choose the status. An exception inside it
-becomes a 500 answer whose body is ``"<Type>: <message>"``.
+becomes a 500 answer whose body is ``"<Type>: <message>"``. A Python callable runs to its end:
+``timeout`` applies only to calls that go over HTTP (a thread cannot be interrupted).
 """
 
 from __future__ import annotations
