@@ -8,6 +8,7 @@ configured backend of each kind.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import re
@@ -123,12 +124,16 @@ def _load_entrypoints(pm: pluggy.PluginManager, settings: Settings) -> None:
     disabled = {_normalise_dist(n) for n in settings.disable_plugins}
     owners: dict[str, str] = {}  # entry-point name -> distribution that registered it
     for dist in metadata.distributions():
+        # Entry points first: parsing every distribution's METADATA for its name costs ~50 ms.
+        eps = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        if not eps:
+            continue
         dist_name = dist.metadata["Name"] or "?"
         normalised = _normalise_dist(dist_name)
         if normalised in disabled or (allowed is not None and normalised not in allowed):
             continue
-        for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or pm.is_blocked(ep.name):
+        for ep in eps:
+            if pm.is_blocked(ep.name):
                 continue
             owner = owners.get(ep.name)
             if owner is not None:
@@ -278,6 +283,7 @@ def _call(caller: Any, plugin_name: str) -> Iterable[Any]:
         ) from exc
 
 
+@functools.cache
 def _core_version() -> str:
     try:
         return metadata.version("faasflow")
