@@ -117,3 +117,53 @@ def test_propagators_none_injects_nothing() -> None:
     tracer.close()
 
     assert carrier == {}
+
+
+GLOBAL_PROVIDER_SCRIPT = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from faasflow_opentelemetry import OpenTelemetryTracer
+from otel_driver import forward, run_node
+
+memory = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(memory))
+trace.set_tracer_provider(provider)  # what opentelemetry-instrument would have done
+
+handle = OpenTelemetryTracer.from_options({"provider": "global"}).scoped("greet", "g1")
+handle.request_start({})
+run_node(handle, "0_1_a", ["echo"])
+carrier = forward(handle)
+handle.request_end({})
+spans = {s.name: s for s in memory.get_finished_spans()}
+print(json.dumps({
+    "names": sorted(spans),
+    "echo_kind": spans["echo"].kind.name,
+    "echo_parent": format(spans["echo"].parent.span_id, "016x"),
+    "node": format(spans["0_1_a"].context.span_id, "016x"),
+    "traceparent": carrier.get("traceparent", ""),
+}))
+"""
+
+
+def test_global_provider_uses_the_applications_tracer_provider() -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # a separate process: the global provider can be set once per process
+    done = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDER_SCRIPT], cwd=Path(__file__).parent,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+
+    assert got["names"] == ["0_1_a", "echo", "greet"]
+    assert got["echo_kind"] == "CLIENT"
+    assert got["echo_parent"] == got["node"]
+    assert got["traceparent"].split("-")[2] == got["node"]
