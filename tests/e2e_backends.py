@@ -224,6 +224,9 @@ class Deployment:
         assert any(key.endswith(f"rec--{request_id}") for key in records), (
             f"no record of {request_id} in the {self.label} state store: {records}"
         )
+        assert self.s3.bucket_exists(self.bucket), (
+            f"bucket {self.bucket} was never created: the flows did not use the S3 data store"
+        )
         stored = [str(o.object_name) for o in self.s3.list_objects(
             self.bucket, prefix=f"faasflow/{flow}/~records/rec--{request_id}")]
         assert stored, f"no record body of {request_id} in bucket {self.bucket}"
@@ -285,7 +288,7 @@ class _EtcdKeys:
     def __init__(self, endpoints: str) -> None:
         import pyetcd
 
-        host, port = endpoints.split(",")[0].removeprefix("http://").rsplit(":", 1)
+        host, port = endpoints.split(",", maxsplit=1)[0].removeprefix("http://").rsplit(":", 1)
         self.client = pyetcd.client(host, int(port))
 
     def __call__(self, prefix: str) -> list[str]:
