@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,6 +96,9 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(client):
     thread.start()
     try:
         assert client.request("GET", url).body == b"ok"
+        # Wait until the server's FIN has reached the pooled socket (it may be deferred).
+        (idle,) = [conn for conns in client._idle.values() for conn in conns]
+        assert select.select([idle.sock], [], [], 10)[0]
         assert client.request("GET", url).body == b"ok"
     finally:
         thread.join(10)
