@@ -19,6 +19,7 @@ __all__ = [
     "FunctionError",
     "KeyNotFound",
     "PluginLoadError",
+    "RequestIdInUse",
     "RequestNotActive",
     "RequestNotFound",
     "SignatureError",
@@ -119,6 +120,17 @@ class RequestNotFound(FaasflowError, LookupError):
         self.request_id = request_id
         super().__init__(
             f"failed to {action} request {request_id}, check if request is active"
+        )
+
+
+class RequestIdInUse(FaasflowError):
+    """A caller-supplied request id belongs to a request that is running or still recorded."""
+
+    def __init__(self, request_id: str, flow: str) -> None:
+        self.request_id = request_id
+        super().__init__(
+            f"request id {request_id!r} of flow {flow!r} is already in use; send another "
+            "X-Faas-Flow-Reqid, or none to get a generated one"
         )
 
 

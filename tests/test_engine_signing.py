@@ -160,5 +160,5 @@ def test_authenticated_request_with_wrong_or_missing_signature_is_refused(header
 def test_authentication_without_secret_says_how_to_set_one() -> None:
     settings = Settings(hmac_secret=None, authenticate_request=True, validate_request=False)
     h = Harness(lambda flow, ctx: flow.sync_node(), settings=settings)
-    with pytest.raises(SignatureError, match="failed to get auth key"):
+    with pytest.raises(ConfigurationError, match="failed to get auth key"):
         h.start(b"hello", headers={"X-Hub-Signature-256": "sha256=00"})

@@ -27,6 +27,7 @@ from faasflow.errors import (
     FaasflowError,
     FlowFailure,
     KeyNotFound,
+    RequestIdInUse,
     RequestNotActive,
     RequestNotFound,
 )
@@ -122,6 +123,8 @@ class _Iteration:
     control: RequestControl
     view: RequestView
     consumed: list[str] = attrs.field(factory=list)
+    ended: bool = False
+    """The request ended in this iteration (the tracer has been told)."""
 
 
 class Engine:
@@ -223,13 +226,10 @@ class Engine:
             return self._run_sync(graph, data, rid, query, callback_url, headers, deadline)
         states, store = self._stores(rid)
         if not self.records.open(rid, deadline):
-            raise ConfigurationError(
-                f"request id {rid!r} of flow {self.name!r} is already in use; send another "
-                f"{REQUEST_ID_HEADER} or none to get a generated one"
-            )
+            raise RequestIdInUse(rid, self.name)
         control = RequestControl(rid, states, store)
         if not control.begin(RequestState(RUNNING, graph.definition_hash, deadline)):
-            raise ConfigurationError(f"request id {rid!r} of flow {self.name!r} is already running")
+            raise RequestIdInUse(rid, self.name)
         states.init()
         store.init()
         event = self._watch(rid)
@@ -350,6 +350,8 @@ class Engine:
             if not first and not self._admit(it, body):
                 return
             self._run_node(it)
+            if not it.ended:
+                tracer.request_end({"faasflow.status": "running"})
         except _Stopped:
             self._clean_after_stop(it)
         except _Duplicate:
@@ -483,14 +485,7 @@ class Engine:
         control: RequestControl | None,
     ) -> tuple[bytes, int]:
         eid = view.node or node.unique_id
-        branch = "/".join(b[1] for b in msg.branches)
-        attrs_ = {
-            "faasflow.request_id": msg.request_id,
-            "faasflow.node": node.id,
-            "faasflow.node.unique_id": node.unique_id,
-            "faasflow.branch": branch,
-            "faasflow.attempt": 1,
-        }
+        attrs_ = _node_attributes(msg, node)
         tracer.node_start(eid, attrs_)
         attempts = 1
         for index, op in enumerate(node.operations):
@@ -582,14 +577,31 @@ class Engine:
         self, it: _Iteration, node: Node, data: bytes, branches: tuple[Branch, ...], started: float
     ) -> None:
         eid = exec_id(node.unique_id, branches)
-        it.tracer.node_start(
-            eid,
-            {
-                "faasflow.request_id": it.msg.request_id,
-                "faasflow.node": node.id,
-                "faasflow.node.unique_id": node.unique_id,
-            },
-        )
+        it.tracer.node_start(eid, _node_attributes(it.msg, node))
+        try:
+            items = self._select_branches(node, data)
+        except FlowFailure as exc:
+            it.tracer.node_failure(eid, exc)
+            raise
+        self._mark_done(it, eid, started)
+        total = len(items)
+        if total > 1:
+            it.states.set(f"{eid}-dynamic-branch-options", json.dumps([k for k, _ in items]))
+        for key, value in items:
+            start = node.branch_dag(key).start
+            start_uid = node.branch_dag(key).nodes[start].unique_id
+            self._send(
+                it,
+                start_uid,
+                (*branches, (node.unique_id, key, total)),
+                value,
+                None,
+                f"{key}--{eid}--{start_uid}",
+            )
+        it.tracer.node_end(eid, {"faasflow.branches": total})
+
+    def _select_branches(self, node: Node, data: bytes) -> list[tuple[str, bytes]]:
+        """The branches a foreach or conditional node runs, with each branch's input."""
         what = f"Dynamic Node {node.unique_id}"
         if node.kind is NodeKind.FOREACH:
             assert node.foreach is not None
@@ -622,25 +634,9 @@ class Engine:
             raise FlowFailure(
                 f"{what}, failed to execute as {kind} returned no option", node=node.unique_id
             )
-        empty = [k for k, _ in items if not k]
-        if empty:
+        if any(not k for k, _ in items):
             raise FlowFailure(f"{what}: {kind} returned an empty branch key", node=node.unique_id)
-        self._mark_done(it, eid, started)
-        total = len(items)
-        if total > 1:
-            it.states.set(f"{eid}-dynamic-branch-options", json.dumps([k for k, _ in items]))
-        for key, value in items:
-            start = node.branch_dag(key).start
-            start_uid = node.branch_dag(key).nodes[start].unique_id
-            self._send(
-                it,
-                start_uid,
-                (*branches, (node.unique_id, key, total)),
-                value,
-                None,
-                f"{key}--{eid}--{start_uid}",
-            )
-        it.tracer.node_end(eid, {"faasflow.branches": total})
+        return items
 
     def _join(
         self, it: _Iteration, owner: Node, branches: tuple[Branch, ...], output: bytes
@@ -762,6 +758,7 @@ class Engine:
         self._hook(it.graph.finally_, "success", rid)
         self._release(it)
         it.tracer.request_end({"faasflow.status": "success"})
+        it.ended = True
         log.info("[Request `%s`] Completed successfully", rid)
         if it.msg.callback:
             self._callback(it.msg.callback, rid, output)
@@ -972,6 +969,16 @@ class Engine:
         """The flow's definition as faas-flow's export-dag JSON."""
         result: dict[str, Any] = self.flow.export()
         return result
+
+
+def _node_attributes(msg: Message, node: Node) -> dict[str, object]:
+    return {
+        "faasflow.request_id": msg.request_id,
+        "faasflow.node": node.id,
+        "faasflow.node.unique_id": node.unique_id,
+        "faasflow.branch": "/".join(b[1] for b in msg.branches),
+        "faasflow.attempt": 1,
+    }
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from faasflow.errors import FaasflowError, SignatureError
+from faasflow.errors import ConfigurationError, FaasflowError, SignatureError
 
 __all__ = ["Message", "MessageError", "sign_body", "verify_body_signature"]
 
@@ -143,7 +143,7 @@ def sign_body(key: bytes, body: bytes) -> str:
 def verify_body_signature(key: bytes | None, body: bytes, header: str | None) -> None:
     """Check a new request's ``X-Hub-Signature-256`` header; raise SignatureError if wrong."""
     if key is None:
-        raise SignatureError(
+        raise ConfigurationError(
             "failed to get auth key: request authentication is on but no secret is set "
             "(create the OpenFaaS secret faasflow-hmac-secret or set FAASFLOW_HMAC_SECRET)"
         )

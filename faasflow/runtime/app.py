@@ -24,7 +24,6 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -34,6 +33,7 @@ from faasflow.errors import (
     ConfigurationError,
     DefinitionError,
     FaasflowError,
+    RequestIdInUse,
     RequestNotActive,
     RequestNotFound,
     SignatureError,
@@ -43,7 +43,7 @@ from faasflow.runtime.web import Request, Response, error, json_response, text
 from faasflow.settings import Settings
 
 if TYPE_CHECKING:
-    from faasflow.engine import Engine, RequestRecord
+    from faasflow.engine import Engine
     from faasflow.flow import Flow
 
 __all__ = ["FlowApp", "flow_name_from_host"]
@@ -283,7 +283,7 @@ class FlowApp:
         ids = ((REQID, result.request_id), (CALLBACK, callback or ""))
         if result.status == "running" and wait:
             try:
-                record = _wait(engine, result.request_id, wait)
+                record = engine.wait(result.request_id, wait)
             except FaasflowError as exc:
                 return self._failure(request, exc, result.request_id)
             if record is None or not record.done:
@@ -359,9 +359,7 @@ class FlowApp:
 
         status = 500
         message = str(exc)
-        if isinstance(exc, SignatureError) and message.startswith("failed to get auth key"):
-            log.error("%s", message)  # our configuration, not the client's fault: 500
-        elif isinstance(exc, SignatureError):
+        if isinstance(exc, SignatureError):
             status = 403 if _has_signature(request) else 401
         elif isinstance(exc, MessageError):
             status = 400
@@ -374,30 +372,11 @@ class FlowApp:
             log.error("backend failure on %s %s: %s", request.method, request.path, exc)
         elif isinstance(exc, DefinitionError):
             message = f"request failed to be processed. error: {exc}"
-        elif isinstance(exc, ConfigurationError) and "already" in message:
-            status = 409  # a supplied request id that is in use
+        elif isinstance(exc, RequestIdInUse):
+            status = 409
         elif isinstance(exc, ConfigurationError):
             log.error("configuration error on %s %s: %s", request.method, request.path, exc)
         return error(request, status, message, request_id)
-
-
-def _wait(engine: Engine, request_id: str, timeout: float) -> RequestRecord | None:
-    # Engine.wait blocks on an in-process event; the request may end in another worker
-    # process, so look at the record between short waits.
-    deadline = time.monotonic() + timeout
-    step = 0.005
-    while True:
-        record = engine.wait(request_id, 0)
-        if record is None:
-            found = engine.record(request_id)
-            record = found if found is not None and found.done else None
-        if record is not None:
-            return record
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        time.sleep(min(step, left))
-        step = min(step * 1.5, 0.1)
 
 
 def _has_signature(request: Request) -> bool:
