@@ -92,9 +92,11 @@ class Deployment:
         environ: Mapping[str, str],
         workdir: Path,
         raw_state_keys: Callable[[str], list[str]],
+        via: str = "process",
     ) -> None:
         self.label = label
         self.environ = dict(environ)
+        self.via = via
         self.workdir = workdir
         self.raw_state_keys = raw_state_keys
         self.suffix = uuid.uuid4().hex[:8]
@@ -102,7 +104,10 @@ class Deployment:
         self.gates = workdir / "gates"
         self.gates.mkdir()
         self.journal.touch()
-        self.stack = write_stack(workdir / "stack", self.journal, self.gates, self.suffix)
+        # the backends reach the flows either through the gateway's environment (which its
+        # worker processes inherit) or through each flow's environment: in stack.yml
+        self.stack = write_stack(workdir / "stack", self.journal, self.gates, self.suffix,
+                                 self.environ if via == "stack" else None)
         settings = Settings.from_env(self.environ)
         self.state_store: StateStore = Registry.from_settings(settings).create(
             Kind.STATE_STORE, settings
@@ -116,7 +121,8 @@ class Deployment:
             secure=False,
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
-        env.update(self.environ)
+        if via == "process":
+            env.update(self.environ)
         self.gateway = GatewayProcess(
             self.stack, data_dir=workdir / "data", processes=PROCESSES, env=env,
             extra=["--concurrency", str(CONCURRENCY), "--quiet"],
@@ -233,6 +239,13 @@ class Deployment:
         assert self.state_keys(role, request_id) == {}
         assert self.raw_state_keys(f"faasflow/{flow}/{request_id}/") == []
         assert self.data_objects(role, request_id) == []
+        # nor any earlier request of this flow: only records remain under the flow's prefix
+        records = f"faasflow/{flow}/~records/"
+        assert [k for k in self.raw_state_keys(f"faasflow/{flow}/")
+                if not k.startswith(records)] == []
+        assert [str(o.object_name) for o in self.s3.list_objects(
+            self.bucket, prefix=f"faasflow/{flow}/", recursive=True)
+            if not str(o.object_name).startswith(records)] == []
 
 
 def remove_bucket(client: Minio, bucket: str) -> None:
@@ -259,7 +272,9 @@ def s3_environ(bucket: str) -> dict[str, str]:
 
 
 def deployment(label: str, workdir: Path) -> Iterator[Deployment]:
-    """Start the gateway for configuration ``label`` (one of :data:`CONFIGS`)."""
+    """Start the gateway for configuration ``label`` (one of :data:`CONFIGS`): etcd+minio
+    through the gateway's environment (``FAASFLOW_STATE_STORE=etcd FAASFLOW_DATA_STORE=minio
+    faasflow up``), the Consul stand-in through each flow's ``environment:`` in stack.yml."""
     bucket = f"faasflow-e2e-{uuid.uuid4().hex[:12]}"
     with ExitStack() as stack:
         if label == "etcd+minio":
@@ -268,6 +283,7 @@ def deployment(label: str, workdir: Path) -> Iterator[Deployment]:
                        **s3_environ(bucket)}
             raw = etcd_keys(endpoints)
             stack.callback(raw.close)
+            via = "process"
         elif label == "consul-standin+minio":
             standin = consul_standin_module().ConsulStandIn(workdir, keep_state=False)
             standin.start()
@@ -275,9 +291,10 @@ def deployment(label: str, workdir: Path) -> Iterator[Deployment]:
             environ = {"FAASFLOW_STATE_STORE": "consul",
                        "FAASFLOW_CONSUL_ADDRESS": standin.address, **s3_environ(bucket)}
             raw = standin.list_keys
+            via = "stack"
         else:
             raise ValueError(f"unknown backend configuration {label!r}")
-        running = Deployment(label, environ, workdir, raw)
+        running = Deployment(label, environ, workdir, raw, via)
         stack.callback(running.close)
         yield running.start()
 

@@ -9,7 +9,9 @@ wait for the test (or for each other) poll files in the gate directory.
 
 from __future__ import annotations
 
+import json
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 #: Branches of the fan-in flow; they finish at the same instant (a barrier), so their
@@ -229,8 +231,14 @@ def flow_name(role: str, suffix: str) -> str:
     return f"e2e-{role}-{suffix}"
 
 
-def write_stack(root: Path, journal: Path, gates: Path, suffix: str) -> Path:
-    """Write the handlers and a stack.yml under ``root``; return the stack file."""
+def write_stack(
+    root: Path, journal: Path, gates: Path, suffix: str,
+    flow_environment: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the handlers and a stack.yml under ``root``; return the stack file.
+
+    ``flow_environment`` becomes each flow's ``environment:`` in stack.yml (how one flow of a
+    stack gets its own backends)."""
     prelude = PRELUDE.format(journal=str(journal), gates=str(gates))
     lines = ["version: 1.0", "provider:", "  name: openfaas", "functions:"]
     for role, source in FLOWS.items():
@@ -238,6 +246,11 @@ def write_stack(root: Path, journal: Path, gates: Path, suffix: str) -> Path:
         (root / name).mkdir(parents=True)
         (root / name / "handler.py").write_text(prelude + textwrap.dedent(source))
         lines += [f"  {name}:", "    lang: faasflow", f"    handler: ./{name}"]
+        if flow_environment:
+            lines.append("    environment:")
+            # JSON strings are YAML strings: no value is read as a number or a boolean
+            lines += [f"      {key}: {json.dumps(value)}" for key, value in
+                      flow_environment.items()]
     for name, source in FUNCTIONS.items():
         (root / name).mkdir(parents=True)
         (root / name / "handler.py").write_text(textwrap.dedent(source).lstrip())

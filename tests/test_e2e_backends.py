@@ -3,9 +3,10 @@
 configuration alone:
 
 - ``etcd+minio``: ``FAASFLOW_STATE_STORE=etcd FAASFLOW_DATA_STORE=minio`` on the etcd and the S3
-  server (Ceph radosgw) of ``.ci/services``;
+  server (Ceph radosgw) of ``.ci/services``, set in the gateway's environment;
 - ``consul-standin+minio``: ``FAASFLOW_STATE_STORE=consul`` on the Consul KV **stand-in** of
-  plugins/faasflow_consul/tests (not a real Consul agent), with the same S3 data store.
+  plugins/faasflow_consul/tests (not a real Consul agent), with the same S3 data store, set in
+  each flow's ``environment:`` in stack.yml.
 
 ``FAASFLOW_INLINE_LIMIT=0`` sends every edge's data through the bucket. Every scenario checks
 the outputs, that the request's record reached both servers, and that no key of the request is
