@@ -1,4 +1,4 @@
-"""report: an asynchronous DAG. ``clean`` feeds two branches that run in parallel (each calls a
+r"""report: an asynchronous DAG. ``clean`` feeds two branches that run in parallel (each calls a
 python3-http function); ``summary`` waits for both and merges their answers with an aggregator.
 
     clean --> words ----\
