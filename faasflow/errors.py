@@ -17,6 +17,7 @@ __all__ = [
     "FaasflowError",
     "FlowFailure",
     "FunctionError",
+    "FunctionTimeout",
     "KeyNotFound",
     "PluginLoadError",
     "RequestIdInUse",
@@ -148,6 +149,9 @@ class RequestNotActive(FaasflowError):
 class FunctionError(FaasflowError):
     """A function or HTTP call answered with a non-2xx status or could not be reached."""
 
+    timeout: bool = False
+    """True when the call did not answer in time."""
+
     def __init__(
         self, message: str, *, url: str = "", status: int | None = None, body: bytes = b""
     ) -> None:
@@ -155,6 +159,12 @@ class FunctionError(FaasflowError):
         self.status = status
         self.body = body
         super().__init__(message)
+
+
+class FunctionTimeout(FunctionError):
+    """A function or endpoint did not answer within the timeout."""
+
+    timeout = True
 
 
 class FlowFailure(FaasflowError):

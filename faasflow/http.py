@@ -21,7 +21,7 @@ import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from faasflow.errors import FunctionError
+from faasflow.errors import FunctionError, FunctionTimeout
 from faasflow.interfaces import Response
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "FunctionTimeout", "HttpClient"]
@@ -33,12 +33,6 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 
 _NO_BODY = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _Origin = tuple[str, str, int]
-
-
-class FunctionTimeout(FunctionError):
-    """A function or endpoint did not answer within the timeout."""
-
-    timeout = True
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
 
-from faasflow.errors import DefinitionError, FaasflowError, FunctionError
+from faasflow.errors import DefinitionError, FaasflowError, FunctionError, FunctionTimeout
 from faasflow.interfaces import Invoker, Response
 
 __all__ = [
@@ -181,7 +181,7 @@ class Retry:
         return status in self.retry_on
 
     def retries_error(self, error: FunctionError) -> bool:
-        if getattr(error, "timeout", False):
+        if error.timeout:
             return self.timeouts
         return self.connection_errors
 
@@ -344,13 +344,11 @@ class _HttpOperation(Operation):
     def _timeout(self, call: Call, request: HttpRequest) -> float | None:
         remaining = call.remaining()
         if remaining is not None and remaining <= 0:
-            error = FunctionError(
+            raise FunctionTimeout(
                 f"request {call.request_id} reached its deadline before calling "
                 f"{self._fallback_url(request)}",
                 url=self._fallback_url(request),
             )
-            error.timeout = True  # type: ignore[attr-defined]
-            raise error
         if remaining is None:
             return self.timeout
         if self.timeout is None:
