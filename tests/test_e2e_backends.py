@@ -122,6 +122,26 @@ def test_pause_holds_iterations_and_resume_runs_each_exactly_once(stack: Deploym
     stack.assert_clean_and_recorded("held", rid)
 
 
+def test_resume_racing_arriving_iterations_runs_each_exactly_once(stack: Deployment) -> None:
+    for round_ in range(3):
+        rid = start_held(stack, f"race{round_}")
+        assert stack.control("held", rid, "pause").status_code == 200
+        stack.open_gate(rid)
+        # resume as soon as the first hand-off is held: the others arrive around the resume
+        wait_for(lambda rid=rid: (stack.request_state("held", rid) or {}).get("parked"),
+                 f"an iteration of {rid} to be held")
+        answer = stack.control("held", rid, "resume")
+        assert answer.status_code == 200, answer.text
+        record = wait_for(lambda rid=rid: (r := stack.record("held", rid))["status"]
+                          not in ("running", "paused") and r, f"{rid} to end")
+        assert (record["status"], record["output"]) == ("success", "xaxbxc")
+        stack.settle()
+        assert Counter(stack.names(rid)) == {
+            "hold-entered": 1, "hold-left": 1, "branch": 3, "end": 1, "finally": 1,
+        }
+        stack.assert_clean_and_recorded("held", rid)
+
+
 def test_stop_runs_no_hooks_refuses_later_iterations_and_removes_state(
     stack: Deployment,
 ) -> None:
