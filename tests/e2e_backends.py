@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import requests
 from e2e_flows import flow_name, write_stack
-from minio import Minio
 
 from faasflow.backends import Kind
 from faasflow.interfaces import StateStore
@@ -54,6 +53,18 @@ def require_env(*names: str) -> dict[str, str]:
     if missing:
         pytest.fail(f"{', '.join(missing)} not set: {SERVICES_HINT}")
     return {name: os.environ[name] for name in names}
+
+
+def require_plugins() -> None:
+    """The three store plugins and their clients; the test FAILS naming what is missing."""
+    missing = [name for name in ("faasflow_etcd", "faasflow_consul", "faasflow_minio",
+                                 "pyetcd", "minio") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not importable: install the store plugins with "
+            "`pip install -e plugins/faasflow_etcd -e plugins/faasflow_consul "
+            "-e plugins/faasflow_minio` (scripts/test installs every plugin)"
+        )
 
 
 def consul_standin_module() -> ModuleType:
@@ -113,6 +124,8 @@ class Deployment:
             Kind.STATE_STORE, settings
         )
         self.bucket = self.environ["FAASFLOW_MINIO_BUCKET"]
+        from minio import Minio
+
         self.s3 = Minio(
             self.environ["FAASFLOW_MINIO_ENDPOINT"],
             access_key=self.environ["FAASFLOW_MINIO_ACCESS_KEY"],
@@ -180,6 +193,14 @@ class Deployment:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
+    def finished(self, role: str, request_id: str) -> dict[str, Any]:
+        """The record of ``request_id`` once it ended."""
+        def ended() -> dict[str, Any] | None:
+            record = self.record(role, request_id)
+            return record if record["status"] not in ("running", "paused") else None
+
+        return dict(wait_for(ended, f"request {request_id} to end"))
+
     def pending(self) -> int:
         answer = self.session.get(f"{self.gateway.url}/system/queue", timeout=TIMEOUT)
         return int(answer.json()["pending"])
@@ -222,6 +243,14 @@ class Deployment:
         raw = self.state_keys(role, request_id).get("request-state")
         return None if raw is None else dict(json.loads(raw))
 
+    def wait_held(self, role: str, request_id: str, count: int) -> None:
+        """Wait until at least ``count`` iterations of the paused request are held (listed in
+        its request-state in the state store)."""
+        def held() -> bool:
+            return len((self.request_state(role, request_id) or {}).get("parked", ())) >= count
+
+        wait_for(held, f"{count} iteration(s) of {request_id} to be held")
+
     def assert_clean_and_recorded(self, role: str, request_id: str) -> None:
         """The request ran on the configured servers (its record is in both) and left no key
         of its own in either."""
@@ -240,15 +269,15 @@ class Deployment:
         assert self.raw_state_keys(f"faasflow/{flow}/{request_id}/") == []
         assert self.data_objects(role, request_id) == []
         # nor any earlier request of this flow: only records remain under the flow's prefix
-        records = f"faasflow/{flow}/~records/"
+        kept = f"faasflow/{flow}/~records/"
         assert [k for k in self.raw_state_keys(f"faasflow/{flow}/")
-                if not k.startswith(records)] == []
+                if not k.startswith(kept)] == []
         assert [str(o.object_name) for o in self.s3.list_objects(
             self.bucket, prefix=f"faasflow/{flow}/", recursive=True)
-            if not str(o.object_name).startswith(records)] == []
+            if not str(o.object_name).startswith(kept)] == []
 
 
-def remove_bucket(client: Minio, bucket: str) -> None:
+def remove_bucket(client: Any, bucket: str) -> None:
     if not client.bucket_exists(bucket):
         return
     for obj in client.list_objects(bucket, recursive=True):
@@ -275,6 +304,7 @@ def deployment(label: str, workdir: Path) -> Iterator[Deployment]:
     """Start the gateway for configuration ``label`` (one of :data:`CONFIGS`): etcd+minio
     through the gateway's environment (``FAASFLOW_STATE_STORE=etcd FAASFLOW_DATA_STORE=minio
     faasflow up``), the Consul stand-in through each flow's ``environment:`` in stack.yml."""
+    require_plugins()
     bucket = f"faasflow-e2e-{uuid.uuid4().hex[:12]}"
     with ExitStack() as stack:
         if label == "etcd+minio":

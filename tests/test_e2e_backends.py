@@ -95,12 +95,9 @@ def test_pause_holds_iterations_and_resume_runs_each_exactly_once(stack: Deploym
     assert stack.state("held", rid) == "PAUSED"
     stack.open_gate(rid)
     # the hold node finishes; the three iterations it hands on are held in the stores
-    parked = wait_for(
-        lambda: len((stack.request_state("held", rid) or {}).get("parked", ())) == 3,
-        f"three iterations of {rid} to be held",
-    )
-    assert parked
+    stack.wait_held("held", rid, 3)
     stack.settle()
+    assert len((stack.request_state("held", rid) or {})["parked"]) == 3
     assert "branch" not in stack.names(rid)
     assert stack.record("held", rid)["status"] == "paused"
     held = [key for key in stack.data_objects("held", rid) if "/parked--" in key]
@@ -108,8 +105,7 @@ def test_pause_holds_iterations_and_resume_runs_each_exactly_once(stack: Deploym
 
     answer = stack.control("held", rid, "resume")
     assert answer.status_code == 200, answer.text
-    record = wait_for(lambda: (r := stack.record("held", rid))["status"] != "running" and r,
-                      f"{rid} to end after resume")
+    record = stack.finished("held", rid)
     assert (record["status"], record["output"]) == ("success", "xaxbxc")
     stack.settle()
     events = stack.events(rid)
@@ -128,12 +124,10 @@ def test_resume_racing_arriving_iterations_runs_each_exactly_once(stack: Deploym
         assert stack.control("held", rid, "pause").status_code == 200
         stack.open_gate(rid)
         # resume as soon as the first hand-off is held: the others arrive around the resume
-        wait_for(lambda rid=rid: (stack.request_state("held", rid) or {}).get("parked"),
-                 f"an iteration of {rid} to be held")
+        stack.wait_held("held", rid, 1)
         answer = stack.control("held", rid, "resume")
         assert answer.status_code == 200, answer.text
-        record = wait_for(lambda rid=rid: (r := stack.record("held", rid))["status"]
-                          not in ("running", "paused") and r, f"{rid} to end")
+        record = stack.finished("held", rid)
         assert (record["status"], record["output"]) == ("success", "xaxbxc")
         stack.settle()
         assert Counter(stack.names(rid)) == {
@@ -159,8 +153,7 @@ def test_stop_of_a_paused_request_drops_its_held_iterations(stack: Deployment) -
     rid = start_held(stack, "pausestop")
     assert stack.control("held", rid, "pause").status_code == 200
     stack.open_gate(rid)
-    wait_for(lambda: len((stack.request_state("held", rid) or {}).get("parked", ())) == 3,
-             f"three iterations of {rid} to be held")
+    stack.wait_held("held", rid, 3)
     stack.settle()
     answer = stack.control("held", rid, "stop")
     assert answer.status_code == 200, answer.text
