@@ -51,6 +51,7 @@ def test_chain_of_five_nodes_with_function_calls(stack: Deployment) -> None:
 
 
 def test_fan_in_joins_exactly_once_when_branches_complete_together(stack: Deployment) -> None:
+    pids: set[int] = set()
     for round_ in range(3):
         rid = new_id(f"fanin{round_}")
         answer = stack.run("fanin", b"x", rid)
@@ -61,6 +62,8 @@ def test_fan_in_joins_exactly_once_when_branches_complete_together(stack: Deploy
         # the branches passed a barrier together, so their completions raced on the counter
         assert names == {"branch": FAN_IN_WIDTH, "aggregate": 1, "join": 1, "finally": 1}
         stack.assert_clean_and_recorded("fanin", rid)
+        pids |= {pid for event, pid, _ in stack.events(rid) if event == "branch"}
+    assert len(pids) >= 2  # the racing completions came from different worker processes
 
 
 def test_nested_foreach_five_by_five_aggregates_at_both_levels(stack: Deployment) -> None:
