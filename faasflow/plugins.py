@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
@@ -175,6 +176,10 @@ def _check_pending(pm: pluggy.PluginManager) -> None:
 _HOOKS = tuple(kind.hook for kind in Kind)
 
 
+_SHARED: dict[tuple[object, ...], Registry] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class Registry:
     """The backends every loaded plugin declares, by kind and name."""
 
@@ -222,6 +227,20 @@ class Registry:
     def from_settings(cls, settings: Settings) -> Registry:
         """Build the plugin manager for ``settings`` and collect its backends."""
         return cls(make_plugin_manager(settings))
+
+    @classmethod
+    def shared(cls, settings: Settings) -> Registry:
+        """The registry for ``settings``' plugin-loading controls, built once per process.
+
+        Discovery scans every installed distribution (tens of milliseconds); engines and
+        ``faasflow.run`` calls in one process reuse its result.
+        """
+        key = (settings.load_plugins, settings.disable_plugins, settings.trace_plugins)
+        with _SHARED_LOCK:
+            registry = _SHARED.get(key)
+            if registry is None:
+                registry = _SHARED[key] = cls.from_settings(settings)
+            return registry
 
     @property
     def broken(self) -> list[BrokenPlugin]:

@@ -43,7 +43,7 @@ def test_pause_holds_the_next_iteration_until_resume_runs_it_once() -> None:
     assert h.engine.state(rid) == "RUNNING"
     h.drain()
     assert ran == ["n1", "n2", "n2b", "n3"]
-    with pytest.raises(RequestNotFound):
+    with pytest.raises(RequestNotActive, match="success"):
         h.engine.resume(rid)  # the request ended: nothing to resume, nothing re-run
     h.drain()
     assert ran.count("n3") == 1

@@ -65,7 +65,7 @@ class Backends:
         """Build the configured backend of each kind through the plugin registry."""
         from faasflow.plugins import Registry
 
-        registry = registry or Registry.from_settings(settings)
+        registry = registry or Registry.shared(settings)
         return cls(
             registry.create(Kind.STATE_STORE, settings),
             registry.create(Kind.DATA_STORE, settings),
@@ -265,7 +265,7 @@ class Engine:
         if self._sync_data is None:
             from faasflow.plugins import Registry
 
-            registry = Registry.from_settings(self.settings)
+            registry = Registry.shared(self.settings)
             self._sync_data = registry.create(Kind.DATA_STORE, self.settings, "memory")
         store = self._sync_data.scoped(self.name, rid)
         tracer = self.backends.tracer.scoped(self.name, rid)
@@ -855,17 +855,30 @@ class Engine:
     def pause(self, request_id: str) -> None:
         """Hold the request's next iterations until :meth:`resume`."""
         states, store = self._stores(request_id)
-        RequestControl(request_id, states, store).pause()
+        try:
+            RequestControl(request_id, states, store).pause()
+        except RequestNotFound:
+            raise self._ended_error(request_id, "pause") from None
         log.info("[Request `%s`] Paused", request_id)
 
     def resume(self, request_id: str) -> None:
         """Run the iterations held while the request was paused (each exactly once)."""
         states, store = self._stores(request_id)
-        held = RequestControl(request_id, states, store).resume()
+        try:
+            held = RequestControl(request_id, states, store).resume()
+        except RequestNotFound:
+            raise self._ended_error(request_id, "resume") from None
         log.info("[Request `%s`] Resumed (%d held iterations)", request_id, len(held))
         for body in held:
             headers = {REQUEST_ID_HEADER: request_id, "Content-Type": "application/json"}
             self.backends.invoker.forward(self.name, request_id, body, headers)
+
+    def _ended_error(self, request_id: str, action: str) -> FaasflowError:
+        """Not running: NotActive when the request is recorded as ended, else NotFound."""
+        found = self.records.entry(request_id)
+        if found is None:
+            return RequestNotFound(request_id, action)
+        return RequestNotActive(request_id, found[1]["status"], action)
 
     def stop(self, request_id: str) -> None:
         """End the request now: no hooks, no callback; its state is deleted."""

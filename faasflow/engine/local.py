@@ -91,7 +91,7 @@ def run(
 
     flow = flow_or_define if isinstance(flow_or_define, Flow) else Flow(flow_or_define)
     settings = settings or Settings.from_env()
-    registry = Registry.from_settings(settings)
+    registry = Registry.shared(settings)
     local = registry.create(Kind.INVOKER, settings, "local")
     if functions:
         local.add_functions(functions)

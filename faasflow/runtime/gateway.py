@@ -542,8 +542,10 @@ class Gateway:
                     self._retry(job, f"status {status}"):
                 return
         if status >= 400:
-            log.warning("queued call %s to %s%s answered %d: %s", job.id, job.function,
-                        job.path, status, body[:300].decode(errors="replace").strip())
+            # 410: an iteration of a request that was stopped or ended meanwhile - expected
+            log.log(logging.INFO if status == 410 else logging.WARNING,
+                    "queued call %s to %s%s answered %d: %s", job.id, job.function,
+                    job.path, status, body[:300].decode(errors="replace").strip())
         if job.callback:
             self._callback(job, status, headers, body, time.monotonic() - started)
         self._queue.done(job)
