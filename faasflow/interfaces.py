@@ -62,7 +62,7 @@ class _Namespaced:
         cls = type(self)
         plain = _PLAIN.get(cls)
         if plain is None:
-            plain = _PLAIN[cls] = all("__slots__" not in vars(k) for k in cls.__mro__[:-1])
+            plain = _PLAIN[cls] = not any(vars(k).get("__slots__") for k in cls.__mro__[:-1])
         if plain:
             # copy.copy through the reduce protocol costs ~10 us; this runs per iteration
             handle = object.__new__(cls)

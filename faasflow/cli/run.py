@@ -243,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
                 "was stopped" if status == "stopped" else None)
         else:
             status, output, error = started.status, started.output or b"", started.error
+            if not started.sync:  # a DAG flow that ended while start() still ran
+                record = engine.record(started.request_id)
+                if show:
+                    Progress(engine, started.request_id, sys.stderr).show(record)
     except FaasflowError as exc:
         engine.close()
         return fail(str(exc), EXIT_FAILED)

@@ -296,6 +296,14 @@ class LocalInvoker(Invoker):
                 "local invoker", "forward", "in-process",
                 "no engine is bound to run iterations (call bind(deliver) first)",
             )
+        job = (deliver, flow_name, request_id, message, dict(headers))
+        pending: list[_Job] | None = getattr(_worker, "pending", None)
+        if pending is not None and not pending:
+            # The first iteration handed on by an iteration running on a worker runs next on
+            # that same worker: a chain never waits for a thread hand-off. Any further ones
+            # go to the pool and run in parallel.
+            pending.append(job)
+            return
         with self._lock:
             if self._closed:
                 raise BackendError(
@@ -304,7 +312,7 @@ class LocalInvoker(Invoker):
                 )
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="faasflow")
-            self._pool.submit(_run, deliver, flow_name, request_id, message, dict(headers))
+            self._pool.submit(_run, job)
 
     def close(self) -> None:
         """Wait for queued iterations to finish, then stop the workers and the HTTP pool."""
@@ -317,15 +325,26 @@ class LocalInvoker(Invoker):
             self._client.close()
 
 
-def _run(
-    deliver: Deliver, flow_name: str, request_id: str, message: bytes, headers: Mapping[str, str]
-) -> None:
+_Job = tuple[Deliver, str, str, bytes, Mapping[str, str]]
+_worker = threading.local()
+
+
+def _run(job: _Job) -> None:
+    """Run one iteration on a pool worker, then the iteration it handed on first, and so on."""
+    pending: list[_Job] = [job]
+    _worker.pending = pending
     try:
-        deliver(flow_name, request_id, message, headers)
-    except Exception:
-        log.exception(
-            "iteration of request %s of flow %s failed in the local invoker", request_id, flow_name
-        )
+        while pending:
+            deliver, flow_name, request_id, message, headers = pending.pop()
+            try:
+                deliver(flow_name, request_id, message, headers)
+            except Exception:
+                log.exception(
+                    "iteration of request %s of flow %s failed in the local invoker",
+                    request_id, flow_name,
+                )
+    finally:
+        _worker.pending = None
 
 
 _GATEWAY_ENV = {"gateway_url": ("FAASFLOW_GATEWAY_URL", "gateway")}
