@@ -31,6 +31,7 @@ from faasflow_etcd.store import EtcdStateStore
 from faasflow_minio.store import MinioDataStore
 from minio import Minio
 from minio.deleteobjects import DeleteObject
+from shapes import chain, fan
 
 from faasflow import Flow
 from faasflow.backends import Kind
@@ -233,30 +234,6 @@ def s3_operations(
 # -- 3. end to end -----------------------------------------------------------------------------
 
 
-def chain(n: int) -> Callable[[Any, Any], None]:
-    def define(flow: Any, context: Any) -> None:
-        dag = flow.dag()
-        for i in range(n):
-            dag.node(f"n{i}").modify(bytes)
-            if i:
-                dag.edge(f"n{i - 1}", f"n{i}")
-
-    return define
-
-
-def fan_in(n: int) -> Callable[[Any, Any], None]:
-    def define(flow: Any, context: Any) -> None:
-        dag = flow.dag()
-        dag.node("start")
-        dag.node("join", aggregator=lambda d: str(len(d)))
-        for i in range(n):
-            dag.node(f"b{i}").modify(bytes)
-            dag.edge("start", f"b{i}")
-            dag.edge(f"b{i}", "join")
-
-    return define
-
-
 def run_flow(
     define: Callable[[Any, Any], None],
     stores: str,
@@ -299,7 +276,7 @@ def end_to_end(
 ) -> None:
     shapes = [
         (f"chain {size}", chain(size), size),
-        (f"fan-in {size}", fan_in(size), size + 2),
+        (f"fan-in {size}", fan(size), size + 2),
     ]
     print(
         f"\n3. end to end, {WORKERS} workers, best of {repeat} "
