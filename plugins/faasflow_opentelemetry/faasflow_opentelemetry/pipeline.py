@@ -8,12 +8,13 @@ flow nothing and costs the export thread one timeout per pause, not one per batc
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import attrs
@@ -130,6 +131,10 @@ class GuardedExporter(SpanExporter):
         return True
 
 
+class _Preset(threading.local):
+    span_id = 0
+
+
 class ReservingIdGenerator(RandomIdGenerator):
     """Lets a span id be handed out before its span exists.
 
@@ -139,27 +144,22 @@ class ReservingIdGenerator(RandomIdGenerator):
     """
 
     def __init__(self) -> None:
-        self._preset = threading.local()
+        self._preset = _Preset()
 
     def generate_span_id(self) -> int:
-        preset: int = getattr(self._preset, "span_id", 0)
+        preset = self._preset.span_id
         if preset:
             self._preset.span_id = 0
             return preset
         return super().generate_span_id()
 
     def reserve(self) -> int:
-        """A fresh span id for a span to be started later with :meth:`preset`."""
+        """A fresh span id for a span to be started later after :meth:`preset`."""
         return super().generate_span_id()
 
-    @contextlib.contextmanager
-    def preset(self, span_id: int) -> Iterator[None]:
-        """The next span started in this thread gets ``span_id``."""
+    def preset(self, span_id: int) -> None:
+        """The next span started in this thread gets ``span_id`` (0: a random id again)."""
         self._preset.span_id = span_id
-        try:
-            yield
-        finally:
-            self._preset.span_id = 0
 
 
 class _Flusher:
@@ -176,16 +176,22 @@ class _Flusher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        if hasattr(os, "register_at_fork"):
+            # threads do not survive fork: a child starts its own on first use
+            after_fork = weakref.WeakMethod(self._forget_thread)
+            os.register_at_fork(after_in_child=lambda: _call(after_fork))
+
+    def _forget_thread(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
 
     def request(self) -> None:
-        if self._stop.is_set():
+        if self._wake.is_set():  # an export is already on its way: the usual case when busy
             return
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:
             with self._lock:
-                # first use, or a forked child (threads do not survive fork)
-                if self._thread is None or self._pid != os.getpid():
-                    self._pid = os.getpid()
+                if self._thread is None and not self._stop.is_set():
                     self._thread = threading.Thread(
                         target=self._run, name="faasflow-otel-flush", daemon=True
                     )
@@ -208,6 +214,12 @@ class _Flusher:
         self._wake.set()
 
 
+def _call(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
+
+
 def _sampler(config: Config) -> Sampler:
     ratio = config.sampler_arg
     if config.sampler == "always_on":
@@ -223,7 +235,9 @@ def _sampler(config: Config) -> Sampler:
     return ParentBased(ALWAYS_ON)
 
 
-def _propagator_entries(names: tuple[str, ...]) -> list[metadata.EntryPoint]:
+@functools.cache
+def _propagator_entries(names: tuple[str, ...]) -> tuple[metadata.EntryPoint, ...]:
+    # cached: scanning every installed distribution's entry points takes milliseconds
     found = {ep.name: ep for ep in metadata.entry_points(group="opentelemetry_propagator")}
     entries = []
     for name in names:
@@ -235,7 +249,7 @@ def _propagator_entries(names: tuple[str, ...]) -> list[metadata.EntryPoint]:
                 "tracecontext,baggage, or install the propagator's package)"
             )
         entries.append(entry)
-    return entries
+    return tuple(entries)
 
 
 def check_propagators(names: tuple[str, ...]) -> None:
@@ -247,15 +261,19 @@ def _propagator(names: tuple[str, ...]) -> TextMapPropagator:
     return CompositePropagator([entry.load()() for entry in _propagator_entries(names)])
 
 
-def _resource(config: Config, service_name: str) -> Resource:
+@functools.cache
+def _sdk_version() -> str:
     try:
-        sdk_version = metadata.version("opentelemetry-sdk")
+        return metadata.version("opentelemetry-sdk")
     except metadata.PackageNotFoundError:  # pragma: no cover - the SDK is a dependency
-        sdk_version = "unknown"
+        return "unknown"
+
+
+def _resource(config: Config, service_name: str) -> Resource:
     attributes: dict[str, str] = {
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": sdk_version,
+        "telemetry.sdk.version": _sdk_version(),
     }
     attributes.update(config.resource_attributes)
     attributes["service.name"] = service_name
@@ -273,6 +291,7 @@ class Pipeline:
         self._flusher: _Flusher | None = None
         self.ids: ReservingIdGenerator | None = None
         self.errors = 0
+        self.closed = False
         if config.provider == "global":
             self.tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, _faasflow_version())
             self.propagator = get_global_textmap()
@@ -325,6 +344,7 @@ class Pipeline:
 
     def shutdown(self) -> None:
         """Export what is queued (bounded by the export timeout) and stop the threads."""
+        self.closed = True
         if self._flusher is not None:
             self._flusher.stop()
         if self.provider is not None:

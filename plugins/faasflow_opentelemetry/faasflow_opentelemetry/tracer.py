@@ -13,18 +13,18 @@ Span tree of one request (one trace):
   function or URL. A context injected while it runs names this span, so the callee's spans
   become its children.
 
-A handle serves one iteration; its spans live in plain attributes behind a lock. Every public
+A handle serves one iteration in one thread; its spans live in plain attributes. Every public
 method swallows its own errors (counted in :meth:`OpenTelemetryTracer.stats`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Concatenate, ParamSpec
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
@@ -54,60 +54,51 @@ __all__ = ["OpenTelemetryTracer"]
 
 log = logging.getLogger("faasflow.tracer.opentelemetry")
 
-_P = ParamSpec("_P")
 _UNSET = object()
-
-
-def _guarded(
-    method: Callable[Concatenate[OpenTelemetryTracer, _P], None],
-) -> Callable[Concatenate[OpenTelemetryTracer, _P], None]:
-    """A tracer never raises into the flow: errors are logged once and counted."""
-
-    def wrapper(self: OpenTelemetryTracer, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
-        try:
-            method(self, *args, **kwargs)
-        except Exception:
-            self._count_error(method.__name__)
-
-    wrapper.__name__ = method.__name__
-    wrapper.__qualname__ = method.__qualname__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
+_ROOT = Context()  # no parent: never the ambient context of the thread
+_SERVER, _CLIENT = SpanKind.SERVER, SpanKind.CLIENT
+_INTERNAL, _CONSUMER = SpanKind.INTERNAL, SpanKind.CONSUMER
+_in_context = trace.set_span_in_context
 
 
 class _Operation:
     """An operation whose span is created when it ends (its kind is known only then)."""
 
-    __slots__ = ("node", "reserved", "span", "start_ns")
+    __slots__ = ("context", "node", "reserved", "span", "start_ns")
 
     def __init__(self, node: str, start_ns: int) -> None:
         self.node = node
         self.start_ns = start_ns
         self.reserved: SpanContext | None = None
+        self.context: Context | None = None
         self.span: Span | None = None
 
 
-class _Spans:
-    """The spans one handle (one iteration) opened."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.remote: Context | None = None
-        self.request: Span | None = None
-        self.request_open = False
-        self.nodes: dict[str, Span] = {}
-        self.node_attributes: dict[str, Mapping[str, object]] = {}
-        self.last_node: Span | None = None
-        self.operations: dict[tuple[str, str], _Operation] = {}
-
-
 class OpenTelemetryTracer(Tracer):
-    """Spans through the OpenTelemetry SDK, exported over OTLP/HTTP in batches."""
+    """Spans through the OpenTelemetry SDK, exported over OTLP/HTTP in batches.
+
+    A handle (:meth:`scoped`) serves one iteration in one thread, as the Tracer contract says,
+    so it keeps its spans in plain attributes: no lock on the path of every event. Handles of
+    concurrent iterations share only the pipeline, which is thread-safe.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._enabled = not config.disabled
+        # flow name -> its pipeline, shared by this backend and its handles
+        self._pipelines: dict[str, Pipeline] = {}
+        self._begin()
+
+    def _begin(self) -> None:
         self._pipeline: Pipeline | None = None
-        self._spans = _Spans()
+        self._remote: Context | None = None
+        self._request: Span | None = None
+        self._request_open = False
+        self._parent: Context | None = None  # what node spans hang off
+        self._nodes: dict[str, Span] = {}
+        self._node_attributes: dict[str, Mapping[str, object]] = {}
+        self._last_node: Span | None = None
+        self._operations: dict[tuple[str, str], _Operation] = {}
         self._warned = False
 
     @classmethod
@@ -119,22 +110,34 @@ class OpenTelemetryTracer(Tracer):
         return cls(config)
 
     def scoped(self, flow_name: str, request_id: str) -> OpenTelemetryTracer:
-        handle = OpenTelemetryTracer(self.config)
-        handle.configure(flow_name, request_id)
+        # runs once per iteration: no __init__, no copy
+        handle = object.__new__(type(self))
+        handle.config = self.config
+        handle._enabled = self._enabled
+        handle._pipelines = self._pipelines
+        handle._begin()
+        handle.flow_name = flow_name
+        handle.request_id = request_id
         return handle
 
     # process-wide state
 
     @property
     def enabled(self) -> bool:
-        return not self.config.disabled
+        return self._enabled
 
     @property
     def pipeline(self) -> Pipeline:
         """The shared pipeline of this flow's service name (built on first use)."""
-        if self._pipeline is None:
-            self._pipeline = pipeline_for(self.config, self.config.service_for(self.flow_name))
-        return self._pipeline
+        return self._pipeline or self._open_pipeline()
+
+    def _open_pipeline(self) -> Pipeline:
+        pipeline = self._pipelines.get(self.flow_name)
+        if pipeline is None or pipeline.closed:
+            service = self.config.service_for(self.flow_name)
+            pipeline = self._pipelines[self.flow_name] = pipeline_for(self.config, service)
+        self._pipeline = pipeline
+        return pipeline
 
     def stats(self) -> ExportStats:
         """Export counters of every pipeline of this configuration in this process."""
@@ -150,6 +153,7 @@ class OpenTelemetryTracer(Tracer):
         shutdown_all(self.config)
 
     def _count_error(self, where: str) -> None:
+        """A tracer never raises into the flow: errors are counted and logged once."""
         with contextlib.suppress(Exception):  # even building the pipeline may have failed
             self.pipeline.errors += 1
         if not self._warned:
@@ -160,283 +164,316 @@ class OpenTelemetryTracer(Tracer):
                 exc_info=True,
             )
 
-    # span helpers (called with the lock held)
+    # span helpers
 
     def _start(
         self,
         name: str,
         parent: Context | None,
         kind: SpanKind,
-        attributes: Mapping[str, Any],
-        *,
-        start_ns: int | None = None,
+        attributes: dict[str, Any],
         links: list[Link] | None = None,
     ) -> Span:
-        return self.pipeline.tracer.start_span(
-            name,
-            context=parent if parent is not None else Context(),
-            kind=kind,
-            attributes=_clean(attributes),
-            links=links,
-            start_time=start_ns,
+        return (self._pipeline or self._open_pipeline()).tracer.start_span(
+            name, parent if parent is not None else _ROOT, kind, attributes, links
         )
 
     def _node_context(self) -> Context | None:
         """The context of the innermost node: open, else last ended, else request, else what
         came in."""
-        spans = self._spans
-        if spans.nodes:
-            return trace.set_span_in_context(next(reversed(spans.nodes.values())))
-        for span in (spans.last_node, spans.request):
-            if span is not None:
-                return trace.set_span_in_context(span)
-        return spans.remote
-
-    def _operation_parent(self, operation: _Operation) -> Context | None:
-        node = self._spans.nodes.get(operation.node)
-        return trace.set_span_in_context(node) if node is not None else self._node_context()
+        nodes = self._nodes
+        if nodes:
+            return _in_context(next(reversed(nodes.values())))
+        if self._last_node is not None:
+            return _in_context(self._last_node)
+        return self._parent
 
     def _operation_context(self, name: str, operation: _Operation) -> Context | None:
         """What a call made by a running operation carries: its (future) span."""
+        if operation.context is not None:
+            return operation.context
         if operation.span is not None:
-            return trace.set_span_in_context(operation.span)
-        parent = self._operation_parent(operation)
-        ids = self.pipeline.ids
+            operation.context = _in_context(operation.span)
+            return operation.context
+        ids = (self._pipeline or self._open_pipeline()).ids
         if ids is None:
             # Not our provider (provider=global): no id to reserve, so the span starts now.
-            operation.span = self._start_operation(name, operation, SpanKind.CLIENT)
-            return trace.set_span_in_context(operation.span)
-        if operation.reserved is None:
-            context = trace.get_current_span(parent).get_span_context()
-            if not context.is_valid:
-                return parent
-            operation.reserved = SpanContext(
-                context.trace_id,
-                ids.reserve(),
-                is_remote=False,
-                trace_flags=context.trace_flags,
-                trace_state=context.trace_state,
+            operation.span = self._start_operation(
+                name, operation, _CLIENT, {"faasflow.request_id": self.request_id}
             )
-        return trace.set_span_in_context(NonRecordingSpan(operation.reserved))
-
-    def _start_operation(self, name: str, operation: _Operation, kind: SpanKind) -> Span:
-        # the span's name is the operation and its parent the node: only the request id is
-        # repeated, so that every span of a request can be searched by it
-        attributes = {"faasflow.request_id": self.request_id}
-        parent = self._operation_parent(operation)
-        ids = self.pipeline.ids
-        preset = (
-            ids.preset(operation.reserved.span_id)
-            if ids is not None and operation.reserved is not None
-            else contextlib.nullcontext()
+            operation.context = _in_context(operation.span)
+            return operation.context
+        node = self._nodes.get(operation.node)
+        if node is not None:
+            parent = node.get_span_context()
+        else:
+            context = self._node_context()
+            if context is None:
+                return None
+            parent = trace.get_current_span(context).get_span_context()
+        if not parent.is_valid:
+            return None
+        operation.reserved = SpanContext(
+            parent.trace_id, ids.reserve(), False, parent.trace_flags, parent.trace_state
         )
-        with preset:
-            return self._start(name, parent, kind, attributes, start_ns=operation.start_ns)
+        operation.context = _in_context(NonRecordingSpan(operation.reserved))
+        return operation.context
+
+    def _start_operation(
+        self, name: str, operation: _Operation, kind: SpanKind, attributes: dict[str, Any]
+    ) -> Span:
+        node = self._nodes.get(operation.node)
+        parent = _in_context(node) if node is not None else self._node_context()
+        pipeline = self._pipeline or self._open_pipeline()
+        reserved = operation.reserved
+        if reserved is None or pipeline.ids is None:
+            return pipeline.tracer.start_span(
+                name, parent if parent is not None else _ROOT, kind, attributes,
+                start_time=operation.start_ns,
+            )
+        pipeline.ids.preset(reserved.span_id)
+        try:
+            return pipeline.tracer.start_span(
+                name, parent if parent is not None else _ROOT, kind, attributes,
+                start_time=operation.start_ns,
+            )
+        finally:
+            pipeline.ids.preset(0)
 
     def _finish_operation(
         self, name: str, node: str, attributes: Mapping[str, object], error: BaseException | None
     ) -> None:
-        operation = self._spans.operations.pop((name, node), None)
+        operation = self._operations.pop((name, node), None)
         if operation is None:
             return
-        http = _http_attributes(attributes)
+        # the span's name is the operation and its parent the node: only the request id is
+        # repeated, so that every span of a request can be searched by it
+        values: dict[str, Any] = {"faasflow.request_id": self.request_id}
+        if attributes:
+            values.update(_clean(attributes))
+            _add_http(values)
+        calls_out = "http.request.method" in values
         if isinstance(error, FunctionError):
+            calls_out = True
             if error.url:
-                http.setdefault("url.full", _redact(error.url))
+                values.setdefault("url.full", _url_parts(error.url)[0])
             if error.status is not None:
-                http.setdefault("http.response.status_code", error.status)
-        calls_out = "http.request.method" in http or isinstance(error, FunctionError)
-        span = operation.span or self._start_operation(
-            name, operation, SpanKind.CLIENT if calls_out else SpanKind.INTERNAL
-        )
-        span.set_attributes(http)
+                values.setdefault("http.response.status_code", error.status)
+        span = operation.span
+        if span is None:
+            span = self._start_operation(
+                name, operation, _CLIENT if calls_out else _INTERNAL, values
+            )
+        else:
+            span.set_attributes(values)
         if error is not None:
             _fail(span, error)
         else:
-            status = http.get("http.response.status_code")
-            if isinstance(status, int) and status >= 400:
+            status = values.get("http.response.status_code")
+            if type(status) is int and status >= 400:
                 # HTTP client span convention: 4xx and 5xx are errors, error.type the code.
                 span.set_attribute("error.type", str(status))
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
 
     def _end_request(self) -> None:
-        spans = self._spans
-        if spans.request is not None and spans.request_open:
-            spans.request.end()
-            spans.request_open = False
+        if self._request is not None and self._request_open:
+            self._request_open = False
+            self._request.end()
 
     def _end_leftovers(self, error: BaseException | None) -> None:
         # Anything still open when the iteration ends would never be exported.
-        spans = self._spans
-        for name, node in list(spans.operations):
-            self._finish_operation(name, node, {}, error)
-        for span in spans.nodes.values():
-            if error is not None:
-                _fail(span, error)
-            span.end()
-        spans.nodes.clear()
-        spans.node_attributes.clear()
+        if self._operations:
+            for name, node in list(self._operations):
+                self._finish_operation(name, node, {}, error)
+        if self._nodes:
+            for span in self._nodes.values():
+                if error is not None:
+                    _fail(span, error)
+                span.end()
+            self._nodes.clear()
+            self._node_attributes.clear()
 
-    # the Tracer contract
+    # the Tracer contract; every method catches its own errors (a tracer never raises)
 
-    @_guarded
     def request_start(self, carrier: Mapping[str, str]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        incoming = self.pipeline.propagator.extract(_lower(carrier))
-        caller = trace.get_current_span(incoming).get_span_context()
-        parent: Context | None = None
-        links = None
-        if caller.is_valid and self.config.incoming == "child":
-            parent = incoming
-        elif caller.is_valid and self.config.incoming == "link":
-            links = [Link(caller)]
-        with self._spans.lock:
-            self._spans.request = self._start(
-                self.flow_name or "request", parent, SpanKind.SERVER,
-                {"faasflow.flow": self.flow_name, "faasflow.request_id": self.request_id},
-                links=links,
+        try:
+            incoming = (self._pipeline or self._open_pipeline()).propagator.extract(
+                _lower(carrier)
             )
-            self._spans.request_open = True
+            caller = trace.get_current_span(incoming).get_span_context()
+            parent: Context | None = None
+            links = None
+            if caller.is_valid and self.config.incoming == "child":
+                parent = incoming
+            elif caller.is_valid and self.config.incoming == "link":
+                links = [Link(caller)]
+            self._request = self._start(
+                self.flow_name or "request", parent, _SERVER,
+                {"faasflow.flow": self.flow_name, "faasflow.request_id": self.request_id},
+                links,
+            )
+            self._request_open = True
+            self._parent = _in_context(self._request)
+        except Exception:
+            self._count_error("request_start")
 
-    @_guarded
     def request_continue(self, carrier: Mapping[str, str]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        context = self.pipeline.propagator.extract(_lower(carrier))
-        with self._spans.lock:
-            self._spans.remote = context
+        try:
+            self._remote = (self._pipeline or self._open_pipeline()).propagator.extract(
+                _lower(carrier)
+            )
+            if self._request is None:
+                self._parent = self._remote
+        except Exception:
+            self._count_error("request_continue")
 
-    @_guarded
     def request_end(self, attributes: Mapping[str, object]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
+        try:
             self._end_leftovers(None)
-            request = self._spans.request
-            if request is not None and self._spans.request_open:
-                request.set_attributes(_clean(attributes))
-            self._end_request()
+            if self._request is not None and self._request_open:
+                if attributes:
+                    self._request.set_attributes(_clean(attributes))
+                self._end_request()
+        except Exception:
+            self._count_error("request_end")
 
-    @_guarded
     def request_failure(self, error: BaseException) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
+        try:
             self._end_leftovers(error)
-            spans = self._spans
-            if spans.request is not None and spans.request_open:
-                _fail(spans.request, error)
+            if self._request is not None and self._request_open:
+                _fail(self._request, error)
                 self._end_request()
                 return
             # A later iteration: the request span ended in another process, so the failure
             # gets a span of its own in the same trace.
             span = self._start(
-                "request failure", self._node_context(), SpanKind.INTERNAL,
+                "request failure", self._node_context(), _INTERNAL,
                 {"faasflow.flow": self.flow_name, "faasflow.request_id": self.request_id},
             )
             _fail(span, error)
             span.end()
+        except Exception:
+            self._count_error("request_failure")
 
-    @_guarded
     def node_start(self, node: str, attributes: Mapping[str, object]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        name = str(
-            attributes.get("faasflow.node.unique_id") or attributes.get("faasflow.node") or node
-        )
-        parent: Context | None
-        with self._spans.lock:
-            spans = self._spans
-            if spans.request is not None:
-                parent, kind = trace.set_span_in_context(spans.request), SpanKind.INTERNAL
-            else:
-                parent, kind = spans.remote, SpanKind.CONSUMER
-            again = spans.nodes.pop(node, None)
+        try:
+            name = str(
+                attributes.get("faasflow.node.unique_id") or attributes.get("faasflow.node")
+                or node
+            )
+            again = self._nodes.pop(node, None)
             if again is not None:  # started twice in one iteration: close the first
                 again.end()
-            spans.node_attributes[node] = attributes
-            spans.nodes[node] = self._start(
-                name, parent, kind,
-                {"faasflow.request_id": self.request_id, "faasflow.exec_id": node,
-                 **attributes},
+            values: dict[str, Any] = {
+                "faasflow.request_id": self.request_id, "faasflow.exec_id": node
+            }
+            values.update(_clean(attributes))
+            self._node_attributes[node] = attributes
+            self._nodes[node] = self._start(
+                name, self._parent, _INTERNAL if self._request is not None else _CONSUMER,
+                values,
             )
+        except Exception:
+            self._count_error("node_start")
 
-    @_guarded
     def node_end(self, node: str, attributes: Mapping[str, object]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
-            span = self._spans.nodes.pop(node, None)
-            started = self._spans.node_attributes.pop(node, {})
-            if span is not None:
+        try:
+            span = self._nodes.pop(node, None)
+            started = self._node_attributes.pop(node, None)
+            if span is None:
+                return
+            if attributes and attributes is not started:
                 # the engine repeats the start attributes: only what changed costs anything
-                changed = {k: v for k, v in attributes.items() if started.get(k, _UNSET) != v}
-                if changed:
-                    span.set_attributes(_clean(changed))
-                span.end()
-                self._spans.last_node = span
+                if started:
+                    attributes = {
+                        k: v for k, v in attributes.items() if started.get(k, _UNSET) != v
+                    }
+                if attributes:
+                    span.set_attributes(_clean(attributes))
+            span.end()
+            self._last_node = span
+        except Exception:
+            self._count_error("node_end")
 
-    @_guarded
     def node_failure(self, node: str, error: BaseException) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
-            span = self._spans.nodes.pop(node, None)
-            self._spans.node_attributes.pop(node, None)
+        try:
+            span = self._nodes.pop(node, None)
+            self._node_attributes.pop(node, None)
             if span is not None:
                 _fail(span, error)
                 span.end()
-                self._spans.last_node = span
+                self._last_node = span
+        except Exception:
+            self._count_error("node_failure")
 
-    @_guarded
     def operation_start(
         self, operation: str, node: str, attributes: Mapping[str, object]
     ) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
-            self._spans.operations[(operation, node)] = _Operation(node, time.time_ns())
+        try:
+            self._operations[(operation, node)] = _Operation(node, time.time_ns())
+        except Exception:
+            self._count_error("operation_start")
 
-    @_guarded
     def operation_end(self, operation: str, node: str, attributes: Mapping[str, object]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
+        try:
             self._finish_operation(operation, node, attributes, None)
+        except Exception:
+            self._count_error("operation_end")
 
-    @_guarded
     def operation_failure(self, operation: str, node: str, error: BaseException) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
+        try:
             self._finish_operation(operation, node, {}, error)
+        except Exception:
+            self._count_error("operation_failure")
 
-    @_guarded
     def inject(self, carrier: dict[str, str]) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        context: Context | None
-        with self._spans.lock:
-            operations = self._spans.operations
+        try:
+            operations = self._operations
             if operations:
                 (name, _), operation = next(reversed(operations.items()))
                 context = self._operation_context(name, operation)
             else:
                 context = self._node_context()
-        if context is not None:
-            self.pipeline.propagator.inject(carrier, context=context)
+            if context is not None:
+                (self._pipeline or self._open_pipeline()).propagator.inject(
+                    carrier, context=context
+                )
+        except Exception:
+            self._count_error("inject")
 
-    @_guarded
     def flush(self) -> None:
-        if not self.enabled:
+        if not self._enabled:
             return
-        with self._spans.lock:
+        try:
             # flush() ends an iteration: its request span is complete even if the engine did
             # not say request_end (later node spans of this handle still parent to it).
             self._end_request()
-        self.pipeline.flush()
+            (self._pipeline or self._open_pipeline()).flush()
+        except Exception:
+            self._count_error("flush")
 
 
 def _lower(carrier: Mapping[str, str]) -> dict[str, str]:
@@ -458,6 +495,11 @@ _SCALARS = (str, bool, int, float)
 _PLAIN = frozenset(_SCALARS)
 
 
+def _plain(attributes: Mapping[str, object]) -> bool:
+    """Whether OpenTelemetry takes every value as it is (the usual case)."""
+    return _PLAIN.issuperset(map(type, attributes.values()))
+
+
 def _value(value: object) -> Any:
     if isinstance(value, _SCALARS):
         return value
@@ -471,36 +513,37 @@ def _value(value: object) -> Any:
     return str(value)
 
 
-def _clean(attributes: Mapping[str, object]) -> dict[str, Any]:
+def _clean(attributes: Mapping[str, object]) -> Mapping[str, Any]:
     """OpenTelemetry accepts scalars and homogeneous lists only; None is left out."""
-    if all(type(v) in _PLAIN for v in attributes.values()):
-        return dict(attributes)  # the usual case: nothing to convert
+    if _plain(attributes):
+        return attributes
     return {str(k): _value(v) for k, v in attributes.items() if v is not None}
 
 
-def _redact(url: str) -> str:
-    """``url.full`` must not carry credentials."""
+@functools.lru_cache(maxsize=256)
+def _url_parts(url: str) -> tuple[str, str | None, int | None]:
+    """``url.full`` without credentials, ``server.address`` and ``server.port`` of a URL
+    (cached: a flow calls the same few URLs over and over)."""
     parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    netloc = f"REDACTED:REDACTED@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    if parts.username or parts.password:
+        netloc = f"REDACTED:REDACTED@{parts.hostname or ''}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return url, parts.hostname or None, port
 
 
-def _http_attributes(attributes: Mapping[str, object]) -> dict[str, Any]:
-    """The engine's attributes plus what the HTTP client convention derives from them."""
-    cleaned = _clean(attributes)
-    url = cleaned.get("url.full")
-    if isinstance(url, str) and url:
-        parts = urlsplit(url)
-        if parts.username or parts.password:
-            cleaned["url.full"] = _redact(url)
-        if parts.hostname:
-            cleaned.setdefault("server.address", parts.hostname)
-            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+def _add_http(values: dict[str, Any]) -> None:
+    """What the HTTP client convention derives from the engine's attributes."""
+    url = values.get("url.full")
+    if url and isinstance(url, str):
+        full, host, port = _url_parts(url)
+        values["url.full"] = full
+        if host:
+            values.setdefault("server.address", host)
             if port:
-                cleaned.setdefault("server.port", port)
-    retries = cleaned.get("faasflow.retries")
-    if "http.request.method" in cleaned and isinstance(retries, int) and retries > 0:
-        cleaned.setdefault("http.request.resend_count", retries)
-    return cleaned
+                values.setdefault("server.port", port)
+    retries = values.get("faasflow.retries")
+    if type(retries) is int and retries > 0 and "http.request.method" in values:
+        values.setdefault("http.request.resend_count", retries)
