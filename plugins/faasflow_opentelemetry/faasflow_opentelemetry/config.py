@@ -59,12 +59,12 @@ DESCRIPTIONS: Mapping[str, str] = {
     "parentbased_always_off, parentbased_traceidratio",
     "sampler_arg": "sampling ratio for the traceidratio samplers (default 1.0)",
     "propagators": "propagation formats (default tracecontext,baggage; none disables)",
-    "schedule_delay": "milliseconds between two background exports (default 1000)",
+    "schedule_delay": "milliseconds between two exports (default 1000)",
     "max_queue_size": "spans kept waiting for export; more are dropped (default 2048)",
     "max_export_batch_size": "spans per export request (default 512)",
     "disabled": "true turns tracing off (OTEL_SDK_DISABLED)",
-    "flush": "background (default: every iteration end wakes an export) or interval "
-    "(export only every schedule_delay or when a batch is full)",
+    "flush": "interval (default: export every schedule_delay or when a batch is full) or "
+    "background (every iteration end also wakes an export, for processes that may be killed)",
     "incoming": "child (default: the request span joins a trace context sent by the caller), "
     "link (new trace, linked to the caller's) or ignore",
     "provider": "own (default: a TracerProvider built from these options) or global "
@@ -79,7 +79,7 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-FLUSH_MODES = ("background", "interval")
+FLUSH_MODES = ("interval", "background")
 INCOMING_MODES = ("child", "link", "ignore")
 PROVIDERS = ("own", "global")
 COMPRESSIONS = ("none", "gzip")
@@ -182,7 +182,7 @@ class Config:
     max_queue_size: int = 2048
     max_export_batch_size: int = 512
     disabled: bool = False
-    flush: str = "background"
+    flush: str = "interval"
     incoming: str = "child"
     provider: str = "own"
 
@@ -226,7 +226,7 @@ class Config:
             max_queue_size=max(queue, batch),
             max_export_batch_size=batch,
             disabled=_bool(options, "disabled"),
-            flush=_choice(options, "flush", FLUSH_MODES, "background"),
+            flush=_choice(options, "flush", FLUSH_MODES, "interval"),
             incoming=_choice(options, "incoming", INCOMING_MODES, "child"),
             provider=_choice(options, "provider", PROVIDERS, "own"),
         )

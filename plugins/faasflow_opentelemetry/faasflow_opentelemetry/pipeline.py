@@ -330,7 +330,8 @@ class Pipeline:
         self.tracer = self.provider.get_tracer(INSTRUMENTATION_SCOPE, _faasflow_version())
 
     def flush(self) -> None:
-        """Ask for an export now; never waits for it."""
+        """With ``flush=background``, ask for an export soon; never waits for it. Otherwise
+        nothing: the processor exports on its schedule or when a batch is full."""
         if self._flusher is not None:
             self._flusher.request()
 

@@ -55,10 +55,10 @@ def test_refusing_collector_is_counted_and_export_resumes_when_it_answers(
     assert backend.stats().exported >= 3
 
 
-def test_spans_are_exported_in_batches(make_tracer, receiver: OtlpReceiver) -> None:
-    backend = make_tracer(
-        FAASFLOW_OPENTELEMETRY_FLUSH="interval", OTEL_BSP_SCHEDULE_DELAY="60000"
-    )
+def test_spans_are_exported_in_batches_on_the_processor_schedule(
+    make_tracer, receiver: OtlpReceiver
+) -> None:
+    backend = make_tracer(OTEL_BSP_SCHEDULE_DELAY="60000")  # the default flush mode
     for index in range(20):
         run_request(backend, f"batch-{index}")
     assert receiver.spans == []  # nothing left before the interval or a full batch
@@ -66,6 +66,31 @@ def test_spans_are_exported_in_batches(make_tracer, receiver: OtlpReceiver) -> N
 
     assert len(receiver.wait_for(60)) == 60
     assert receiver.exports == 1
+
+
+def test_background_flush_exports_soon_after_the_iteration(
+    make_tracer, receiver: OtlpReceiver
+) -> None:
+    backend = make_tracer(
+        FAASFLOW_OPENTELEMETRY_FLUSH="background", OTEL_BSP_SCHEDULE_DELAY="60000"
+    )
+    run_request(backend, "soon")
+
+    spans = receiver.wait_for(3)  # long before the schedule, without close()
+    assert {s.attributes["faasflow.request_id"] for s in spans} == {"soon"}
+
+
+def test_closed_backend_exports_again_when_used_again(
+    make_tracer, receiver: OtlpReceiver
+) -> None:
+    backend = make_tracer()
+    run_request(backend, "before")
+    backend.close()
+    run_request(backend, "after")
+    backend.close()
+
+    spans = receiver.wait_for(6)
+    assert {s.attributes["faasflow.request_id"] for s in spans} == {"before", "after"}
 
 
 def test_gzip_compressed_export_arrives(make_tracer, receiver: OtlpReceiver) -> None:
