@@ -47,11 +47,13 @@ class _Namespaced:
 
     flow_name: str = ""
     request_id: str = ""
+    _namespace: str = "faasflow///"
 
     def configure(self, flow_name: str, request_id: str) -> None:
         """Point this handle at the namespace of one request of one flow."""
         self.flow_name = flow_name
         self.request_id = request_id
+        self._namespace = f"faasflow/{flow_name}/{request_id}/"
 
     def scoped(self: _Scoped, flow_name: str, request_id: str) -> _Scoped:
         """A handle for one request that shares this backend's connections.
@@ -75,7 +77,7 @@ class _Namespaced:
     @property
     def namespace(self) -> str:
         """``faasflow/<flow>/<request>/``: the key prefix every store uses for a request."""
-        return f"faasflow/{self.flow_name}/{self.request_id}/"
+        return self._namespace
 
     def close(self) -> None:
         """Release connections held by the backend (called once per process, on shutdown)."""

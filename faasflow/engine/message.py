@@ -21,6 +21,8 @@ __all__ = ["Message", "MessageError", "sign_body", "verify_body_signature"]
 
 VERSION = 1
 _PREFIX = "sha256="
+# one encoder for every message: json.dumps with options builds a new one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class MessageError(FaasflowError):
@@ -69,7 +71,7 @@ class Message:
     def encode(self, key: bytes | None) -> bytes:
         """The JSON body; with a key, ``sign`` is appended as the last member and covers every
         byte before it."""
-        body = json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
+        body = _ENCODER.encode(self.to_json()).encode()
         if key is None:
             return body
         return body[:-1] + b',"sign":"' + _mac(key, body).encode() + b'"}'
