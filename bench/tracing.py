@@ -17,11 +17,12 @@ and what reached the receiver. Modes:
 
 The export counters are totals over every round of a mode (its runs share one provider).
 
-It also times the tracer alone: the events of one node and two injections, without the engine
-(``--events``, default 5,000 nodes), and, as the floor on this machine, the same two spans (same
-attributes) and two injections (same propagators) made directly with the OpenTelemetry SDK and
+It also times the tracer alone: the events of one iteration (continue the trace, a node span,
+an operation span, two injections), without the engine (``--events``, default 5,000 nodes),
+and, as the floor on this machine, the same extraction, spans (same attributes, kinds and
+parents) and injections (same propagators) made directly with the OpenTelemetry SDK and
 exported with the SDK's own OTLP/HTTP exporter. Both count the CPU of the export: encoding
-spans to OTLP is work any OpenTelemetry tracer must do, and it is about as costly as making
+spans to OTLP is work any OpenTelemetry tracer must do, and it costs about as much as making
 them. The difference is the plugin's own cost.
 """
 
@@ -120,38 +121,56 @@ CALL_SPAN = {"faasflow.request_id": "r", **CALL_RESULT, "server.address": "127.0
              "server.port": 8080}
 
 
+def one_batch(nodes: int) -> dict[str, int]:
+    """Batch processor settings that keep every span of a run for one export at the end: an
+    export running while the loop runs would make both fight for the GIL, and how much they
+    overlap varies from run to run far more than what is measured."""
+    return {"SCHEDULE_DELAY": 600_000, "MAX_QUEUE_SIZE": 4 * nodes,
+            "MAX_EXPORT_BATCH_SIZE": 2 * nodes + 2}
+
+
 def time_events(endpoint: str, nodes: int) -> tuple[float, float]:
     """CPU and wall seconds per node for the tracer's events alone (no engine), the CPU of
     exporting them included (every thread of this process, up to the end of ``close``)."""
     settings = settings_for("otel", endpoint)
-    settings = Settings(environ={**settings.environ, "OTEL_BSP_MAX_QUEUE_SIZE": str(4 * nodes)})
+    settings = Settings(environ={**settings.environ, **{
+        f"OTEL_BSP_{name}": str(value) for name, value in one_batch(nodes).items()
+    }, "OTEL_EXPORTER_OTLP_TIMEOUT": "60000"})
     registry = Registry.from_settings(settings)
     backend = registry.create(Kind.TRACER, settings, "opentelemetry")
-    handle = backend.scoped("events", "r")
-    handle.request_start({})
+    first = backend.scoped("events", "r")
+    first.request_start({})
+    carrier: dict[str, str] = {}
+    first.inject(carrier)
+    first.request_end({})
     c0, t0 = time.process_time(), time.perf_counter()
-    for i in range(nodes):
+    for i in range(nodes):  # what the engine does in each later iteration
+        handle = backend.scoped("events", "r")
+        handle.request_continue(carrier)
         node = f"0_{i}_n"
         handle.node_start(node, NODE_ATTRIBUTES)
         handle.operation_start("f", node, {})
         handle.inject({})
         handle.operation_end("f", node, CALL_RESULT)
         handle.node_end(node, NODE_ATTRIBUTES)
-        handle.inject({})
-        handle.flush()  # as the engine does at the end of each iteration
+        carrier = {}
+        handle.inject(carrier)
+        handle.request_end({"faasflow.status": "running"})
+        handle.flush()
     elapsed = time.perf_counter() - t0
-    handle.request_end({})
+    first.flush()
     backend.close()  # exports the rest
     cpu = time.process_time() - c0
     return cpu / nodes, elapsed / nodes
 
 
 def sdk_floor(nodes: int, endpoint: str | None) -> float:
-    """CPU seconds per node for the same two spans (same attributes, kinds and parents) and two
-    injections (same propagators) made directly with the OpenTelemetry SDK: what any OTel tracer
-    pays here. With ``endpoint``, the spans are exported the way the plugin exports them (the
-    SDK's OTLP/HTTP exporter behind a BatchSpanProcessor) and the export's CPU is counted
-    (every thread, up to the end of the provider's shutdown); without, a do-nothing exporter."""
+    """CPU seconds per node for the same context extraction, two spans (same attributes, kinds
+    and parents) and two injections (same propagators) made directly with the OpenTelemetry
+    SDK: what any OTel tracer pays for an iteration here. With ``endpoint``, the spans are
+    exported the way the plugin exports them (the SDK's OTLP/HTTP exporter behind a
+    BatchSpanProcessor) and the export's CPU is counted (every thread, up to the end of the
+    provider's shutdown); without, a do-nothing exporter."""
     from opentelemetry import trace
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -171,24 +190,32 @@ def sdk_floor(nodes: int, endpoint: str | None) -> float:
 
     exporter: SpanExporter = (
         Discard() if endpoint is None
-        else OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=2)
+        else OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=60)
     )
+    batch = one_batch(nodes)
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=4 * nodes))
+    provider.add_span_processor(BatchSpanProcessor(
+        exporter, max_queue_size=batch["MAX_QUEUE_SIZE"],
+        schedule_delay_millis=batch["SCHEDULE_DELAY"],
+        max_export_batch_size=batch["MAX_EXPORT_BATCH_SIZE"],
+    ))
     tracer = provider.get_tracer("floor")
     # the plugin's default propagators: OTEL_PROPAGATORS=tracecontext,baggage
     propagator = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
     root = tracer.start_span("root", kind=SpanKind.SERVER)
-    in_root = trace.set_span_in_context(root)
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, context=trace.set_span_in_context(root))
     c0 = time.process_time()
     for _ in range(nodes):
-        node = tracer.start_span("0_1_n", in_root, attributes=NODE_SPAN)
+        incoming = propagator.extract(carrier)
+        node = tracer.start_span("0_1_n", incoming, SpanKind.CONSUMER, attributes=NODE_SPAN)
         in_node = trace.set_span_in_context(node)
         call = tracer.start_span("f", in_node, kind=SpanKind.CLIENT, attributes=CALL_SPAN)
         propagator.inject({}, context=trace.set_span_in_context(call))
         call.end()
         node.end()
-        propagator.inject({}, context=in_node)
+        carrier = {}
+        propagator.inject(carrier, context=in_node)
     root.end()
     provider.shutdown()
     return (time.process_time() - c0) / nodes
@@ -248,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{cpu * 1e6:>9.1f}{cpu / base_cpu:>10.2f}   {export}")
     print(f"spans received by the collector: {counts.value}")
     print(f"tracer events alone: {event_cpu * 1e6:.1f} us cpu per node, export included "
-          f"({event_wall * 1e6:.1f} us wall for the events; node + operation span, "
-          f"2 injections, flush; best of 3 runs of {args.events} nodes)")
+          f"({event_wall * 1e6:.1f} us wall for the events; the events of an iteration: "
+          f"continue, node + operation span, 2 injections, end, flush; best of 3 runs of "
+          f"{args.events} nodes)")
     print(f"floor, the same spans and injections straight through the SDK: "
           f"{floor * 1e6:.1f} us cpu per node with OTLP export, {bare * 1e6:.1f} without")
     print(f"the plugin's own cost: {(event_cpu - floor) * 1e6:.1f} us per node "
