@@ -89,12 +89,33 @@ def build_app(spec: FunctionSpec, defaults: Mapping[str, str]) -> WSGIApp:
     return wsgi_app(handle, spec.name)
 
 
-def _watch_stdin() -> None:
+#: Seconds a stopping worker gives its flows to hand queued spans and the like to their
+#: backends, inside the gateway's own stop timeout.
+CLOSE_GRACE = 3.0
+
+
+def _watch_stdin(apps: Mapping[str, WSGIApp]) -> None:
     try:
         while sys.stdin.buffer.read(4096):
             pass
     finally:
-        os._exit(0)  # the gateway is gone: leave at once, whatever is running
+        # the gateway is stopping us: close the flows' backends (a tracer exports what it
+        # queued) for a bounded time, then leave at once, whatever is still running
+        closing = threading.Thread(target=_close_all, args=(apps,), daemon=True)
+        closing.start()
+        closing.join(CLOSE_GRACE)
+        os._exit(0)
+
+
+def _close_all(apps: Mapping[str, WSGIApp]) -> None:
+    for app in apps.values():
+        close = getattr(app, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:  # one flow's backend must not keep the others open
+            log.exception("closing %s failed", type(app).__name__)
 
 
 def _sweep(apps: Mapping[str, WSGIApp], interval: float) -> None:
@@ -145,7 +166,7 @@ def main() -> int:
         return 1
     print(json.dumps({"port": server.port}), flush=True)
     os.dup2(2, 1)  # handlers print logs to stdout, as on OpenFaaS: send them to the log
-    threading.Thread(target=_watch_stdin, daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(apps,), daemon=True).start()
     if config.get("sweep"):
         threading.Thread(target=_sweep, args=(apps, SWEEP_INTERVAL), daemon=True).start()
     log.info("worker %s serving %s", config.get("name", "?"), ", ".join(apps))
