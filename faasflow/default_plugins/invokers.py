@@ -314,13 +314,17 @@ class LocalInvoker(Invoker):
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="faasflow")
             self._pool.submit(_run, job)
 
-    def close(self) -> None:
-        """Wait for queued iterations to finish, then stop the workers and the HTTP pool."""
+    def close(self, *, wait: bool = True) -> None:
+        """Wait for queued iterations to finish, then stop the workers and the HTTP pool.
+
+        With ``wait=False`` queued iterations are dropped and a running one is left to finish
+        on its own (a thread cannot be interrupted): for a caller that gave up on a request.
+        """
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=wait, cancel_futures=not wait)
         if self._client is not None:
             self._client.close()
 

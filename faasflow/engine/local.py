@@ -62,8 +62,8 @@ class _Embedded(Invoker):
     def bind(self, deliver: Any) -> None:
         self.local.bind(deliver)
 
-    def close(self) -> None:
-        self.local.close()
+    def close(self, *, wait: bool = True) -> None:
+        self.local.close(wait=wait)
         if self.configured is not self.local:
             self.configured.close()
 
@@ -100,15 +100,17 @@ def run(
         if settings.backend_name(Kind.INVOKER) == "local"
         else registry.create(Kind.INVOKER, settings)
     )
+    invoker = _Embedded(local, configured)
     backends = Backends(
         registry.create(Kind.STATE_STORE, settings),
         registry.create(Kind.DATA_STORE, settings),
         registry.create(Kind.TRACER, settings),
-        _Embedded(local, configured),
+        invoker,
     )
     engine = Engine(flow, settings, backends)
     body = data.encode() if isinstance(data, str) else bytes(data)
     raw_query = query if isinstance(query, str) or query is None else urlencode(query, doseq=True)
+    finished = True
     try:
         started = engine.start(
             body, request_id=request_id, query=raw_query or "", headers=headers, timeout=timeout
@@ -119,6 +121,7 @@ def run(
             )
         record = engine.wait(started.request_id, timeout)
         if record is None:
+            finished = False
             engine.stop(started.request_id)
             return RunResult(
                 started.request_id,
@@ -128,4 +131,9 @@ def run(
             )
         return RunResult(record.request_id, record.status, record.output or b"", record.error)
     finally:
-        engine.close()
+        if finished:
+            engine.close()
+        else:  # do not wait for the node that outlived the timeout: it ends on its own
+            invoker.close(wait=False)
+            for backend in (backends.tracer, backends.data_store, backends.state_store):
+                backend.close()
