@@ -77,19 +77,27 @@ def test_run_reports_a_failure_with_its_node() -> None:
     assert "ZeroDivisionError" in result.error
 
 
-def test_run_stops_a_request_that_outlives_its_timeout() -> None:
+def test_run_stops_a_request_that_outlives_its_timeout_without_waiting_for_it() -> None:
     release = threading.Event()
+    node_returned = threading.Event()
+
+    def slow(d: bytes) -> bytes:
+        release.wait(30)
+        node_returned.set()
+        return d
 
     def define(flow, context):
         dag = flow.dag()
         dag.node("a")
-        dag.node("b").modify(lambda d: (release.wait(10), d)[1])
+        dag.node("b").modify(slow)
         dag.node("c")
         dag.edge("a", "b")
         dag.edge("b", "c")
 
     try:
         result = faasflow.run(define, b"", timeout=0.2)
+        # run() came back while the node is still blocked: it did not wait for it
+        assert not node_returned.is_set()
     finally:
         release.set()
     assert result.status == "stopped"
