@@ -1,4 +1,5 @@
-"""Testing helpers for faasflow backends: the conformance contracts and a pytest plugin.
+"""Testing helpers for faasflow backends: the conformance contracts, private server processes
+for outage tests, and a pytest plugin.
 
 Install with ``pip install faasflow[testing]``; see ``docs/plugins/testing-backends.md``.
 """
@@ -14,11 +15,13 @@ from faasflow.testing.contracts import (
     assert_backend_registered,
     free_port,
 )
+from faasflow.testing.servers import ServerProcess
 
 __all__ = [
     "DataStoreContract",
     "InvokerContract",
     "LoopbackServer",
+    "ServerProcess",
     "StateStoreContract",
     "TracerContract",
     "assert_backend_registered",

@@ -35,8 +35,6 @@ import base64
 import json
 import os
 import re
-import select
-import subprocess
 import sys
 import threading
 import time
@@ -307,16 +305,29 @@ def serve(port: int, token: str | None, state_file: Path | None) -> None:
 
 
 class ConsulStandIn:
-    """The stand-in run as its own process, so tests can stop and restart it like an agent."""
+    """The stand-in run as its own process, so tests can stop and restart it like an agent.
+
+    The first start takes a free port, which later starts keep; the process writes to
+    ``consul-standin.log`` in ``workdir``.
+    """
 
     def __init__(
         self, workdir: Path, *, token: str | None = None, keep_state: bool = True
     ) -> None:
+        # Imported here, not at the top: this file is also the stand-in process, which should
+        # not pay for importing faasflow's test toolkit at every (re)start.
+        from faasflow.testing import ServerProcess
+
         self.workdir = workdir
         self.token = token
         self.state_file = workdir / "consul-standin-state.json" if keep_state else None
         self.port = 0
-        self.process: subprocess.Popen[str] | None = None
+        self.server = ServerProcess(
+            "the Consul stand-in",
+            command=self._command,
+            ready=self._listening,
+            log=workdir / "consul-standin.log",
+        )
 
     @property
     def address(self) -> str:
@@ -326,37 +337,29 @@ class ConsulStandIn:
     def url(self) -> str:
         return f"http://{self.address}"
 
-    def start(self) -> None:
+    def _command(self) -> list[str]:
         args = [sys.executable, __file__, "--port", str(self.port)]
         if self.token is not None:
             args += ["--token", self.token]
         if self.state_file is not None:
             args += ["--state", str(self.state_file)]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 20)
-        line = self.process.stdout.readline() if ready else ""
-        if not line.startswith("listening "):
-            self.stop()
-            raise RuntimeError(f"the Consul stand-in did not start (said {line!r})")
-        self.port = int(line.rsplit(":", 1)[1])
+        return args
+
+    def _listening(self) -> bool:
+        said = re.search(r"^listening [\d.]+:(\d+)$", self.server.output_since_start(), re.M)
+        if said is None:
+            return False
+        self.port = int(said.group(1))
+        return True
+
+    def start(self) -> None:
+        self.server.start()
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
+        self.server.stop()
 
     def restart(self) -> None:
-        self.stop()
-        self.start()
+        self.server.restart()
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Every key under ``prefix``, read over HTTP like any client."""

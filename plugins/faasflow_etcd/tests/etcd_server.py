@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import attrs
 import pytest
 
-from faasflow.testing import free_port
+from faasflow.testing import ServerProcess, free_port
 
 READY_TIMEOUT = 20.0
 SERVICES_HINT = (
@@ -94,7 +92,7 @@ class Certificates:
         )
 
 
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """One etcd member on 127.0.0.1, started and stopped by the test that owns it."""
 
     def __init__(
@@ -105,6 +103,13 @@ class EtcdServer:
         client_cert_auth: bool = False,
         extra_args: tuple[str, ...] = (),
     ) -> None:
+        super().__init__(
+            "private etcd",
+            command=self._command,
+            ready=self._healthy,
+            log=workdir / "etcd.log",
+            ready_timeout=READY_TIMEOUT,
+        )
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.client_port = free_port()
@@ -113,15 +118,13 @@ class EtcdServer:
         self.certificates = certificates
         self.client_cert_auth = client_cert_auth
         self.extra_args = extra_args
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "etcd.log"
 
     @property
     def endpoint(self) -> str:
         scheme = "https" if self.certificates else "http"
         return f"{scheme}://127.0.0.1:{self.client_port}"
 
-    def start(self) -> None:
+    def _command(self) -> list[str]:
         client_url = self.endpoint
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         args = [
@@ -140,51 +143,13 @@ class EtcdServer:
             ]
             if self.client_cert_auth:
                 args += ["--client-cert-auth", "--trusted-ca-file", str(self.certificates.ca)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=log)
-        self._wait_ready()
+        return args
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                pytest.fail(f"private etcd exited at start: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(  # noqa: S310 - loopback http only
-                    f"http://127.0.0.1:{self.metrics_port}/health", timeout=1
-                ) as answer:
-                    if b'"health":"true"' in answer.read():
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"private etcd not ready after {READY_TIMEOUT:.0f} s: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # in case a test left it paused
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(  # noqa: S310 - loopback http only
+            f"http://127.0.0.1:{self.metrics_port}/health", timeout=1
+        ) as answer:
+            return b'"health":"true"' in answer.read()
 
     def handled(self, method: str) -> int:
         """How many gRPC calls of ``method`` (``Range``, ``Txn``, ``Put``, ``DeleteRange``) the

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from faasflow.testing import free_port
+from faasflow.testing import ServerProcess, free_port
 
 READY_TIMEOUT = 30.0
 SERVICES_HINT = (
@@ -70,7 +67,7 @@ def remove_bucket(client: Minio, bucket: str) -> None:
     client.remove_bucket(bucket)
 
 
-class PrivateRadosgw:
+class PrivateRadosgw(ServerProcess):
     """A radosgw of a test's own on the shared Ceph cluster."""
 
     def __init__(self, workdir: Path) -> None:
@@ -79,63 +76,36 @@ class PrivateRadosgw:
             pytest.fail(f"CEPH_CONF (the Ceph cluster of .ci/services) is not set: {SERVICES_HINT}")
         if shutil.which("radosgw") is None:
             pytest.fail("radosgw is not installed: run `.ci/services up`")
+        super().__init__(
+            "private radosgw",
+            command=self._command,
+            ready=self._answers,
+            log=workdir / "radosgw.log",
+            output=workdir / "radosgw.out",
+            ready_timeout=READY_TIMEOUT,
+            stop_timeout=20.0,
+        )
         self.conf = conf
         self.workdir = workdir
         self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        log = self.workdir / "radosgw.log"
-        args = [
+    def _command(self) -> list[str]:
+        return [
             "radosgw", "-f", "-n", "client.rgw.ci", "--conf", self.conf,
             f"--rgw_frontends=beast endpoint=127.0.0.1:{self.port} tcp_nodelay=1",
-            f"--log_file={log}",
+            f"--log_file={self.log}",
         ]
-        with (self.workdir / "radosgw.out").open("ab") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=out)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"private radosgw exited at start; see {log}")
-            try:
-                with urllib.request.urlopen(  # noqa: S310 - loopback http only
-                    f"http://{self.endpoint}/", timeout=1
-                ) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"private radosgw not ready after {READY_TIMEOUT:.0f} s; see {log}")
 
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
+    def _answers(self) -> bool:
+        with urllib.request.urlopen(  # noqa: S310 - loopback http only
+            f"http://{self.endpoint}/", timeout=1
+        ) as answer:
+            status: int = answer.status
+            return status == 200
 
 
 def running_radosgw(workdir: Path) -> Iterator[PrivateRadosgw]:
