@@ -35,6 +35,8 @@ __all__ = ["ServerProcess"]
 
 #: How much of the log a failed start quotes.
 LOG_TAIL_CHARS = 2000
+#: How long :meth:`ServerProcess.pause` waits for SIGSTOP to take effect.
+STOP_SIGNAL_WAIT = 5.0
 
 
 class ServerProcess:
@@ -113,9 +115,17 @@ class ServerProcess:
         self.start()
 
     def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers. Returns once
+        every thread of the server has stopped."""
         assert self.process is not None, f"{self.name} is not running"
         os.kill(self.process.pid, signal.SIGSTOP)
+        # kill() returns before the signal has reached every thread: a request sent at once
+        # could still be answered.
+        deadline = time.monotonic() + STOP_SIGNAL_WAIT
+        while not _all_threads_stopped(self.process.pid):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name} did not stop within {STOP_SIGNAL_WAIT:.0f} s of SIGSTOP")
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """Let a paused server run again (SIGCONT)."""
@@ -127,3 +137,20 @@ class ServerProcess:
         tail = self.log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if self.log.exists() else ""
         ending = f"; it ends:\n{tail}" if tail else ""
         pytest.fail(f"{self.name} {what}; see {self.log}{ending}")
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (Linux ``/proc``; elsewhere,
+    where there is no ``/proc``, assume it is)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    for stat in tasks.glob("*/stat"):
+        try:
+            # the state follows the command name, which is in parentheses and may hold spaces
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread exited meanwhile
+        if state not in ("T", "t"):
+            return False
+    return True
