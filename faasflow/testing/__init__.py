@@ -13,6 +13,7 @@ from faasflow.testing.contracts import (
     StateStoreContract,
     TracerContract,
     assert_backend_registered,
+    assert_readme_documents,
     free_port,
 )
 from faasflow.testing.servers import ServerProcess
@@ -25,5 +26,6 @@ __all__ = [
     "StateStoreContract",
     "TracerContract",
     "assert_backend_registered",
+    "assert_readme_documents",
     "free_port",
 ]

@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import pytest
 
-from faasflow.backends import Kind, RegisteredBackend
+from faasflow.backends import Backend, Kind, RegisteredBackend
 from faasflow.errors import CompareFailed, FunctionError, KeyNotFound
 from faasflow.interfaces import DataStore, Invoker, Response, StateStore, Tracer
 
@@ -1108,6 +1108,21 @@ class InvokerContract:
             self.invoker.forward("my-flow", f"req-{index}", str(index).encode(), {})
         seen = {self.wait_forwarded()[1] for _ in range(20)}
         assert seen == {f"req-{index}" for index in range(20)}
+
+
+def assert_readme_documents(backend: Backend, readme: Path) -> None:
+    """Check that a plugin's README has a row ``| `<option>` | `FAASFLOW_<NAME>_<OPTION>` |``
+    for every option the backend declares, and names each ecosystem variable and secret."""
+    text = readme.read_text()
+    prefix = f"FAASFLOW_{backend.name.upper()}_"
+    for option in backend.options:
+        row = f"| `{option}` | `{prefix}{option.upper()}` |"
+        assert row in text, f"{readme} lacks the options-table row {row}"
+    for names in backend.env.values():
+        for name in names:
+            assert f"`{name}`" in text, f"{readme} does not name the variable {name}"
+    for secret in backend.secrets.values():
+        assert f"secret `{secret}`" in text, f"{readme} does not name the secret {secret}"
 
 
 def assert_backend_registered(kind: Kind | str, name: str) -> RegisteredBackend:

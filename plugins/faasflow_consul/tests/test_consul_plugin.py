@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 from consul_standin import ConsulStandIn
-from faasflow_consul import ENV, OPTIONS, SECRETS
 from faasflow_consul.store import ConsulConfig, ConsulStateStore
 
 from faasflow.backends import Kind
 from faasflow.errors import BackendError, CompareFailed, ConfigurationError
 from faasflow.plugins import Registry, make_plugin_manager
 from faasflow.settings import Settings
-from faasflow.testing import assert_backend_registered, free_port
+from faasflow.testing import assert_backend_registered, assert_readme_documents, free_port
 
 
 def build(environ: dict[str, str], secrets: Path | None = None) -> ConsulStateStore:
@@ -51,14 +50,8 @@ def test_plugin_is_discovered_through_its_entry_point() -> None:
 
 
 def test_readme_documents_every_option_variable_and_secret() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    for option in OPTIONS:
-        assert f"| `{option}` | `FAASFLOW_CONSUL_{option.upper()}` |" in readme, option
-    for names in ENV.values():
-        for name in names:
-            assert f"`{name}`" in readme, name
-    for secret in SECRETS.values():
-        assert f"secret `{secret}`" in readme, secret
+    registered = assert_backend_registered("state_store", "consul")
+    assert_readme_documents(registered.backend, Path(__file__).parents[1] / "README.md")
 
 
 def test_consul_http_addr_and_token_are_honoured() -> None:

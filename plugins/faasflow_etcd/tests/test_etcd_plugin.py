@@ -11,14 +11,13 @@ from pathlib import Path
 import pyetcd
 import pytest
 from etcd_server import EtcdServer, shared_endpoints
-from faasflow_etcd import ENV, OPTIONS, SECRETS
 from faasflow_etcd.store import EtcdConfig, EtcdStateStore
 
 from faasflow.backends import Kind
 from faasflow.errors import BackendError, ConfigurationError
 from faasflow.plugins import Registry, make_plugin_manager
 from faasflow.settings import Settings
-from faasflow.testing import assert_backend_registered, free_port
+from faasflow.testing import assert_backend_registered, assert_readme_documents, free_port
 
 
 def build(environ: dict[str, str], tmp_path: Path | None = None) -> EtcdStateStore:
@@ -50,14 +49,8 @@ def test_plugin_is_discovered_through_its_entry_point() -> None:
 
 
 def test_readme_documents_every_option_variable_and_secret() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    for option in OPTIONS:
-        assert f"| `{option}` | `FAASFLOW_ETCD_{option.upper()}` |" in readme, option
-    for names in ENV.values():
-        for name in names:
-            assert f"`{name}`" in readme, name
-    for secret in SECRETS.values():
-        assert f"secret `{secret}`" in readme, secret
+    registered = assert_backend_registered("state_store", "etcd")
+    assert_readme_documents(registered.backend, Path(__file__).parents[1] / "README.md")
 
 
 def test_plugin_is_listed_by_the_cli() -> None:
