@@ -17,8 +17,8 @@ import copy
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar, TypeVar
 
 import attrs
 
@@ -92,8 +92,27 @@ class StateStore(_Namespaced, ABC):
     using the same backend (read-your-writes across processes): fan-in correctness depends on it.
     """
 
+    #: True when :meth:`transaction` is atomic across keys (etcd txn, sqlite transaction,
+    #: Consul txn, memory lock). The engine is correct without it and uses it, where present,
+    #: to save round trips and close windows between single-key steps.
+    atomic_transactions: ClassVar[bool] = False
+
     def init(self) -> None:
         """Prepare the namespace of a new request (called once, on its first iteration)."""
+
+    def transaction(
+        self,
+        compare: Mapping[str, str | None],
+        put: Mapping[str, str] = {},
+        delete: Iterable[str] = (),
+    ) -> bool:
+        """Atomically: if every key in ``compare`` has the given value (``None`` = absent),
+        apply all puts and deletes and return True; otherwise change nothing and return False.
+
+        The default raises :class:`NotImplementedError`; backends with
+        ``atomic_transactions = True`` implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no atomic multi-key transaction")
 
     @abstractmethod
     def set(self, key: str, value: str) -> None:
