@@ -128,16 +128,19 @@ def _in_forked_child(work) -> int:
 def test_sqlite_store_opens_its_own_connection_after_fork(tmp_path):
     store = SqliteStateStore.from_options({"path": str(tmp_path / "state.db")}).scoped("f", "r")
     store.set("counter", "1")
-    inherited = store.db.connection()
+    with store.db.connection() as inherited:
+        pass
 
     def child():
-        fresh = store.db.connection() is not inherited
+        with store.db.connection() as conn:
+            fresh = conn is not inherited
         store.increment("counter")
         return fresh
 
     try:
         assert _in_forked_child(child) == 0
-        assert store.db.connection() is inherited
+        with store.db.connection() as conn:
+            assert conn is inherited
         assert store.increment("counter") == 3
     finally:
         store.close()

@@ -8,7 +8,7 @@ as they would on a server; other processes see nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -38,6 +38,8 @@ class _Shelf:
 @attrs.define(eq=False, slots=False)
 class MemoryStateStore(StateStore):
     """Thread-safe, process-local StateStore."""
+
+    atomic_transactions = True
 
     _shelf: _Shelf = attrs.field(factory=_Shelf, alias="shelf")
 
@@ -88,6 +90,29 @@ class MemoryStateStore(StateStore):
 
     def cleanup(self) -> None:
         self._shelf.drop(self.namespace)
+
+    def transaction(
+        self,
+        compare: Mapping[str, str | None],
+        put: Mapping[str, str] = {},
+        delete: Iterable[str] = (),
+    ) -> bool:
+        ns = self.namespace
+        doomed = [ns + key for key in delete]
+        both = set(put) & {full[len(ns):] for full in doomed}
+        if both:
+            raise ValueError(f"transaction both puts and deletes {sorted(both)}; choose one per key")
+        with self._shelf.lock:
+            values = self._shelf.values
+            for key, expected in compare.items():
+                current = values.get(ns + key)
+                if (None if current is None else str(current)) != expected:
+                    return False
+            for key, value in put.items():
+                values[ns + key] = value
+            for full in doomed:
+                values.pop(full, None)
+            return True
 
     def increment(self, key: str, by: int = 1) -> int:
         full = self.namespace + key
