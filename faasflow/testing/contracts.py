@@ -376,6 +376,124 @@ class StateStoreContract(_StoreContract[StateStore]):
         assert int(self.store.get("counter")) == total
         assert sorted(v for values in results for v in values) == list(range(1, total + 1))
 
+    # -- transactions (backends declaring atomic_transactions) -------------------------------
+
+    def needs_transactions(self) -> None:
+        """Skip the calling test unless the backend declares ``atomic_transactions``."""
+        if not type(self.backend).atomic_transactions:
+            pytest.skip(f"{type(self.backend).__name__} declares no atomic transactions")
+
+    def test_transaction_is_refused_without_the_capability(self) -> None:
+        if type(self.backend).atomic_transactions:
+            pytest.skip(f"{type(self.backend).__name__} declares atomic transactions")
+        with pytest.raises(NotImplementedError):
+            self.store.transaction({"a": None}, {"a": "1"})
+        with pytest.raises(KeyNotFound):
+            self.store.get("a")
+
+    def test_transaction_applies_every_put_and_delete_when_compares_hold(self) -> None:
+        self.needs_transactions()
+        self.store.set("state", "running")
+        self.store.set("input", "x")
+        done = self.store.transaction(
+            {"state": "running", "done--n1": None},
+            {"done--n1": "1", "arrived--n2--n1": "1"},
+            ["input"],
+        )
+        assert done is True
+        assert self.store.scan() == {"state": "running", "done--n1": "1", "arrived--n2--n1": "1"}
+
+    def test_transaction_with_one_failed_compare_changes_nothing(self) -> None:
+        self.needs_transactions()
+        self.store.set("state", "running")
+        self.store.set("input", "x")
+        before = self.store.scan()
+        done = self.store.transaction(
+            {"done--n1": None, "state": "finished"},
+            {"done--n1": "1", "other": "2"},
+            ["input"],
+        )
+        assert done is False
+        assert self.store.scan() == before
+
+    def test_transaction_compare_with_none_requires_the_key_absent(self) -> None:
+        self.needs_transactions()
+        assert self.store.transaction({"claim": None}, {"claim": "first"}) is True
+        assert self.store.transaction({"claim": None}, {"claim": "second"}) is False
+        assert self.store.get("claim") == "first"
+
+    def test_transaction_compare_on_a_value_fails_when_the_key_is_absent(self) -> None:
+        self.needs_transactions()
+        assert self.store.transaction({"absent": "1"}, {"written": "1"}) is False
+        assert self.store.scan() == {}
+
+    def test_transaction_compare_on_the_empty_value_is_not_absence(self) -> None:
+        self.needs_transactions()
+        self.store.set("empty", "")
+        assert self.store.transaction({"empty": None}, {"a": "1"}) is False
+        assert self.store.transaction({"empty": ""}, {"a": "1"}) is True
+        assert self.store.get("a") == "1"
+
+    def test_transaction_without_compares_always_applies(self) -> None:
+        self.needs_transactions()
+        self.store.set("old", "1")
+        assert self.store.transaction({}, {"new": "2"}, ["old", "never-written"]) is True
+        assert self.store.scan() == {"new": "2"}
+
+    def test_transaction_may_delete_a_compared_key(self) -> None:
+        self.needs_transactions()
+        self.store.set("parked--n1", "body")
+        assert self.store.transaction({"parked--n1": "body"}, {}, ["parked--n1"]) is True
+        assert self.store.scan() == {}
+
+    def test_transaction_difficult_keys_and_values_round_trip(self) -> None:
+        self.needs_transactions()
+        puts = dict(zip(DIFFICULT_KEYS, DIFFICULT_TEXT, strict=False))
+        assert self.store.transaction(dict.fromkeys(puts), puts) is True
+        assert self.store.scan() == puts
+        assert self.store.transaction(puts, {}, list(puts)) is True
+        assert self.store.scan() == {}
+
+    def test_transaction_putting_and_deleting_one_key_is_refused(self) -> None:
+        self.needs_transactions()
+        with pytest.raises(ValueError, match="both puts and deletes"):
+            self.store.transaction({}, {"k": "1"}, ["k"])
+        assert self.store.scan() == {}
+
+    def test_transaction_leaves_keys_outside_the_namespace_untouched(self) -> None:
+        self.needs_transactions()
+        other_request = self.scoped()
+        other_flow = self.scoped(self.request_id, flow_name=_unique("other-flow"))
+        longer = self.scoped(self.request_id + "0")
+        for handle in (other_request, other_flow, longer):
+            handle.set("k", "theirs")
+            handle.set("gone", "theirs")
+        assert self.store.transaction({"k": None}, {"k": "mine"}, ["gone"]) is True
+        for handle in (other_request, other_flow, longer):
+            assert handle.scan() == {"k": "theirs", "gone": "theirs"}
+        assert self.store.scan() == {"k": "mine"}
+
+    def test_transaction_race_between_threads_has_one_winner(self) -> None:
+        self.needs_transactions()
+        self.store.set("a", "0")
+        self.store.set("b", "0")
+        results = self.run_in_threads("transaction")
+        self._assert_one_winner(results)
+
+    def test_transaction_race_between_processes_has_one_winner(self) -> None:
+        self.needs_transactions()
+        self.store.set("a", "0")
+        self.store.set("b", "0")
+        results = self.run_in_processes("transaction")
+        self._assert_one_winner(results)
+
+    def _assert_one_winner(self, results: list[Any]) -> None:
+        assert sorted(results) == [False] * (self.workers - 1) + [True]
+        winner = results.index(True)
+        assert self.store.scan() == {
+            "a": str(winner), "b": str(winner), f"won--{winner}": "1"
+        }
+
 
 class DataStoreContract(_StoreContract[DataStore]):
     """Behaviour every :class:`~faasflow.DataStore` backend must show."""
@@ -531,6 +649,15 @@ def _task_cas_increment(store: StateStore, index: int, key: str, times: int) -> 
     return conflicts
 
 
+def _task_transaction(store: StateStore, index: int) -> bool:
+    # two keys moved together, a third created and one deleted: a torn write shows as a != b
+    return store.transaction(
+        {"a": "0", "b": "0", f"won--{index}": None},
+        {"a": str(index), "b": str(index), f"won--{index}": "1"},
+        ["c"],
+    )
+
+
 def _task_increment(store: StateStore, index: int, key: str, times: int) -> list[int]:
     return [store.increment(key) for _ in range(times)]
 
@@ -548,6 +675,7 @@ _TASKS: dict[str, Callable[..., Any]] = {
     "create": _task_create,
     "cas_increment": _task_cas_increment,
     "increment": _task_increment,
+    "transaction": _task_transaction,
     "write": _task_write,
     "overwrite": _task_overwrite,
 }

@@ -14,7 +14,7 @@ tried once more, when that cannot apply it twice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -316,6 +316,8 @@ def _describe(exc: BaseException, timeout: float, *, ambiguous: bool) -> str:
 class EtcdStateStore(StateStore):
     """A :class:`~faasflow.StateStore` on etcd's v3 API (through the ``pyetcd`` client)."""
 
+    atomic_transactions = True
+
     config: EtcdConfig
     _connection: _Connection = attrs.field(init=False)
 
@@ -386,6 +388,29 @@ class EtcdStateStore(StateStore):
     def cleanup(self) -> None:
         namespace = self.namespace
         self._call("cleanup", namespace, lambda c: c.delete_prefix(namespace), idempotent=True)
+
+    def transaction(
+        self,
+        compare: Mapping[str, str | None],
+        put: Mapping[str, str] = {},
+        delete: Iterable[str] = (),
+    ) -> bool:
+        doomed = list(delete)
+        both = set(put) & set(doomed)
+        if both:
+            raise ValueError(f"transaction both puts and deletes {sorted(both)}; choose one per key")
+        checks = [
+            _TX.version(self._key(key)) == 0
+            if expected is None
+            else _TX.value(self._key(key)) == expected.encode()
+            for key, expected in compare.items()
+        ]
+        success = [_TX.put(self._key(key), value.encode()) for key, value in put.items()]
+        success += [_TX.delete(self._key(key)) for key in doomed]
+        # One etcd txn (at most --max-txn-ops operations, 128 by default). Not retried on an
+        # ambiguous failure: a txn that was applied would answer False the second time.
+        ok, _ = self._txn("transaction", next(iter(compare), ""), checks, success, [])
+        return ok
 
     def increment(self, key: str, by: int = 1) -> int:
         name = self._key(key)
