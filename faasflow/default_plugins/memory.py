@@ -101,7 +101,9 @@ class MemoryStateStore(StateStore):
         doomed = [ns + key for key in delete]
         both = set(put) & {full[len(ns):] for full in doomed}
         if both:
-            raise ValueError(f"transaction both puts and deletes {sorted(both)}; choose one per key")
+            raise ValueError(
+                f"transaction both puts and deletes {sorted(both)}; choose one per key"
+            )
         with self._shelf.lock:
             values = self._shelf.values
             for key, expected in compare.items():

@@ -398,7 +398,9 @@ class EtcdStateStore(StateStore):
         doomed = list(delete)
         both = set(put) & set(doomed)
         if both:
-            raise ValueError(f"transaction both puts and deletes {sorted(both)}; choose one per key")
+            raise ValueError(
+                f"transaction both puts and deletes {sorted(both)}; choose one per key"
+            )
         checks = [
             _TX.version(self._key(key)) == 0
             if expected is None
