@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from faasflow.engine import Engine, RequestRecord
@@ -197,7 +197,7 @@ class Progress:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from faasflow.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
+    from faasflow.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, interrupted
     from faasflow.engine import Engine
     from faasflow.errors import FaasflowError
     from faasflow.runtime.client import fail
@@ -226,6 +226,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         started = engine.start(body, request_id=args.request_id, query=args.query,
                                timeout=args.timeout)
+    except KeyboardInterrupt:
+        interrupted()  # the first node (or a sync flow) was still running
+    except FaasflowError as exc:
+        engine.close()
+        return fail(str(exc), EXIT_FAILED)
+    try:
         record = None
         if started.status == "running":
             progress = Progress(engine, started.request_id, sys.stderr).start() if show \
@@ -247,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
                 record = engine.record(started.request_id)
                 if show:
                     Progress(engine, started.request_id, sys.stderr).show(record)
+    except KeyboardInterrupt:
+        _stop_interrupted(engine, started.request_id)
     except FaasflowError as exc:
         engine.close()
         return fail(str(exc), EXIT_FAILED)
@@ -276,6 +284,28 @@ def run(args: argparse.Namespace) -> int:
             os._exit(code)
         return code
     return 0
+
+
+def _stop_interrupted(engine: Engine, request_id: str) -> NoReturn:
+    """Ctrl-C while the request runs: record it as stopped (for a shared store, so it does not
+    stay "running" there), but give that a second at most, and leave."""
+    import signal
+
+    from faasflow.cli import interrupted
+
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted())  # a second Ctrl-C
+    done = threading.Event()
+
+    def stop() -> None:
+        try:
+            engine.stop(request_id)
+            done.set()
+        except Exception:  # ended meanwhile, or the store is down: nothing more to do here
+            pass
+
+    threading.Thread(target=stop, daemon=True).start()
+    stopped = done.wait(1.0)
+    interrupted(f"request {request_id} {'stopped' if stopped else 'abandoned'}")
 
 
 def define_flow(define: Callable[..., Any], name: str) -> Any:
