@@ -490,9 +490,8 @@ class StateStoreContract(_StoreContract[StateStore]):
     def _assert_one_winner(self, results: list[Any]) -> None:
         assert sorted(results) == [False] * (self.workers - 1) + [True]
         winner = results.index(True)
-        assert self.store.scan() == {
-            "a": str(winner), "b": str(winner), f"won--{winner}": "1"
-        }
+        mark = f"worker-{winner}"
+        assert self.store.scan() == {"a": mark, "b": mark, f"won--{winner}": "1"}
 
 
 class DataStoreContract(_StoreContract[DataStore]):
@@ -653,7 +652,7 @@ def _task_transaction(store: StateStore, index: int) -> bool:
     # two keys moved together, a third created and one deleted: a torn write shows as a != b
     return store.transaction(
         {"a": "0", "b": "0", f"won--{index}": None},
-        {"a": str(index), "b": str(index), f"won--{index}": "1"},
+        {"a": f"worker-{index}", "b": f"worker-{index}", f"won--{index}": "1"},
         ["c"],
     )
 

@@ -4,7 +4,10 @@ Consul has no compare-on-value, so ``update`` reads the key, compares, and write
 ``?cas=<ModifyIndex>``: the write lands only if nobody wrote the key since it was read, and a
 lost race reads again. (faas-flow's Consul store compared and then wrote unconditionally, so two
 writers could both "win".) ``create`` is a write with ``?cas=0``, ``scan`` one ``?recurse`` read
-and ``cleanup`` one recursive delete.
+and ``cleanup`` one recursive delete. ``transaction`` reads the compared keys, then sends one
+``PUT /v1/txn`` that checks each one's ModifyIndex (``check-index``, or ``check-not-exists``
+for an absent one) before its sets and deletes; a check that fails means another writer got
+in between, so it reads again.
 
 Keys are escaped before they reach Consul: HTTP clients and servers normalise ``.``/``..`` path
 segments and empty segments, which would move a key such as ``../x`` out of its request's
@@ -14,7 +17,9 @@ percent-encoded; the escaping is character by character, so prefixes stay prefix
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import json
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -39,6 +44,9 @@ DEFAULT_TIMEOUT = 5.0
 #: Conflicting writers an ``update`` or ``increment`` outlasts before giving up; every conflict
 #: means another writer succeeded.
 MAX_CONFLICTS = 10_000
+
+#: Operations one Consul transaction may hold (Consul refuses more with 413).
+MAX_TXN_OPS = 64
 
 _CLIENT_ERRORS = (consul.ConsulException, requests.RequestException)
 
@@ -225,6 +233,8 @@ class _Entry:
 class ConsulStateStore(StateStore):
     """A :class:`~faasflow.StateStore` on Consul's KV HTTP API (through ``py-consul``)."""
 
+    atomic_transactions = True
+
     config: ConsulConfig
     _client: Any = attrs.field(init=False)
 
@@ -309,6 +319,60 @@ class ConsulStateStore(StateStore):
                 return current + by
         raise self._gave_up("increment", key)
 
+    def transaction(
+        self,
+        compare: Mapping[str, str | None],
+        put: Mapping[str, str] = {},
+        delete: Iterable[str] = (),
+    ) -> bool:
+        doomed = list(delete)
+        both = set(put) & set(doomed)
+        if both:
+            raise ValueError(
+                f"transaction both puts and deletes {sorted(both)}; choose one per key"
+            )
+        writes: list[dict[str, Any]] = [
+            {"Verb": "set", "Key": self._key(k), "Value": base64.b64encode(v.encode()).decode()}
+            for k, v in put.items()
+        ]
+        writes += [{"Verb": "delete", "Key": self._key(k)} for k in doomed]
+        if len(compare) + len(writes) > MAX_TXN_OPS:
+            raise BackendError(
+                "consul",
+                "transaction",
+                self.config.url,
+                f"{len(compare) + len(writes)} operations exceed Consul's {MAX_TXN_OPS} per "
+                "transaction",
+            )
+        label = next(iter(compare), "")
+        for _ in range(MAX_CONFLICTS):
+            checks: list[dict[str, Any]] = []
+            for key, expected in compare.items():
+                entry = self._read("transaction", key)
+                if expected is None:
+                    if entry is not None:
+                        return False
+                    checks.append({"Verb": "check-not-exists", "Key": self._key(key)})
+                else:
+                    if entry is None or entry.value != expected:
+                        return False
+                    checks.append(
+                        {"Verb": "check-index", "Key": self._key(key), "Index": entry.index}
+                    )
+            ops = [{"KV": op} for op in checks + writes]
+            status, body = self._call(
+                "transaction", label, lambda kv, ops=ops: self._send_txn(ops), idempotent=False
+            )
+            if status == 200:
+                return True
+            failed = {e.get("OpIndex") for e in (json.loads(body).get("Errors") or ())}
+            if not failed or not failed <= set(range(len(checks))):
+                raise BackendError(
+                    "consul", "transaction", self.config.url, f"the agent refused: {body}"
+                )
+            # a compared key changed between our read and the txn: read again
+        raise self._gave_up("transaction", label)
+
     def close(self) -> None:
         self._client.http.session.close()
 
@@ -337,6 +401,27 @@ class ConsulStateStore(StateStore):
                 idempotent=False,
             )
         )
+
+    def _send_txn(self, ops: list[dict[str, Any]]) -> tuple[int, str]:
+        """``PUT /v1/txn``: ``(200, body)`` when applied, ``(409, body)`` when rolled back."""
+        client = self._client
+
+        def answer(response: Any) -> tuple[int, str]:
+            if response.code not in (200, 409):
+                consul.callback.CB._status(response)
+                raise consul.ConsulException(f"{response.code} {response.body}")
+            body = response.body
+            return response.code, body.decode() if isinstance(body, bytes) else str(body)
+
+        params = [("dc", client.dc)] if client.dc else None
+        result: tuple[int, str] = client.http.put(
+            answer,
+            "/v1/txn",
+            params=params,
+            data=json.dumps(ops),
+            headers=client.prepare_headers(),
+        )
+        return result
 
     def _call(self, operation: str, key: str, call: Callable[[Any], T], *, idempotent: bool) -> T:
         """Run ``call`` on the KV endpoint; retry once when the request never reached the agent

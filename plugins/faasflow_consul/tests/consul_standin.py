@@ -13,6 +13,12 @@ this separate process, which answers the KV endpoints with Consul's documented s
   ``true`` or ``false``.
 - ``DELETE /v1/kv/<key>``: ``?recurse`` deletes the prefix, ``?cas=<n>`` (non-zero) deletes only
   at that ModifyIndex; answers ``true`` or ``false``.
+- ``PUT /v1/txn``: a JSON list of up to 64 ``{"KV": {"Verb", "Key", "Value", "Flags",
+  "Index"}}`` operations applied atomically under one Raft index; verbs ``set``, ``cas``,
+  ``get``, ``check-index``, ``check-not-exists``, ``delete``, ``delete-cas`` and
+  ``delete-tree``. 200 with ``{"Results": [...], "Errors": null}`` when every operation
+  succeeds; otherwise nothing is applied and the answer is 409 with ``{"Results": null,
+  "Errors": [{"OpIndex", "What"}]}``. More than 64 operations answer 413; other verbs 501.
 - Every write takes the next Raft index, as in Consul, so indexes only grow; deletes leave
   tombstones whose index a later read of the key reports.
 - ``?consistent``, ``?stale`` and ``?dc=`` are accepted (``dc`` must name this datacenter,
@@ -20,9 +26,9 @@ this separate process, which answers the KV endpoints with Consul's documented s
   else 403 "Permission denied".
 - ``GET /v1/status/leader`` answers, for readiness checks.
 
-Anything else (sessions, ``acquire``/``release``, ``/v1/txn``, other endpoints) answers 501 so a
-test never silently relies on behaviour the stand-in does not have. ``--state FILE`` keeps the
-data across restarts, like an agent's data directory.
+Anything else (sessions, ``acquire``/``release``, session verbs in a txn, other endpoints)
+answers 501 so a test never silently relies on behaviour the stand-in does not have.
+``--state FILE`` keeps the data across restarts, like an agent's data directory.
 
 Run: ``python consul_standin.py [--port N] [--token T] [--state FILE]``; it prints
 ``listening 127.0.0.1:<port>`` once it accepts connections.
@@ -47,6 +53,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MAX_VALUE_BYTES = 512 * 1024
+MAX_TXN_OPS = 64
+_TXN_VERBS = {
+    "set", "cas", "get", "check-index", "check-not-exists", "delete", "delete-cas", "delete-tree"
+}
 DATACENTER = "dc1"
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
@@ -137,6 +147,70 @@ class KV:
             self._saved()
             return True
 
+    def txn(self, ops: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Check every operation against the current entries, then apply all or none under one
+        index; return ``(results, errors)``."""
+        with self.changed:
+            staged = dict(self.entries)
+            index = self.index + 1
+            results: list[dict[str, Any]] = []
+            errors: list[dict[str, Any]] = []
+            touched: set[str] = set()
+            for at, op in enumerate(ops):
+                verb, key = op["Verb"], op["Key"]
+                current = staged.get(key)
+                wanted = int(op.get("Index", 0))
+                failure = None
+                if verb == "cas" and (
+                    (current is not None) if wanted == 0
+                    else (current is None or current["ModifyIndex"] != wanted)
+                ):
+                    failure = f"failed to set key {key!r}, index is stale"
+                elif verb in {"check-index", "delete-cas"} and current is None:
+                    failure = f"key {key!r} doesn't exist"
+                elif verb in {"check-index", "delete-cas"} and current["ModifyIndex"] != wanted:
+                    failure = f"current modify index {current['ModifyIndex']} != {wanted}"
+                elif verb == "check-not-exists" and current is not None:
+                    failure = f"key {key!r} exists"
+                elif verb == "get" and current is None:
+                    failure = f"key {key!r} doesn't exist"
+                if failure is not None:
+                    errors.append({"OpIndex": at, "What": failure})
+                    continue
+                if verb in {"set", "cas"}:
+                    raw = base64.b64decode(op.get("Value") or "")
+                    staged[key] = {
+                        "LockIndex": 0,
+                        "Key": key,
+                        "Flags": int(op.get("Flags", 0)),
+                        "Value": base64.b64encode(raw).decode() if raw else None,
+                        "CreateIndex": current["CreateIndex"] if current else index,
+                        "ModifyIndex": index,
+                    }
+                    touched.add(key)
+                    results.append({"KV": dict(staged[key], Value=None)})
+                elif verb in {"delete", "delete-cas"}:
+                    staged.pop(key, None)
+                    touched.add(key)
+                elif verb == "delete-tree":
+                    for name in [k for k in staged if k.startswith(key)]:
+                        del staged[name]
+                        touched.add(name)
+                elif verb == "get":
+                    results.append({"KV": dict(current)})  # type: ignore[arg-type]
+            if errors:
+                return [], errors
+            if touched:
+                self.index = index
+                for name in touched:
+                    if name in staged:
+                        self.tombstones.pop(name, None)
+                    elif name in self.entries:
+                        self.tombstones[name] = index
+                self.entries = staged
+                self._saved()
+            return results, []
+
     def wait_past(self, prefix: str, exact: bool, index: int, timeout: float) -> None:
         """Block until the query index of ``prefix`` passes ``index`` or ``timeout`` ends."""
         deadline = time.monotonic() + timeout
@@ -187,6 +261,9 @@ def make_handler(kv: KV, token: str | None) -> type[BaseHTTPRequestHandler]:
                     raise _BadRequest(403, "Permission denied")
                 if parts.path == "/v1/status/leader" and self.command == "GET":
                     self._send(200, b'"127.0.0.1:8300"', index=kv.index)
+                    return
+                if parts.path == "/v1/txn":
+                    self._txn(params, body)
                     return
                 if not parts.path.startswith("/v1/kv/"):
                     raise _BadRequest(501, f"{parts.path} is not implemented by the stand-in")
@@ -265,6 +342,47 @@ def make_handler(kv: KV, token: str | None) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 raise _BadRequest(400, "Invalid cas or flags") from None
             self._send(200, b"true" if kv.put(key, body, cas, flags) else b"false")
+
+        def _txn(self, params: dict[str, str], body: bytes) -> None:
+            if self.command != "PUT":
+                raise _BadRequest(405, f"method {self.command} not allowed")
+            if params.pop("dc", DATACENTER) != DATACENTER:
+                raise _BadRequest(500, "No path to datacenter")
+            params.pop("token", None)
+            self._take(params, set())
+            try:
+                ops = json.loads(body or b"null")
+            except ValueError:
+                raise _BadRequest(400, "Failed to parse body") from None
+            if not isinstance(ops, list):
+                raise _BadRequest(400, "Failed to parse body: not a list of operations")
+            if len(ops) > MAX_TXN_OPS:
+                raise _BadRequest(
+                    413,
+                    f"Transaction contains too many operations ({len(ops)} > {MAX_TXN_OPS})",
+                )
+            kv_ops: list[dict[str, Any]] = []
+            for op in ops:
+                entry = op.get("KV") if isinstance(op, dict) else None
+                if not isinstance(entry, dict) or set(op) != {"KV"}:
+                    raise _BadRequest(501, "only KV operations are implemented by the stand-in")
+                if entry.get("Verb") not in _TXN_VERBS:
+                    raise _BadRequest(
+                        501, f"verb {entry.get('Verb')!r} not implemented by the stand-in"
+                    )
+                if not entry.get("Key") and entry["Verb"] != "delete-tree":
+                    raise _BadRequest(400, "Missing key name")
+                value = entry.get("Value") or ""
+                if len(value) * 3 // 4 > MAX_VALUE_BYTES:
+                    raise _BadRequest(413, "Value exceeds 512 KiB")
+                kv_ops.append(entry)
+            results, errors = kv.txn(kv_ops)
+            if errors:
+                answer = {"Results": None, "Errors": errors}
+                self._send(409, json.dumps(answer).encode(), index=kv.index)
+            else:
+                answer = {"Results": results, "Errors": None}
+                self._send(200, json.dumps(answer).encode(), index=kv.index)
 
         def _delete(self, key: str, params: dict[str, str]) -> None:
             self._take(params, {"recurse", "cas"})

@@ -132,7 +132,7 @@ def test_value_over_512_kib_is_refused(standin: ConsulStandIn) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/kv/k?acquire=session", "/v1/txn", "/v1/session/create"]
+    "path", ["/v1/kv/k?acquire=session", "/v1/session/create"]
 )
 def test_unimplemented_features_answer_501(standin: ConsulStandIn, path: str) -> None:
     assert call(standin, "PUT", path, b"x")[0] == 501
@@ -141,3 +141,66 @@ def test_unimplemented_features_answer_501(standin: ConsulStandIn, path: str) ->
 def test_token_is_required_when_configured(token_standin: ConsulStandIn) -> None:
     assert call(token_standin, "GET", "/v1/kv/k")[0] == 403
     assert call(token_standin, "PUT", "/v1/kv/k?token=s3cr3t", b"v")[2] is True
+
+
+def _txn(standin: ConsulStandIn, *ops: dict[str, Any]) -> tuple[int, Any]:
+    body = json.dumps([{"KV": op} for op in ops]).encode()
+    status, _, answer = call(standin, "PUT", "/v1/txn", body)
+    return status, answer
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_txn_applies_every_operation_under_one_index(standin: ConsulStandIn) -> None:
+    call(standin, "PUT", "/v1/kv/gone", b"x")
+    status, answer = _txn(
+        standin,
+        {"Verb": "check-not-exists", "Key": "a"},
+        {"Verb": "set", "Key": "a", "Value": _b64("1")},
+        {"Verb": "set", "Key": "b", "Value": _b64("2")},
+        {"Verb": "delete", "Key": "gone"},
+    )
+    assert status == 200
+    assert answer["Errors"] is None
+    (a,), (b,) = call(standin, "GET", "/v1/kv/a")[2], call(standin, "GET", "/v1/kv/b")[2]
+    assert a["ModifyIndex"] == b["ModifyIndex"]
+    assert base64.b64decode(a["Value"]) == b"1"
+    assert call(standin, "GET", "/v1/kv/gone")[0] == 404
+
+
+def test_txn_with_a_stale_check_index_applies_nothing_and_answers_409(
+    standin: ConsulStandIn,
+) -> None:
+    call(standin, "PUT", "/v1/kv/k", b"1")
+    (entry,) = call(standin, "GET", "/v1/kv/k")[2]
+    call(standin, "PUT", "/v1/kv/k", b"2")
+    status, answer = _txn(
+        standin,
+        {"Verb": "set", "Key": "other", "Value": _b64("x")},
+        {"Verb": "check-index", "Key": "k", "Index": entry["ModifyIndex"]},
+    )
+    assert status == 409
+    assert answer["Results"] is None
+    assert [e["OpIndex"] for e in answer["Errors"]] == [1]
+    assert call(standin, "GET", "/v1/kv/other")[0] == 404
+
+
+def test_txn_check_not_exists_fails_on_a_present_key(standin: ConsulStandIn) -> None:
+    call(standin, "PUT", "/v1/kv/k", b"")
+    status, answer = _txn(standin, {"Verb": "check-not-exists", "Key": "k"})
+    assert status == 409
+    assert "exists" in answer["Errors"][0]["What"]
+
+
+def test_txn_of_more_than_64_operations_is_refused_with_413(standin: ConsulStandIn) -> None:
+    ops = [{"Verb": "set", "Key": f"k{i}", "Value": _b64("v")} for i in range(65)]
+    status, answer = _txn(standin, *ops)
+    assert status == 413
+    assert "too many operations" in str(answer)
+
+
+def test_txn_verbs_the_standin_lacks_answer_501(standin: ConsulStandIn) -> None:
+    status, _ = _txn(standin, {"Verb": "lock", "Key": "k", "Session": "s"})
+    assert status == 501
