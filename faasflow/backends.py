@@ -5,13 +5,16 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from faasflow.interfaces import Options
 
-__all__ = ["Backend", "Kind"]
+__all__ = ["Backend", "Kind", "Sharing"]
+
+#: How far a store's data reaches: one process, the processes of one host, or the network.
+Sharing = Literal["process", "host", "network"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*$")
 
@@ -59,6 +62,12 @@ class Backend:
     ecosystem's own variables that may set it (``{"address": ("CONSUL_HTTP_ADDR",)}``) and
     ``secrets`` maps an option to an OpenFaaS secret file name
     (``{"access_key": "s3-access-key"}``); ``FAASFLOW_<NAME>_<OPTION>`` always wins over both.
+
+    ``shared`` says which processes see the same data through a store: ``"process"`` (memory),
+    ``"host"`` (a local file: every process of one machine or container) or ``"network"`` (a
+    server every replica reaches). The flow app refuses a store that cannot reach all its
+    processes or replicas. A store that does not declare it is taken for ``"process"``: that
+    is checked, not hoped. Tracers and invokers ignore it.
     """
 
     name: str = attrs.field(converter=_normalise, validator=_check_name)
@@ -68,6 +77,8 @@ class Backend:
     secrets: Mapping[str, str] = attrs.field(factory=dict)
     options: Mapping[str, str] = attrs.field(factory=dict)
     """Documented options: name -> one-line description (shown by ``faasflow plugins``)."""
+    shared: Sharing = attrs.field(default="process", validator=attrs.validators.in_(
+        ("process", "host", "network")))
 
 
 @attrs.frozen

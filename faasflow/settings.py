@@ -40,6 +40,11 @@ class EnvVars:
     DEFAULT_METHOD = "FAASFLOW_DEFAULT_METHOD"
     DATA_DIR = "FAASFLOW_DATA_DIR"
     WORKERS = "FAASFLOW_WORKERS"
+    MAX_BODY = "FAASFLOW_MAX_BODY"
+    REPLICAS = "FAASFLOW_REPLICAS"
+    CALLBACK_HOSTS = "FAASFLOW_CALLBACK_HOSTS"
+    #: of-watchdog's own variable: where it forwards requests (the template binds there).
+    UPSTREAM_URL = "upstream_url"
 
     # faas-flow's own names, still honoured so existing stack.yml files keep working.
     LEGACY = {
@@ -107,6 +112,13 @@ class Settings:
     default_method: str = "POST"
     data_dir: str = ".faasflow"
     workers: int = 8
+    max_body: int = 64 * 1024 * 1024
+    replicas: int = 1
+    """Most replicas the function may run (``FAASFLOW_REPLICAS``); above 1 a host-local store
+    is refused."""
+    callback_hosts: tuple[str, ...] | None = None
+    """Globs of hosts a callback URL may name; ``None`` allows every host."""
+    upstream_url: str | None = None
     environ: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod
@@ -170,6 +182,14 @@ class Settings:
             default_method=(get(EnvVars.DEFAULT_METHOD) or "POST").upper(),
             data_dir=get(EnvVars.DATA_DIR) or ".faasflow",
             workers=max(1, int(_number(get(EnvVars.WORKERS) or "8", EnvVars.WORKERS, int))),
+            max_body=int(_number(get(EnvVars.MAX_BODY) or str(64 * 1024 * 1024),
+                                 EnvVars.MAX_BODY, int)),
+            replicas=max(1, int(_number(get(EnvVars.REPLICAS) or "1", EnvVars.REPLICAS, int))),
+            callback_hosts=(
+                None if get(EnvVars.CALLBACK_HOSTS) is None
+                else _names(env[EnvVars.CALLBACK_HOSTS].lower())
+            ),
+            upstream_url=get(EnvVars.UPSTREAM_URL),
             environ=env,
         )
 

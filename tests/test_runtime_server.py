@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from faasflow.runtime.python3http import Headers, QueryArgs, format_response
 from faasflow.runtime.server import MAX_BODY, Server, serve
 
 
@@ -120,40 +119,3 @@ def test_closing_an_unstarted_server_releases_its_port() -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
-
-
-# -- python3-http responses, as OpenFaaS's template formats them ---------------------------------
-
-
-def test_dict_response_with_a_dict_body_is_json() -> None:
-    status, headers, body = format_response({"statusCode": 201, "body": {"a": 1}})
-    assert (status, body) == (201, b'{"a": 1}')
-    assert ("Content-Type", "application/json") in headers
-
-
-def test_dict_response_keeps_headers_and_stringifies_other_bodies() -> None:
-    status, headers, body = format_response(
-        {"statusCode": 202, "body": 42, "headers": {"X-A": "1"}})
-    assert (status, headers, body) == (202, [("X-A", "1")], b"42")
-
-
-def test_octet_stream_body_is_sent_as_is() -> None:
-    _, _, body = format_response({"body": b"\x00\x01",
-                                  "headers": {"Content-Type": "application/octet-stream"}})
-    assert body == b"\x00\x01"
-
-
-def test_plain_and_empty_returns() -> None:
-    assert format_response("hi")[::2] == (200, b"hi")
-    assert format_response(b"raw")[::2] == (200, b"raw")
-    assert format_response(None) == (200, [], b"")
-    assert format_response(("made", 418))[::2] == (418, b"made")
-
-
-def test_headers_ignore_case_and_query_keeps_every_value() -> None:
-    headers = Headers([("X-Token", "abc")])
-    assert (headers["x-token"], headers.get("X-TOKEN"), "x-token" in headers) == \
-        ("abc", "abc", True)
-    query = QueryArgs("a=1&a=2&b=")
-    assert (query["a"], query.getlist("a"), query.get("b"), query.get("c")) == \
-        ("1", ["1", "2"], "", None)

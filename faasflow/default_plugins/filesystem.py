@@ -126,4 +126,5 @@ def faasflow_data_stores() -> Iterable[Backend]:
         FilesystemDataStore.from_options,
         summary="One file per value under a local directory; safe for several processes.",
         options={"path": f"root directory, created as needed (default {DEFAULT_PATH})"},
+        shared="host",
     )

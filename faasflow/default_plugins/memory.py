@@ -164,6 +164,7 @@ def faasflow_state_stores() -> Iterable[Backend]:
         "memory",
         MemoryStateStore.from_options,
         summary="In-process state (one process, thread-safe); lost when the process exits.",
+        shared="process",
     )
 
 
@@ -173,4 +174,5 @@ def faasflow_data_stores() -> Iterable[Backend]:
         "memory",
         MemoryDataStore.from_options,
         summary="In-process data (one process, thread-safe); lost when the process exits.",
+        shared="process",
     )

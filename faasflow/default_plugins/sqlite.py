@@ -451,6 +451,7 @@ def faasflow_state_stores() -> Iterable[Backend]:
             "path": f"database file, created with its directories (default {DEFAULT_STATE_PATH})",
             **_OPTIONS,
         },
+        shared="host",
     )
 
 
@@ -466,4 +467,5 @@ def faasflow_data_stores() -> Iterable[Backend]:
             ),
             **_OPTIONS,
         },
+        shared="host",
     )

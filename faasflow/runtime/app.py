@@ -26,7 +26,6 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from faasflow.errors import (
     BackendError,
@@ -38,8 +37,10 @@ from faasflow.errors import (
     RequestNotFound,
     SignatureError,
 )
+from faasflow.runtime.deployment import check_stores
+from faasflow.runtime.guard import SIGNATURE, CallbackRefused, check_callback, verify_control
 from faasflow.runtime.server import StartResponse
-from faasflow.runtime.web import Request, Response, error, json_response, text
+from faasflow.runtime.web import BodyError, Request, Response, error, json_response, text
 from faasflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class FlowApp:
     ``flow`` is a :class:`faasflow.Flow` or a ``define(flow, context)`` function. The flow's name
     is ``settings.flow_name`` (``FAASFLOW_FLOW_NAME``), else the name of the ``Flow``, else
     the Host header when it is a function name.
+
+    ``processes`` is how many worker processes serve the flow (gunicorn's ``workers``); with
+    more than one, or more than one replica (``FAASFLOW_REPLICAS``), a store that cannot reach
+    them all is refused here with :class:`~faasflow.errors.ConfigurationError`. A WSGI server
+    that reports ``wsgi.multiprocess`` gets the same check on its first request.
     """
 
     def __init__(
@@ -95,8 +101,11 @@ class FlowApp:
         *,
         functions: Mapping[str, Any] | None = None,
         engine_factory: Callable[[Flow, Settings], Engine] | None = None,
+        processes: int = 1,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        check_stores(self.settings, processes=processes)
+        self._multiprocess_checked = processes > 1
         self._flow = flow
         self._functions = functions
         self._engine_factory = engine_factory
@@ -171,7 +180,17 @@ class FlowApp:
     # -- WSGI ----------------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        request = Request.from_environ(environ)
+        try:
+            request = Request.from_environ(environ, self.settings.max_body)
+        except BodyError as exc:
+            return error(None, exc.status, str(exc)).send(start_response)
+        if environ.get("wsgi.multiprocess") and not self._multiprocess_checked:
+            try:
+                check_stores(self.settings, processes=2)
+            except ConfigurationError as exc:
+                log.error("%s", exc)
+                return error(request, 500, str(exc)).send(start_response)
+            self._multiprocess_checked = True
         try:
             response = self.handle(request)
         except Exception:
@@ -203,6 +222,9 @@ class FlowApp:
         if path == "/flow":
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed(request, "GET")
+            denied = self._authenticate(request)
+            if denied is not None:
+                return denied
             return self._call(request, None, lambda: json_response(
                 {"flow": name, "requests": [r.to_json() for r in engine.requests()]}
             ))
@@ -213,6 +235,10 @@ class FlowApp:
         request_id, action = match["id"], match["action"]
         if not _ID.match(request_id):
             return error(request, 400, _bad_id(request_id))
+        if action not in ("forward", "execute"):
+            denied = self._authenticate(request, request_id)
+            if denied is not None:
+                return denied
         if action is None:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed(request, "GET")
@@ -247,6 +273,9 @@ class FlowApp:
                     return error(request, 400, f"{query} needs a request id: ?{query}=<id>")
                 if not _ID.match(request_id):
                     return error(request, 400, _bad_id(request_id))
+                denied = self._authenticate(request, request_id)
+                if denied is not None:
+                    return denied
                 return self._control(engine, request, action, request_id)
         if request.method not in ("GET", "POST", "PUT"):
             return _not_allowed(request, "POST")
@@ -258,10 +287,10 @@ class FlowApp:
             return error(request, 400, f"header {REQID}: {_bad_id(request_id)}")
         callback = request.header(CALLBACK) or None
         if callback is not None:
-            parts = urlsplit(callback)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                return error(request, 400, f"header {CALLBACK}: {callback!r} is not an http(s) "
-                             "URL", request_id)
+            try:
+                check_callback(callback, self.settings, CALLBACK)
+            except CallbackRefused as exc:
+                return error(request, 400, str(exc), request_id)
         wait: float | None = None
         raw_wait = request.header(WAIT)
         if raw_wait is not None:
@@ -339,6 +368,18 @@ class FlowApp:
             return text("")
 
         return self._call(request, request_id, run, action="forward")
+
+    def _authenticate(self, request: Request, request_id: str | None = None) -> Response | None:
+        """With request authentication on, the signature of a control, record or list request
+        (see :mod:`faasflow.runtime.guard`); ``None`` when it may go on."""
+        if not self.settings.authenticate_request:
+            return None
+        try:
+            verify_control(self.settings, request.path, request.query, request.body,
+                           request.header(SIGNATURE))
+        except FaasflowError as exc:
+            return self._failure(request, exc, request_id)
+        return None
 
     # -- errors --------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 ``event`` has ``body`` (bytes), ``headers`` (case-insensitive), ``method``, ``query`` (first value
 by ``get``, every value by ``getlist``) and ``path``; ``context`` has ``hostname``. The handler
-returns a dict ``{"statusCode", "body", "headers"}`` (a dict or list body is sent as JSON), or a
-str / bytes body, or ``None`` for an empty 200.
+returns a dict ``{"statusCode", "body", "headers"}``, a str / bytes body, or ``None`` for an
+empty 200; :func:`format_response` says what the official template answers for each.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from faasflow.runtime.server import StartResponse, WSGIApp
+from faasflow.runtime.web import MAX_BODY, BodyError, read_body
 
 __all__ = ["Context", "Event", "Headers", "QueryArgs", "call_handler", "wsgi_app"]
 
@@ -90,18 +91,19 @@ class Context:
         self.hostname = socket.gethostname()
 
 
-def event_from_environ(environ: Mapping[str, Any]) -> Event:
-    """Build the :class:`Event` of one WSGI request."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
+def event_from_environ(environ: Mapping[str, Any], max_body: int = MAX_BODY) -> Event:
+    """Build the :class:`Event` of one WSGI request, reading its body whatever its framing
+    (:func:`faasflow.runtime.web.read_body`; :class:`~faasflow.runtime.web.BodyError` if it is
+    malformed or over ``max_body``)."""
+    body = read_body(environ, max_body)
     headers = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             headers.append((key[5:].replace("_", "-").title(), str(value)))
     if environ.get("CONTENT_TYPE"):
         headers.append(("Content-Type", str(environ["CONTENT_TYPE"])))
-    if length:
-        headers.append(("Content-Length", str(length)))
+    if environ.get("CONTENT_LENGTH"):
+        headers.append(("Content-Length", str(environ["CONTENT_LENGTH"])))
     return Event(
         body=body,
         headers=Headers(headers),
@@ -111,54 +113,106 @@ def event_from_environ(environ: Mapping[str, Any]) -> Event:
     )
 
 
+_HTML = "text/html; charset=utf-8"
+_JSON = "application/json"
+#: Flask's (werkzeug's) page for an unhandled exception, byte for byte.
+ERROR_PAGE = (
+    b"<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n"
+    b"<h1>Internal Server Error</h1>\n<p>The server encountered an internal error and was "
+    b"unable to complete your request. Either the server is overloaded or there is an error "
+    b"in the application.</p>\n"
+)
+
+
+def _jsonify(value: Any) -> bytes:
+    # Flask's jsonify outside debug mode: sorted keys, compact, one trailing newline.
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _with_type(headers: list[tuple[str, str]], content_type: str) -> list[tuple[str, str]]:
+    if any(name.lower() == "content-type" for name, _ in headers):
+        return headers
+    return [("Content-Type", content_type), *headers]
+
+
+def _plain(result: Any) -> tuple[list[tuple[str, str]], bytes]:
+    """What Flask makes of a view's plain return value (not the template's dict form)."""
+    if isinstance(result, (bytes, bytearray)):
+        return [("Content-Type", _HTML)], bytes(result)
+    if isinstance(result, str):
+        return [("Content-Type", _HTML)], result.encode()
+    if isinstance(result, (dict, list)):
+        return [("Content-Type", _JSON)], _jsonify(result)
+    raise TypeError(
+        f"the handler returned {type(result).__name__}; return a dict "
+        "{'statusCode', 'body', 'headers'}, str, bytes or None"
+    )
+
+
 def format_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Turn what ``handle`` returned into (status, headers, body) as python3-http does."""
+    """Turn what ``handle`` returned into (status, headers, body) exactly as the official
+    python3-http template (Flask) does.
+
+    A dict is the template's form: ``statusCode`` (default 200), ``headers`` and ``body``; a
+    dict body is sent as JSON, any other body as ``str(body)`` in text/html (so ``b"raw"``
+    answers ``b'raw'`` and ``None`` answers ``None``) unless the headers say
+    ``application/octet-stream``, when bytes go out as they are. ``None`` is an empty 200; a
+    str or bytes is text/html; a ``(body, status[, headers])`` tuple is Flask's. One kindness
+    over the original: the Content-Type header is found whatever its case (the original looks
+    only for ``Content-type``).
+    """
     if result is None:
-        return 200, [], b""
-    if isinstance(result, tuple) and len(result) in (2, 3):  # Flask's (body, status[, headers])
-        _, headers, data = format_response(result[0])
+        return 200, [("Content-Type", _HTML)], b""
+    if isinstance(result, tuple) and len(result) in (2, 3):
+        headers, data = _plain(result[0]) if not isinstance(result[0], dict) else (
+            [("Content-Type", _JSON)], _jsonify(result[0]))
         if len(result) == 3 and isinstance(result[2], dict):
-            headers += [(str(k), str(v)) for k, v in result[2].items()]
+            given = [(str(k), str(v)) for k, v in result[2].items()]
+            headers = [h for h in headers if h[0].lower() not in {k.lower() for k, _ in given}]
+            headers += given
         return int(result[1]), headers, data
     if isinstance(result, dict):
         status = int(result.get("statusCode", 200))
-        headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+        raw_headers = result.get("headers") or {}
+        headers = [(str(k), str(v)) for k, v in dict(raw_headers).items()]
         content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-        if "body" not in result or result["body"] is None:
-            return status, headers, b""
+        if content_type == "application/octet-stream" and "body" in result:
+            body = result["body"]
+            data = bytes(body) if isinstance(body, (bytes, bytearray)) else str(body).encode()
+            return status, headers, data
+        if "body" not in result:
+            return status, _with_type(headers, _HTML), b""
         body = result["body"]
-        if isinstance(body, (bytes, bytearray)):
-            return status, headers, bytes(body)
-        if content_type != "application/octet-stream" and isinstance(body, (dict, list)):
-            if not content_type:
-                headers.append(("Content-Type", "application/json"))
-            return status, headers, json.dumps(body).encode()
-        return status, headers, str(body).encode()
-    if isinstance(result, (bytes, bytearray)):
-        return 200, [], bytes(result)
-    if isinstance(result, (list, dict)):
-        return 200, [("Content-Type", "application/json")], json.dumps(result).encode()
-    return 200, [("Content-Type", "text/html; charset=utf-8")], str(result).encode()
+        if isinstance(body, dict):
+            return status, _with_type(headers, _JSON), _jsonify(body)
+        return status, _with_type(headers, _HTML), str(body).encode()
+    headers, data = _plain(result)
+    return 200, headers, data
 
 
 def call_handler(
     handle: Handle, event: Event, name: str = ""
 ) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Run ``handle`` on ``event``; an exception becomes a 500 naming the function."""
+    """Run ``handle`` on ``event``; an exception becomes Flask's HTML 500 page, and the
+    traceback goes to the log naming the function."""
     try:
         return format_response(handle(event, Context()))
-    except Exception as exc:
+    except Exception:
         log.exception("function %s raised", name or handle)
-        return 500, [("Content-Type", "text/plain; charset=utf-8")], (
-            f"function {name} raised {type(exc).__name__}: {exc}\n".encode()
-        )
+        return 500, [("Content-Type", _HTML)], ERROR_PAGE
 
 
-def wsgi_app(handle: Handle, name: str = "") -> WSGIApp:
+def wsgi_app(handle: Handle, name: str = "", max_body: int = MAX_BODY) -> WSGIApp:
     """A WSGI app serving ``handle`` on every path and method."""
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        status, headers, body = call_handler(handle, event_from_environ(environ), name)
+        try:
+            event = event_from_environ(environ, max_body)
+        except BodyError as exc:
+            status, headers, body = exc.status, [("Content-Type", "text/plain; charset=utf-8")], (
+                f"{exc}\n".encode())
+        else:
+            status, headers, body = call_handler(handle, event, name)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:

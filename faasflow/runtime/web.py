@@ -12,7 +12,68 @@ import attrs
 
 from faasflow.runtime.server import StartResponse
 
-__all__ = ["Request", "Response", "error", "json_response", "text"]
+__all__ = ["MAX_BODY", "BodyError", "Request", "Response", "error", "json_response", "read_body",
+           "text"]
+
+#: Largest request body read by default (bytes); ``FAASFLOW_MAX_BODY`` changes it.
+MAX_BODY = 64 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class BodyError(Exception):
+    """A request body that cannot be read: ``status`` is 400 or 413."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def read_body(environ: Mapping[str, Any], limit: int = MAX_BODY) -> bytes:
+    """The whole request body of one WSGI request, whatever its framing.
+
+    Behind the of-watchdog a body arrives with ``Transfer-Encoding: chunked`` and no
+    ``Content-Length``; gunicorn and waitress de-chunk it and mark ``wsgi.input_terminated``, so
+    the input is read to its end. A ``Content-Length`` is read exactly. A server that gives
+    neither (wsgiref on a bodiless GET) hands over the raw socket, where reading to the end
+    would wait for the client to hang up: that body is empty unless the request said it is
+    chunked. Past ``limit`` bytes :class:`BodyError` 413 is raised.
+    """
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    raw = str(environ.get("CONTENT_LENGTH") or "").strip()
+    length: int | None = None
+    if raw:
+        if not raw.isdigit():
+            raise BodyError(400, f"invalid Content-Length {raw!r}: send a whole number of bytes")
+        length = int(raw)
+        if length > limit:
+            raise BodyError(413, _too_large(limit))
+    to_end = bool(environ.get("wsgi.input_terminated")) or (
+        length is None and "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    )
+    if length is None and not to_end:
+        return b""
+    parts: list[bytes] = []
+    total = 0
+    while length is None or total < length:
+        want = _CHUNK if length is None else min(_CHUNK, length - total)
+        part = stream.read(want)
+        if not part:
+            break
+        total += len(part)
+        if total > limit:
+            raise BodyError(413, _too_large(limit))
+        parts.append(part)
+    if length is not None and total < length:
+        raise BodyError(400, f"request body of {total} bytes is shorter than its Content-Length "
+                        f"{length}")
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> str:
+    return (f"request body is over {limit} bytes; send less, or raise FAASFLOW_MAX_BODY "
+            "(and the gateway's limit)")
 
 
 @attrs.frozen
@@ -27,18 +88,15 @@ class Request:
     body: bytes
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, Any]) -> Request:
+    def from_environ(cls, environ: Mapping[str, Any], max_body: int = MAX_BODY) -> Request:
+        """Read one WSGI request; :class:`BodyError` when its body is malformed or too large."""
         headers: dict[str, str] = {}
         for key, value in environ.items():
             if key.startswith("HTTP_"):
                 headers[key[5:].replace("_", "-").title()] = str(value)
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = str(environ["CONTENT_TYPE"])
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        body = read_body(environ, max_body)
         return cls(
             method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
             path=str(environ.get("PATH_INFO") or "/"),

@@ -60,4 +60,5 @@ def faasflow_state_stores() -> Iterator[faasflow.Backend]:
         env=ENV,
         secrets=SECRETS,
         options=OPTIONS,
+        shared="network",
     )

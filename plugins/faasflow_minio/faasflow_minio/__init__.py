@@ -63,4 +63,5 @@ def faasflow_data_stores() -> Iterator[faasflow.Backend]:
         env=ENV,
         secrets=SECRETS,
         options=OPTIONS,
+        shared="network",
     )
