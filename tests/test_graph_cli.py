@@ -129,7 +129,7 @@ def test_directory_without_handler_exits_3(tmp_path, capsys):
 
 def test_unknown_module_exits_3(capsys):
     assert main(["graph", "no_such_module_for_faasflow"]) == 3
-    assert "neither a directory, a file nor an importable module" in capsys.readouterr().err
+    assert "not a function, a directory, a file or an importable module" in capsys.readouterr().err
 
 
 def test_file_without_define_exits_2(tmp_path, capsys):

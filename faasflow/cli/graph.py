@@ -1,32 +1,20 @@
 """``faasflow graph TARGET``: print a flow definition as JSON, Graphviz DOT or Mermaid.
 
-``TARGET`` is an OpenFaaS handler directory (holding ``handler.py``), a Python file, or an
-importable module name; it must define ``define(flow, context)``.
+``TARGET`` is written as for every command (see :mod:`faasflow.cli.targets`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
-import os
 import sys
 import warnings
-from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
-from faasflow.cli import EXIT_NOT_FOUND, EXIT_USAGE
-from faasflow.errors import ConfigurationError, DefinitionError
+from faasflow.cli import EXIT_USAGE
+from faasflow.cli.targets import FORMS, TargetError, default_stack_file, resolve
+from faasflow.errors import DefinitionError, FaasflowError
 
-__all__ = ["load_define", "register"]
-
-
-class _LoadError(Exception):
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,12 +22,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "graph",
         help="print a flow definition as JSON, Graphviz DOT or Mermaid",
         description=(
-            "Compile the define(flow, context) of TARGET (a handler directory holding "
-            "handler.py, a .py file, or a module name) and print it. Exit code 2 when the "
-            "definition is invalid (the JSON format then prints is-valid: false)."
+            f"Compile the define(flow, context) of TARGET ({FORMS}) and print it. Exit code 2 "
+            "when the definition is invalid (the JSON format then prints is-valid: false), 3 "
+            "when TARGET names nothing."
         ),
     )
-    parser.add_argument("target", help="handler directory, Python file or module name")
+    parser.add_argument("target", help=FORMS)
+    parser.add_argument("-f", "--file", default=None,
+                        help="stack file whose function names are targets (default: stack.yml "
+                             "when present)")
     parser.add_argument(
         "--format",
         choices=("json", "dot", "mermaid"),
@@ -52,84 +43,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _import_file(path: Path) -> ModuleType:
-    module_name = f"faasflow_graph_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise _LoadError(f"cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))  # so the file can import its siblings
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise _LoadError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
-
-
-def _load(target: str) -> tuple[ModuleType, str, str]:
-    """The module, the flow name it implies, and how to name it in messages."""
-    path = Path(target)
-    if path.is_dir() or (path.is_file() and path.name == "handler.py"):
-        directory = path if path.is_dir() else path.resolve().parent
-        if not (directory / "handler.py").is_file():
-            raise _LoadError(
-                f"{directory} holds no handler.py: give a handler directory, a .py file or a "
-                "module name",
-                EXIT_NOT_FOUND,
-            )
-        from faasflow.runtime.stack import load_handler
-        from faasflow.runtime.worker import package_name
-
-        name = directory.resolve().name
-        try:
-            module = load_handler(directory, package_name(name))
-        except ConfigurationError as exc:
-            raise _LoadError(str(exc)) from exc
-        return module, name, str(directory / "handler.py")
-    if path.suffix == ".py" or path.is_file():
-        if not path.is_file():
-            raise _LoadError(f"{path} does not exist", EXIT_NOT_FOUND)
-        return _import_file(path), path.stem, str(path)
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(target)
-    except ModuleNotFoundError as exc:
-        if exc.name and target.startswith(exc.name):
-            raise _LoadError(
-                f"{target!r} is neither a directory, a file nor an importable module",
-                EXIT_NOT_FOUND,
-            ) from exc
-        raise _LoadError(f"cannot import {target}: {exc}") from exc
-    except Exception as exc:
-        raise _LoadError(f"cannot import {target}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        sys.path.remove(str(Path.cwd()))
-    return module, target.rsplit(".", 1)[-1], target
-
-
-def load_define(target: str) -> tuple[Callable[..., object], str]:
-    """``define`` and the default flow name of a handler directory, file or module."""
-    module, name, where = _load(target)
-    define = getattr(module, "define", None)
-    if not callable(define):
-        raise _LoadError(f"{where} defines no define(flow, context)")
-    return define, name
-
-
 def run(args: argparse.Namespace) -> int:
     from faasflow.export import invalid_export, to_dot, to_mermaid
     from faasflow.flow import Flow
+    from faasflow.runtime.stack import Stack
 
     try:
-        define, default_name = load_define(args.target)
-    except _LoadError as exc:
+        file = default_stack_file(args.file)
+        # a stack file that does not parse only matters when the target may be one of its names
+        stack = Stack.load(file) if file is not None and (args.file or _plain(args.target)) \
+            else None
+        target = resolve(args.target, stack)
+    except TargetError as exc:
         print(f"faasflow: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    name = args.name or default_name
+    except FaasflowError as exc:
+        print(f"faasflow: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    define, name = target.define, args.name or target.name
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -147,9 +78,10 @@ def run(args: argparse.Namespace) -> int:
         text = to_mermaid(flow.graph())
     else:
         text = json.dumps(flow.export(), indent=4) + "\n"
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `faasflow graph x | head`: the reader left, which is fine
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's exit quiet
+    sys.stdout.write(text)  # a closed pipe (`| head`) is handled by the CLI's main
     return 0
+
+
+def _plain(target: str) -> bool:
+    """Could ``target`` be a function name of a stack file?"""
+    return not any(char in target for char in "/\\:.")

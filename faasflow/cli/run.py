@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from faasflow.engine import Engine, RequestRecord
+    from faasflow.runtime.stack import Stack
 
 __all__ = ["register"]
 
@@ -51,19 +50,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-class NotFound(Exception):
-    """The flow argument names nothing."""
-
-
-def _stack_file(file: str | None) -> Path | None:
-    if file:
-        return Path(file)
-    for name in ("stack.yml", "stack.yaml"):
-        if Path(name).exists():
-            return Path(name)
-    return None
-
-
 def http_function(handle: Callable[..., Any], name: str) -> Callable[..., Any]:
     """A python3-http ``handle(event, context)`` as a local function of the engine."""
     from urllib.parse import urlencode
@@ -85,62 +71,23 @@ def http_function(handle: Callable[..., Any], name: str) -> Callable[..., Any]:
     return call
 
 
-def resolve(flow: str, stack_file: Path | None) -> tuple[Callable[..., Any], str, dict[str, Any],
-                                                         Mapping[str, str]]:
-    """(define, flow name, local functions, environment) for the FLOW argument."""
-    from faasflow.runtime.stack import Stack, load_handler
+def local_functions(stack: Stack | None) -> dict[str, Any]:
+    """The python3-http functions of the stack, as the flow's in-process functions."""
+    from faasflow.cli.targets import TargetError, with_requirements_hint
+    from faasflow.errors import ConfigurationError
+    from faasflow.runtime.stack import load_handler
     from faasflow.runtime.worker import package_name
 
     functions: dict[str, Any] = {}
-    environment: Mapping[str, str] = {}
-    stack = Stack.load(stack_file) if stack_file is not None else None
-    if stack is not None:
-        for spec in stack.functions.values():
-            if not spec.is_flow:
-                module = load_handler(spec.handler, package_name(spec.name))
-                functions[spec.name] = http_function(module.handle, spec.name)
-        if flow in stack.functions:
-            spec = stack.functions[flow]
-            if not spec.is_flow:
-                raise NotFound(f"{flow} is a {spec.lang} function, not a flow; "
-                               f"use `faasflow invoke {flow}` with `faasflow up`")
-            module = load_handler(spec.handler, package_name(spec.name))
-            return _define(module, spec.handler / "handler.py"), flow, functions, \
-                spec.environment
-    path = Path(flow)
-    if path.is_dir() and (path / "handler.py").is_file():
-        module = load_handler(path.resolve(), package_name(path.resolve().name))
-        return _define(module, path / "handler.py"), _name(path.resolve().name), functions, \
-            environment
-    if path.suffix == ".py" and path.is_file():
-        parent = path.resolve().parent
-        module = load_handler(parent, package_name(parent.name), path.stem)
-        return _define(module, path), _name(path.stem), functions, environment
-    if ":" in flow:
-        module_name, _, attr = flow.partition(":")
+    for spec in stack.functions.values() if stack is not None else ():
+        if spec.is_flow:
+            continue
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise NotFound(f"cannot import {module_name}: {exc}") from None
-        define = getattr(module, attr, None)
-        if not callable(define):
-            raise NotFound(f"{module_name} has no function {attr!r}")
-        return define, _name(attr), functions, environment
-    where = f" in {stack.path}" if stack is not None else ""
-    raise NotFound(f"no flow {flow!r}{where}: give a stack function name, a handler directory, "
-                   "a .py file or module:function")
-
-
-def _define(module: Any, where: Path) -> Callable[..., Any]:
-    define = getattr(module, "define", None)
-    if not callable(define):
-        raise NotFound(f"{where} defines no define(flow, context)")
-    return define  # type: ignore[no-any-return]
-
-
-def _name(raw: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
-    return name or "flow"
+            module = load_handler(spec.handler, package_name(spec.name))
+        except ConfigurationError as exc:
+            raise TargetError(with_requirements_hint(str(exc), spec.handler, exc), 2) from exc
+        functions[spec.name] = http_function(module.handle, spec.name)
+    return functions
 
 
 def _body(args: argparse.Namespace) -> bytes:
@@ -197,18 +144,24 @@ class Progress:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from faasflow.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, interrupted
+    from faasflow.cli import EXIT_FAILED, EXIT_USAGE, interrupted
+    from faasflow.cli.targets import TargetError, default_stack_file, resolve
     from faasflow.engine import Engine
     from faasflow.errors import FaasflowError
     from faasflow.runtime.client import fail
+    from faasflow.runtime.stack import Stack
     from faasflow.settings import EnvVars, Settings
 
     try:
-        define, name, functions, environment = resolve(args.flow, _stack_file(args.file))
-    except NotFound as exc:
-        return fail(str(exc), EXIT_NOT_FOUND)
+        file = default_stack_file(args.file)
+        stack = Stack.load(file) if file is not None else None
+        target = resolve(args.flow, stack)
+        functions = local_functions(stack)
+    except TargetError as exc:
+        return fail(str(exc), exc.exit_code)
     except FaasflowError as exc:
         return fail(str(exc), EXIT_USAGE)
+    define, name, environment = target.define, target.name, target.environment
     try:
         body = _body(args)
     except OSError as exc:
