@@ -21,8 +21,8 @@ def _listed(requirements: Path) -> list[str]:
     except (OSError, UnicodeDecodeError):
         return []
     names = []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
         match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
