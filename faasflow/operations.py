@@ -49,6 +49,8 @@ class Call:
     deadline: float | None = None
     """Wall-clock time (``time.time()``) by which the request must finish, if any."""
     default_method: str = "POST"
+    default_retry: Retry | None = None
+    """How a call without ``retry=`` is retried (the engine passes :meth:`Retry.transient`)."""
     attributes: dict[str, Any] = attrs.field(factory=dict)
     """Filled by the operation (HTTP status, retries, url); reported on its span."""
 
@@ -154,6 +156,24 @@ class Retry:
     retry_on: frozenset[int] = attrs.field(default=DEFAULT_RETRY_STATUSES, converter=_statuses)
     connection_errors: bool = True
     timeouts: bool = True
+    refused_or_reset_only: bool = False
+    """Retry only connection errors caused by a refused, reset or dropped connection."""
+
+    @classmethod
+    def transient(cls, attempts: int = 3) -> Retry:
+        """The default of every function call without ``retry=``: a refused or reset
+        connection and 502/503/504 (a gateway whose function replica died) are tried
+        ``attempts`` times in all; timeouts and other statuses are not (the call may have
+        done its work)."""
+        return cls(
+            attempts=attempts, initial_backoff=0.1, max_backoff=1.0,
+            retry_on=frozenset({502, 503, 504}), timeouts=False, refused_or_reset_only=True,
+        )
+
+    @classmethod
+    def never(cls) -> Retry:
+        """One attempt: ``retry=Retry.never()`` switches the default retry off for a call."""
+        return cls(attempts=1)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
@@ -183,6 +203,8 @@ class Retry:
     def retries_error(self, error: FunctionError) -> bool:
         if error.timeout:
             return self.timeouts
+        if self.refused_or_reset_only and not isinstance(error.__cause__, ConnectionError):
+            return False
         return self.connection_errors
 
 
@@ -308,7 +330,7 @@ class _HttpOperation(Operation):
         self, request: HttpRequest, call: Call
     ) -> tuple[Response | None, FunctionError | None]:
         """Send with retries; the last answer, or the last connection error."""
-        retry = self.retry
+        retry = self.retry if self.retry is not None else call.default_retry
         attempts = retry.attempts if retry is not None else 1
         call.attributes["http.request.method"] = request.method
         call.attributes["url.full"] = self._fallback_url(request)

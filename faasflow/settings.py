@@ -40,6 +40,11 @@ class EnvVars:
     DEFAULT_METHOD = "FAASFLOW_DEFAULT_METHOD"
     DATA_DIR = "FAASFLOW_DATA_DIR"
     WORKERS = "FAASFLOW_WORKERS"
+    BACKEND_RETRY = "FAASFLOW_BACKEND_RETRY"
+    CALL_RETRIES = "FAASFLOW_CALL_RETRIES"
+    ITERATION_ATTEMPTS = "FAASFLOW_ITERATION_ATTEMPTS"
+    CLAIM_LEASE = "FAASFLOW_CLAIM_LEASE"
+    SWEEP_INTERVAL = "FAASFLOW_SWEEP_INTERVAL"
     MAX_BODY = "FAASFLOW_MAX_BODY"
     REPLICAS = "FAASFLOW_REPLICAS"
     CALLBACK_HOSTS = "FAASFLOW_CALLBACK_HOSTS"
@@ -63,6 +68,8 @@ class EnvVars:
 
 
 HMAC_SECRET_NAME = "faasflow-hmac-secret"
+#: Seconds a request may run before it fails (FAASFLOW_REQUEST_TIMEOUT=0 or none: no limit).
+DEFAULT_REQUEST_TIMEOUT = 3600.0
 DEFAULT_BACKENDS = {
     Kind.STATE_STORE: "memory",
     Kind.DATA_STORE: "memory",
@@ -108,10 +115,20 @@ class Settings:
     authenticate_request: bool = False
     inline_limit: int = 64 * 1024
     record_retention: float = 24 * 3600.0
-    request_timeout: float | None = None
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     default_method: str = "POST"
     data_dir: str = ".faasflow"
     workers: int = 8
+    backend_retry: float = 5.0
+    """Seconds an iteration keeps retrying a failing store or gateway call (0: no retry)."""
+    call_retries: int = 3
+    """Attempts of a function call that failed transiently (reset, 502/503/504); 1: none."""
+    iteration_attempts: int = 5
+    """Deliveries of an in-process iteration before its request fails."""
+    claim_lease: float = 300.0
+    """Seconds a node instance stays claimed by a delivery that went silent."""
+    sweep_interval: float = 60.0
+    """Seconds between opportunistic sweeps by a serving flow (0: only on demand)."""
     max_body: int = 64 * 1024 * 1024
     replicas: int = 1
     """Most replicas the function may run (``FAASFLOW_REPLICAS``); above 1 a host-local store
@@ -176,12 +193,26 @@ class Settings:
                 get(EnvVars.RECORD_RETENTION) or "86400", EnvVars.RECORD_RETENTION, float
             ),
             request_timeout=(
-                None if timeout is None
+                DEFAULT_REQUEST_TIMEOUT if timeout is None
+                else None if timeout.lower() in {"none", "off", "never"}
                 else _number(timeout, EnvVars.REQUEST_TIMEOUT, float) or None
             ),
             default_method=(get(EnvVars.DEFAULT_METHOD) or "POST").upper(),
             data_dir=get(EnvVars.DATA_DIR) or ".faasflow",
             workers=max(1, int(_number(get(EnvVars.WORKERS) or "8", EnvVars.WORKERS, int))),
+            backend_retry=_number(
+                get(EnvVars.BACKEND_RETRY) or "5", EnvVars.BACKEND_RETRY, float
+            ),
+            call_retries=max(1, int(
+                _number(get(EnvVars.CALL_RETRIES) or "3", EnvVars.CALL_RETRIES, int)
+            )),
+            iteration_attempts=max(1, int(_number(
+                get(EnvVars.ITERATION_ATTEMPTS) or "5", EnvVars.ITERATION_ATTEMPTS, int
+            ))),
+            claim_lease=_number(get(EnvVars.CLAIM_LEASE) or "300", EnvVars.CLAIM_LEASE, float),
+            sweep_interval=_number(
+                get(EnvVars.SWEEP_INTERVAL) or "60", EnvVars.SWEEP_INTERVAL, float
+            ),
             max_body=int(_number(get(EnvVars.MAX_BODY) or str(64 * 1024 * 1024),
                                  EnvVars.MAX_BODY, int)),
             replicas=max(1, int(_number(get(EnvVars.REPLICAS) or "1", EnvVars.REPLICAS, int))),

@@ -29,7 +29,7 @@ def test_sync_modifier_returns_result_and_leaves_no_state() -> None:
     h = Harness(define)
     result = h.start(b"Adam")
     assert (result.status, result.output, result.sync) == ("success", b"Hello Adam", True)
-    assert re.fullmatch(r"[0-9a-v]{20}", result.request_id)
+    assert re.fullmatch(r"[0-9a-v]{23}", result.request_id)
     assert h.invoker.forwards == []
     h.assert_clean(result.request_id)
     assert finals == ["success"]

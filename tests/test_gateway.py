@@ -23,7 +23,7 @@ import requests
 from faasflow.engine.message import Message
 from faasflow.runtime.process import GatewayProcess
 
-XID = re.compile(r"^[0-9a-v]{20}$")
+XID = re.compile(r"^[0-9a-v]{23}$")
 
 HANDLERS = {
     # python3-http functions

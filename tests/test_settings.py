@@ -28,7 +28,7 @@ def test_defaults_need_no_environment(tmp_path):
     assert settings.gateway_url == "http://gateway.openfaas:8080"
     assert settings.validate_request is True
     assert settings.hmac_secret is None
-    assert settings.request_timeout is None
+    assert settings.request_timeout == 3600.0  # a request that hangs fails after an hour
 
 
 def test_backend_names_are_read_per_kind_and_lower_cased():
@@ -117,6 +117,10 @@ def test_numbers_are_parsed():
 
 def test_a_zero_request_timeout_means_none():
     assert Settings.from_env({"FAASFLOW_REQUEST_TIMEOUT": "0"}).request_timeout is None
+
+
+def test_request_timeout_none_turns_the_default_deadline_off():
+    assert Settings.from_env({"FAASFLOW_REQUEST_TIMEOUT": "none"}).request_timeout is None
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,7 @@ def test_entry_point_runs_a_request_and_answers_with_the_wait_header(served: str
     reply = requests.post(served, data=b"x", timeout=30,
                           headers={**HOST, "X-Faas-Flow-Wait": "30"})
     assert (reply.status_code, reply.text) == (200, "x-1-2")
-    assert re.match(r"^[0-9a-v]{20}$", reply.headers["X-Faas-Flow-Reqid"])
+    assert re.match(r"^[0-9a-v]{23}$", reply.headers["X-Faas-Flow-Reqid"])
 
 
 def test_entry_point_takes_the_flow_name_from_the_host_header(served: str) -> None:

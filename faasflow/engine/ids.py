@@ -1,38 +1,53 @@
-"""Request ids: generated ones sort by creation time; supplied ones are checked."""
+"""Names the engine shares: request ids, execution ids, coordination keys and headers.
+
+Generated request ids sort by creation time (a 4-byte seconds prefix) and are unguessable (80
+random bits after it): a request id is the only handle on its record and control routes.
+"""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
-import threading
 import time
+from collections.abc import Mapping
+from urllib.parse import quote
 
 from faasflow.errors import ConfigurationError
 
-__all__ = ["check_request_id", "new_request_id"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "CALLBACK_HEADER",
+    "CALL_ID_HEADER",
+    "CLAIM",
+    "REQUEST_ID_HEADER",
+    "check_request_id",
+    "encode_key",
+    "exec_id",
+    "header",
+    "new_request_id",
+]
+
+REQUEST_ID_HEADER = "X-Faas-Flow-Reqid"
+CALLBACK_HEADER = "X-Faas-Flow-Callback-Url"
+#: The gateway's id of one queued or synchronous call: the same across redeliveries.
+CALL_ID_HEADER = "X-Call-Id"
+#: The gateway queue's delivery attempt of a forwarded iteration (1 for the first).
+ATTEMPT_HEADER = "X-Faas-Flow-Attempt"
+
+#: ``node--<eid>``: a node instance's marker (claimed, done, handed on); see ``markers``.
+CLAIM = "node--"
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # base32hex: byte order == sort order
-_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
-_lock = threading.Lock()
-_MACHINE = os.urandom(3)
 _VALID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def new_request_id() -> str:
-    """A 20-character id like faas-flow's xid: 4 bytes of seconds, 3 random machine bytes,
-    2 bytes of pid and a 3-byte counter, in lower-case base32hex (URL-safe, time-sortable)."""
-    with _lock:
-        count = next(_counter) & 0xFFFFFF
-    raw = (
-        int(time.time()).to_bytes(4, "big")
-        + _MACHINE
-        + (os.getpid() & 0xFFFF).to_bytes(2, "big")
-        + count.to_bytes(3, "big")
-    )
-    value = int.from_bytes(raw, "big") << 4  # 96 bits -> 100 bits = 20 base32 digits
+    """A 23-character id: 4 bytes of seconds and 10 random bytes in lower-case base32hex
+    (URL-safe, sorts by creation second, 80 bits nobody can guess)."""
+    raw = int(time.time()).to_bytes(4, "big") + os.urandom(10)
+    value = int.from_bytes(raw, "big") << 3  # 112 bits -> 115 bits = 23 base32 digits
     digits = []
-    for _ in range(20):
+    for _ in range(23):
         digits.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(digits))
@@ -46,3 +61,28 @@ def check_request_id(request_id: str) -> str:
             "starting with a letter or digit"
         )
     return request_id
+
+
+def encode_key(key: str) -> str:
+    """A branch key as it appears inside store keys: ``%``, ``-`` and ``/`` percent-encoded,
+    so ``--`` (the separator of execution ids) can never come from user data."""
+    return quote(key, safe="").replace("-", "%2D")
+
+
+def exec_id(unique_id: str, branches: tuple[tuple[str, str, int], ...]) -> str:
+    """faas-flow's execution id: branch keys innermost first, then the node's unique id."""
+    if not branches:
+        return unique_id
+    return "--".join([encode_key(b[1]) for b in reversed(branches)] + [unique_id])
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, its name compared case-insensitively."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None

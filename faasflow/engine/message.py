@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,8 @@ class Message:
     callback: str | None = None
     trace: Mapping[str, str] = attrs.field(factory=dict)
     deadline: float | None = None
+    mid: str = attrs.field(factory=lambda: os.urandom(12).hex())
+    """This message's own id: copies of one message (redelivered, duplicated) share it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class Message:
             "callback": self.callback,
             "trace": dict(self.trace),
             "deadline": self.deadline,
+            "mid": self.mid,
         }
 
     def encode(self, key: bytes | None) -> bytes:
@@ -83,6 +87,11 @@ class Message:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MessageError(f"forwarded iteration is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise MessageError(
+                "forwarded iteration nests JSON too deeply: an iteration message is a flat "
+                "object written by faasflow"
+            ) from None
         if not isinstance(doc, dict):
             raise MessageError("forwarded iteration must be a JSON object")
         sign = doc.pop("sign", None)
@@ -90,6 +99,11 @@ class Message:
             if not isinstance(sign, str) or not sign:
                 raise SignatureError(
                     "forwarded iteration is not signed: it must carry 'sign' = sha256=<hex>"
+                )
+            if not sign.isascii():
+                raise SignatureError(
+                    "failed to validate forwarded iteration: 'sign' must be sha256=<hex> "
+                    "(ASCII), it holds other characters"
                 )
             # the signature covers the exact bytes before it: nothing is re-serialised
             suffix = b',"sign":"' + sign.encode() + b'"}'
@@ -117,6 +131,7 @@ class Message:
                 callback=doc.get("callback"),
                 trace={str(k): str(v) for k, v in (doc.get("trace") or {}).items()},
                 deadline=None if doc.get("deadline") is None else float(doc["deadline"]),
+                mid=str(doc.get("mid") or hashlib.sha256(body).hexdigest()[:24]),
             )
         except MessageError:
             raise
@@ -153,7 +168,8 @@ def verify_body_signature(key: bytes | None, body: bytes, header: str | None) ->
         raise SignatureError(
             "failed to authenticate request: header X-Hub-Signature-256 is missing"
         )
-    if not hmac.compare_digest(header.strip(), sign_body(key, body)):
+    given = header.strip().encode("utf-8", "replace")  # bytes: a non-ASCII str cannot compare
+    if not hmac.compare_digest(given, sign_body(key, body).encode()):
         raise SignatureError(
             "failed to authenticate request: X-Hub-Signature-256 does not match the body"
         )

@@ -23,6 +23,7 @@ __all__ = ["RECORDS", "RecordBook", "RequestRecord"]
 
 RECORDS = "~records"
 _KEY = "rec--"
+_CALL = "call--"
 
 RUNNING = "running"
 TERMINAL = ("success", "failure", "stopped")
@@ -38,6 +39,8 @@ class NodeRun:
     attempts: int = 1
     status: str = "success"
     error: str | None = None
+    deliveries: int = 1
+    """Deliveries of the node's iteration it took (redeliveries after a crash or a 503)."""
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -46,6 +49,7 @@ class NodeRun:
             "duration_ms": round((self.end - self.start) * 1000, 3),
             "attempts": self.attempts,
             "status": self.status,
+            "deliveries": self.deliveries,
         }
         if self.error:
             doc["error"] = self.error
@@ -60,6 +64,7 @@ class NodeRun:
             int(doc.get("attempts", 1)),
             str(doc.get("status", "success")),
             doc.get("error"),
+            int(doc.get("deliveries", 1)),
         )
 
 
@@ -138,10 +143,29 @@ class RecordBook:
     ) -> RecordBook:
         return cls(state_store.scoped(flow, RECORDS), data_store.scoped(flow, RECORDS), retention)
 
-    def open(self, request_id: str, deadline: float | None) -> bool:
-        """Record a new running request; False if the id was already used."""
-        entry = {"status": RUNNING, "created": time.time(), "deadline": deadline}
-        return self.states.create(_KEY + request_id, json.dumps(entry))
+    def open(
+        self, request_id: str, deadline: float | None, digest: str = ""
+    ) -> dict[str, Any] | None:
+        """Record a new running request: None if this call created it, else the entry that
+        holds the id (a repeated start compares its ``digest`` with the first one's)."""
+        entry = {"status": RUNNING, "created": time.time(), "deadline": deadline, "digest": digest}
+        if self.states.create(_KEY + request_id, json.dumps(entry)):
+            return None
+        found = self.entry(request_id)
+        if found is None:  # forgotten in between: try once more
+            return None if self.states.create(_KEY + request_id, json.dumps(entry)) else entry
+        return found[1]
+
+    def start_id(self, call_id: str, request_id: str) -> str:
+        """The request a start with gateway call id ``call_id`` made: ``request_id`` if this
+        is the first delivery of that call, the first delivery's id otherwise."""
+        key = _CALL + call_id
+        if self.states.create(key, request_id):
+            return request_id
+        try:
+            return self.states.get(key)
+        except KeyNotFound:
+            return request_id
 
     def entry(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
         try:
@@ -167,8 +191,14 @@ class RecordBook:
             self.states.update(_KEY + record.request_id, raw, json.dumps(closed))
         except (CompareFailed, KeyNotFound):
             return False
-        self.data.set(_KEY + record.request_id, body)
+        self.save(record, body)
         return True
+
+    def save(self, record: RequestRecord, body: bytes | None = None) -> None:
+        """Write the full record of an ended request (again, when a crash lost it)."""
+        if body is None:
+            body = json.dumps(record.to_json()).encode()
+        self.data.set(_KEY + record.request_id, body)
 
     def load(self, request_id: str) -> RequestRecord | None:
         """The full record of an ended request, or None when it is running or unknown."""
@@ -183,3 +213,27 @@ class RecordBook:
     def forget(self, request_id: str) -> None:
         self.states.delete(_KEY + request_id)
         self.data.delete(_KEY + request_id)
+
+    def forget_calls(self, request_ids: set[str]) -> None:
+        """Drop the call-id entries of forgotten requests."""
+        for key, value in self.states.scan(_CALL).items():
+            if value in request_ids:
+                self.states.delete(key)
+
+    def lease(self, name: str, holder: str, seconds: float, now: float) -> bool:
+        """Take the flow-wide lease ``name`` for ``seconds`` unless another holder has it."""
+        key = "lease--" + name
+        value = json.dumps({"holder": holder, "until": now + seconds})
+        if self.states.create(key, value):
+            return True
+        try:
+            raw = self.states.get(key)
+        except KeyNotFound:
+            return self.states.create(key, value)
+        if json.loads(raw)["until"] > now:
+            return False
+        try:
+            self.states.update(key, raw, value)
+        except (CompareFailed, KeyNotFound):
+            return False
+        return True

@@ -1,0 +1,233 @@
+"""Handing a done node's output on: successors, fan-in joins, dynamic branches, the end.
+
+Every step here is repeatable: a redelivery of a done node runs it again from the node's
+stored output. Fan-in arrivals and branch completions are recorded per member (the source's
+execution id, the branch key), never as a bare counter, so a repeated hand-on cannot count an
+arrival twice. In the normal case exactly one iteration forwards a joined child (the one whose
+arrival completed the set); a repeated hand-on forwards it again, which the child's own marker
+turns into a harmless duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from faasflow.errors import BackendError, FlowFailure
+from faasflow.graph import Node, NodeKind
+
+from . import endings
+from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
+from .iteration import Core, Iteration, as_bytes, describe, user
+from .markers import add_member, joined_output
+from .message import Branch, Message
+from .retrying import retry_backend
+
+__all__ = ["decode_branches", "encode_branches", "hand_on", "select_branches", "send_branches"]
+
+
+def hand_on(
+    core: Core,
+    it: Iteration,
+    node: Node,
+    branches: tuple[Branch, ...],
+    output: bytes,
+    *,
+    redo: bool = False,
+) -> None:
+    """After ``node`` produced ``output``: its successors, a branch join, or the end."""
+    graph = it.graph
+    while True:
+        if node.children:
+            _dispatch_children(core, it, node, branches, output, redo)
+            return
+        dag = graph.dags[node.dag_id]
+        owner = graph.owner_of(dag)
+        if owner is None:
+            endings.finish(core, it, output)
+            return
+        if owner.kind is NodeKind.SUBDAG:
+            node = owner
+            continue
+        joined = _join(it, owner, branches, output, redo)
+        if joined is None:
+            endings.clean_if_ended(it)
+            return
+        node, branches, output = owner, branches[:-1], joined
+
+
+def _dispatch_children(
+    core: Core, it: Iteration, node: Node, branches: tuple[Branch, ...], output: bytes, redo: bool
+) -> None:
+    dag = it.graph.dags[node.dag_id]
+    source = exec_id(node.unique_id, branches)
+    waiting = False
+    for edge in dag.out_edges(node.id):
+        child = dag.nodes[edge.target]
+        payload: bytes | None = None
+        if not edge.execution_only:
+            payload = output
+            if edge.forwarder is not None:
+                payload = user(edge.forwarder, output, f"forwarder {edge.source}->{edge.target}")
+        edge_key = f"{source}--{child.unique_id}"
+        if len(child.parents) > 1:
+            if payload is not None:
+                it.data.set(edge_key, payload)  # durable before the arrival is recorded
+            arrived = add_member(
+                it.states, "arrived--" + exec_id(child.unique_id, branches), source
+            )
+            complete = len(arrived) >= len(child.parents)
+            if not complete or (not redo and arrived[-1] != source):
+                waiting = True
+                continue
+            payload = None
+        send(core, it, child.unique_id, branches, payload, node.id, edge_key)
+    if waiting:
+        endings.clean_if_ended(it)
+
+
+def encode_branches(items: list[tuple[str, bytes]]) -> bytes:
+    """A dynamic node's output as stored in its marker: its branches and their inputs."""
+    return json.dumps([[k, base64.b64encode(v).decode()] for k, v in items]).encode()
+
+
+def decode_branches(stored: bytes) -> list[tuple[str, bytes]]:
+    return [(k, base64.b64decode(v)) for k, v in json.loads(stored)]
+
+
+def send_branches(
+    core: Core, it: Iteration, node: Node, branches: tuple[Branch, ...],
+    items: list[tuple[str, bytes]],
+) -> None:
+    """Start every branch of a done dynamic node (again, on a repeated hand-on)."""
+    eid = exec_id(node.unique_id, branches)
+    total = len(items)
+    if total > 1:
+        it.states.set(f"{eid}-dynamic-branch-options", json.dumps([k for k, _ in items]))
+    for key, value in items:
+        start = node.branch_dag(key).start
+        start_uid = node.branch_dag(key).nodes[start].unique_id
+        send(
+            core, it, start_uid, (*branches, (node.unique_id, key, total)), value, None,
+            f"{encode_key(key)}--{eid}--{start_uid}",
+        )
+
+
+def select_branches(node: Node, data: bytes) -> list[tuple[str, bytes]]:
+    """The branches a foreach or conditional node runs, with each branch's input."""
+    what = f"Dynamic Node {node.unique_id}"
+    if node.kind is NodeKind.FOREACH:
+        assert node.foreach is not None
+        try:
+            result = node.foreach(data)
+            items = [(str(k), as_bytes(v, f"{what} foreach")) for k, v in dict(result).items()]
+        except Exception as exc:
+            raise FlowFailure(
+                f"{what} foreach failed: {describe(exc)}", node=node.unique_id
+            ) from exc
+        kind = "foreach"
+    else:
+        assert node.condition is not None
+        try:
+            keys = list(node.condition(data) or ())
+        except Exception as exc:
+            raise FlowFailure(
+                f"{what} condition failed: {describe(exc)}", node=node.unique_id
+            ) from exc
+        unknown = [k for k in keys if k not in node.conditional_dags]
+        if unknown:
+            raise FlowFailure(
+                f"{what}: condition returned undeclared branch {unknown[0]!r}; declared: "
+                f"{', '.join(node.conditional_dags)}",
+                node=node.unique_id,
+            )
+        items = [(k, data) for k in dict.fromkeys(keys)]  # a key selected twice runs once
+        kind = "condition"
+    if not items:
+        raise FlowFailure(
+            f"{what}, failed to execute as {kind} returned no option", node=node.unique_id
+        )
+    if any(not k for k, _ in items):
+        raise FlowFailure(f"{what}: {kind} returned an empty branch key", node=node.unique_id)
+    return items
+
+
+def _join(
+    it: Iteration, owner: Node, branches: tuple[Branch, ...], output: bytes, redo: bool
+) -> bytes | None:
+    """A branch of ``owner`` ended with ``output``; the one completing the set aggregates."""
+    _, key, total = branches[-1]
+    outer = branches[:-1]
+    owner_eid = exec_id(owner.unique_id, outer)
+    collect = not owner.dynamic_execution_only and owner.sub_aggregator is not None
+
+    def result_key(k: str) -> str:
+        return f"{encode_key(k)}--{owner_eid}--{owner.unique_id}"
+
+    if total > 1:
+        if collect:
+            it.data.set(result_key(key), output)
+        done = add_member(it.states, f"branches--{owner_eid}", key)
+        if len(done) < total or (not redo and done[-1] != key):
+            return None
+    if not collect:
+        return b""
+    aggregate = owner.sub_aggregator
+    assert aggregate is not None
+
+    def compute() -> bytes:
+        if total > 1:
+            keys = json.loads(it.states.get(f"{owner_eid}-dynamic-branch-options"))
+            results = {k: output if k == key else it.data.get(result_key(k)) for k in keys}
+        else:
+            results = {key: output}
+        it.view.node = owner_eid
+        return user(aggregate, results, f"Dynamic Node {owner.unique_id} aggregator")
+
+    return joined_output(it, owner_eid, compute)
+
+
+def send(
+    core: Core,
+    it: Iteration,
+    target: str,
+    branches: tuple[Branch, ...],
+    payload: bytes | None,
+    source: str | None,
+    ref_key: str,
+) -> None:
+    msg = it.msg
+    data_ref = None
+    if payload is not None and len(payload) > core.settings.inline_limit:
+        it.data.set(ref_key, payload)
+        payload, data_ref = None, ref_key
+    carrier: dict[str, str] = {}
+    it.tracer.inject(carrier)
+    nxt = Message(
+        msg.request_id, core.name, msg.definition_hash, target, branches, source, payload,
+        data_ref, msg.query, msg.callback, carrier, msg.deadline,
+    )
+    headers = {REQUEST_ID_HEADER: msg.request_id, "Content-Type": "application/json", **carrier}
+    if msg.callback:
+        headers[CALLBACK_HEADER] = msg.callback
+    body = nxt.encode(core.key)
+    if core.sent is not None:
+        core.sent[id(body)] = (body, nxt)
+    try:
+        retry_backend(
+            core.settings.backend_retry,
+            lambda: core.invoker.forward(core.name, msg.request_id, body, headers),
+        )
+    except BackendError:
+        if core.sent is not None:
+            core.sent.pop(id(body), None)
+        raise  # transient and exhausted: the iteration answers 503 and may be redelivered
+    except Exception as exc:
+        if core.sent is not None:
+            core.sent.pop(id(body), None)
+        raise FlowFailure(
+            f"Node({target}): failed to forward the iteration: {describe(exc)}",
+            node=target,
+            request_id=msg.request_id,
+        ) from exc
+

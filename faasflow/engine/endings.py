@@ -1,0 +1,137 @@
+"""A request ends: success, failure or stop, decided once by the tombstone CAS.
+
+Whoever wins the CAS of ``request-state`` to its terminal tombstone (see ``state``) runs the
+hooks and the callback; then the record is written and the namespace cleaned. Everything after
+the CAS can be redone by :func:`finalize` from the tombstone alone, which is what the sweep does
+for a request whose ender crashed: its record and cleanup are finished, its hooks and callback
+(which ran at most once, in the crashed process) are not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from faasflow.context import running
+from faasflow.errors import FlowFailure
+from faasflow.interfaces import DataStore, StateStore
+
+from .ids import CLAIM, REQUEST_ID_HEADER
+from .iteration import Core, Iteration
+from .records import NodeRun, RequestRecord
+from .state import RequestControl, RequestState
+
+__all__ = ["fail", "finalize", "finish", "node_runs"]
+
+log = logging.getLogger("faasflow.engine")
+
+
+def node_runs(states: StateStore) -> dict[str, NodeRun]:
+    """The node instances that completed, from their markers."""
+    runs = {}
+    for key, raw in states.scan(CLAIM).items():
+        eid = key[len(CLAIM) :]
+        try:
+            doc = json.loads(raw)
+            if doc["p"] == "claimed":
+                continue
+            runs[eid] = NodeRun.from_json(eid, doc)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return runs
+
+
+def created(core: Core, rid: str) -> float:
+    found = core.records.entry(rid)
+    return float(found[1]["created"]) if found else time.time()
+
+
+def finalize(
+    core: Core, rid: str, tomb: RequestState, states: StateStore, data: DataStore
+) -> None:
+    """Write the record of an ended request and clean its namespace (idempotent)."""
+    control = RequestControl(rid, states, data)
+    nodes = node_runs(states)
+    if tomb.error_node:
+        at = tomb.ended or time.time()
+        nodes[tomb.error_node] = NodeRun(tomb.error_node, at, at, status="failure",
+                                         error=tomb.error)
+    record = RequestRecord(
+        rid, core.name, tomb.status or "failure", created(core, rid), tomb.ended,
+        control.output_of(tomb), tomb.error, nodes,
+    )
+    if not core.records.close(record):
+        found = core.records.entry(rid)
+        if found is not None and found[1]["status"] == record.status and (
+            core.records.load(rid) is None
+        ):
+            core.records.save(record)  # an ender crashed between the status and the record
+    data.cleanup()
+    states.cleanup()
+
+
+def hook(fn: Callable[[Any], object] | None, arg: Any, rid: str) -> None:
+    if fn is None:
+        return
+    try:
+        fn(arg)
+    except Exception:
+        log.exception("[Request `%s`] %s hook raised", rid, getattr(fn, "__name__", "flow"))
+
+
+def callback(core: Core, url: str, rid: str, output: bytes) -> None:
+    try:
+        response = core.invoker.request(
+            "POST", url, output, headers={REQUEST_ID_HEADER: rid}, timeout=30.0
+        )
+        if not response.ok:
+            log.warning("[Request `%s`] callback %s answered %s", rid, url, response.status)
+    except Exception as exc:
+        log.warning("[Request `%s`] callback %s failed: %s", rid, url, exc)
+
+
+def finish(core: Core, it: Iteration, output: bytes) -> None:
+    """The last node produced ``output``: end the request successfully (once)."""
+    rid = it.msg.request_id
+    tomb = it.control.end("success", output=output)
+    if tomb is None:  # ended by a stop or a failure of another branch meanwhile
+        clean_if_ended(it)
+        return
+    it.view.state = "success"
+    hook(it.graph.finally_, "success", rid)
+    finalize(core, rid, tomb, it.states, it.data)
+    it.tracer.request_end({"faasflow.status": "success"})
+    it.ended = True
+    log.info("[Request `%s`] Completed successfully", rid)
+    if it.msg.callback:
+        callback(core, it.msg.callback, rid, output)
+    core.waiters.notify(rid)
+
+
+def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
+    """End the request as failed (once); hooks run in the winner only."""
+    rid = it.msg.request_id
+    tomb = it.control.end("failure", error=str(error), error_node=error.node or None)
+    if tomb is None:
+        clean_if_ended(it)
+        return  # another branch already failed it, or it was stopped: hooks ran once
+    log.warning("[Request `%s`] Failed: %s", rid, error)
+    with running(it.view):
+        it.view.state = "failure"
+        hook(it.graph.on_failure, error, rid)
+        hook(it.graph.finally_, "failure", rid)
+    finalize(core, rid, tomb, it.states, it.data)
+    it.tracer.request_failure(error)
+    it.ended = True
+    core.waiters.notify(rid)
+
+
+def clean_if_ended(it: Iteration) -> None:
+    """This iteration wrote state and hands nothing on: if the request ended meanwhile and its
+    namespace is gone, what this iteration wrote after the cleanup goes too."""
+    if it.control.read() is None:
+        it.states.cleanup()
+        it.data.cleanup()

@@ -1,0 +1,137 @@
+"""What every part of the engine shares: the engine's core (flow, settings, backends, key),
+what one iteration carries, and calling user code."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from faasflow.context import RequestView
+from faasflow.errors import FaasflowError, FlowFailure
+from faasflow.graph import Graph, Node
+from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
+from faasflow.operations import as_bytes as _as_bytes
+from faasflow.settings import Settings
+
+from .message import Message
+from .records import RecordBook
+from .retrying import RetryingData, RetryingStates
+from .state import RequestControl
+
+__all__ = ["Core", "Duplicate", "Iteration", "Stopped", "Waiters", "as_bytes", "describe"]
+
+
+def as_bytes(value: object, what: str) -> bytes:
+    """A user function's result as bytes; ``None`` counts as empty output."""
+    return b"" if value is None else _as_bytes(value, what)
+
+
+class Stopped(Exception):
+    """The request ended while this iteration ran: end quietly."""
+
+
+class Duplicate(Exception):
+    """Another delivery of this iteration has done (or is doing) its work."""
+
+
+class Waiters:
+    """Threads of this process waiting for requests to end."""
+
+    def __init__(self) -> None:
+        self._events: OrderedDict[str, threading.Event] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def watch(self, rid: str) -> threading.Event:
+        with self._lock:
+            event = self._events.get(rid)
+            if event is None:
+                event = self._events[rid] = threading.Event()
+                while len(self._events) > 4096:
+                    self._events.popitem(last=False)
+            return event
+
+    def get(self, rid: str) -> threading.Event | None:
+        with self._lock:
+            return self._events.get(rid)
+
+    def notify(self, rid: str) -> None:
+        event = self.get(rid)
+        if event is not None:
+            event.set()
+
+
+@attrs.define
+class Core:
+    """One flow's engine state that every module works with."""
+
+    name: str
+    flow: Any
+    settings: Settings
+    state_store: StateStore
+    data_store: DataStore
+    tracer: Tracer
+    invoker: Invoker
+    key: bytes | None
+    records: RecordBook
+    waiters: Waiters = attrs.field(factory=Waiters)
+    sent: dict[int, tuple[bytes, Message]] | None = None
+    """Messages sent to an in-process invoker, by body identity (see Engine.forward)."""
+
+    def stores(self, rid: str) -> tuple[StateStore, DataStore]:
+        """Handles on one request's namespace whose calls retry backend blips."""
+        budget = self.settings.backend_retry
+        return (
+            RetryingStates(self.state_store.scoped(self.name, rid), budget),
+            RetryingData(self.data_store.scoped(self.name, rid), budget),
+        )
+
+    def control(self, rid: str) -> RequestControl:
+        states, data = self.stores(rid)
+        return RequestControl(rid, states, data)
+
+
+@attrs.define
+class Iteration:
+    msg: Message
+    graph: Graph
+    states: StateStore
+    data: DataStore
+    tracer: Tracer
+    control: RequestControl
+    view: RequestView
+    token: str
+    """The delivery this iteration is: the same across redeliveries of one message."""
+    attempt: int = 1
+    consumed: list[str] = attrs.field(factory=list)
+    ended: bool = False
+    """The request ended in this iteration (the tracer has been told)."""
+
+
+def user(fn: Callable[..., object], arg: object, what: str) -> bytes:
+    """Call user code (aggregator, forwarder, hook-free callables) as a flow step."""
+    try:
+        return as_bytes(fn(arg), what)
+    except FaasflowError as exc:
+        raise FlowFailure(f"{what} failed: {exc}") from exc
+    except Exception as exc:
+        raise FlowFailure(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def node_attributes(msg: Message, node: Node, attempt: int = 1) -> dict[str, object]:
+    return {
+        "faasflow.request_id": msg.request_id,
+        "faasflow.node": node.id,
+        "faasflow.node.unique_id": node.unique_id,
+        "faasflow.branch": "/".join(b[1] for b in msg.branches),
+        "faasflow.attempt": attempt,
+    }
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, FaasflowError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

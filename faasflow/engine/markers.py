@@ -1,0 +1,169 @@
+"""Per-node markers and per-edge sets: what makes every step of an iteration repeatable.
+
+Each node instance (node in one branch) has ONE key, ``node--<eid>``, that moves forward only:
+
+``claimed`` (a delivery runs the node) -> ``done`` (its output is durable) -> ``handed`` (every
+successor, join and ending it feeds is durable).
+
+A delivery that finds ``handed`` does nothing; ``done`` re-does the hand-on from the stored
+output (never the operations); ``claimed`` by the same delivery token (a redelivery of a crashed
+attempt) takes over, by another token it is a concurrent duplicate and is dropped until the
+claim's lease expires. Fan-in arrivals and branch completions are sets of members changed by
+compare-and-swap, so a repeated hand-on adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from faasflow.errors import CompareFailed, KeyNotFound
+from faasflow.interfaces import DataStore, StateStore
+
+from .ids import CLAIM
+from .iteration import Duplicate, Iteration, Stopped
+
+__all__ = ["REDO", "RUN", "add_member", "claim", "joined_output", "mark_done", "mark_handed"]
+
+RUN = "run"
+REDO = "redo"
+#: Outputs up to this size are kept inside the marker; larger ones under ``out--<eid>``.
+INLINE = 4096
+
+
+def _read(states: StateStore, key: str) -> tuple[str, dict[str, Any]] | None:
+    try:
+        raw = states.get(key)
+    except KeyNotFound:
+        return None
+    return raw, json.loads(raw)
+
+
+def _encode(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, Any]]:
+    """Claim node instance ``eid`` for this delivery: (RUN or REDO, raw marker, marker).
+
+    Raises Duplicate when the node was handed on already or another live delivery holds it.
+    """
+    key = CLAIM + eid
+    while True:
+        now = time.time()
+        found = _read(it.states, key)
+        if found is None:
+            doc: dict[str, Any] = {"p": "claimed", "token": it.token, "until": now + lease,
+                   "start": now, "att": it.attempt}
+            raw = _encode(doc)
+            if it.states.create(key, raw):
+                return RUN, raw, doc
+            continue  # raced (or our own create landed before an error): read it back
+        raw, doc = found
+        if doc["p"] == "handed":
+            raise Duplicate
+        mine = doc.get("token") == it.token
+        if not mine and doc.get("until", 0) > now:
+            raise Duplicate  # another delivery is working on it right now
+        if mine and doc.get("att") == it.attempt and doc["p"] == "claimed":
+            return RUN, raw, doc  # our own create, applied although it reported an error
+        new = dict(doc, token=it.token, until=now + lease, att=it.attempt)
+        new_raw = _encode(new)
+        try:
+            it.states.update(key, raw, new_raw)
+        except KeyNotFound:
+            raise Stopped from None  # the request ended and its namespace went
+        except CompareFailed:
+            continue
+        return (REDO if new["p"] == "done" else RUN), new_raw, new
+
+
+def store_output(data: DataStore, name: str, output: bytes) -> dict[str, Any]:
+    if len(output) <= INLINE:
+        return {"out": base64.b64encode(output).decode()}
+    data.set(f"out--{name}", output)
+    return {"ref": f"out--{name}"}
+
+
+def load_output(data: DataStore, doc: dict[str, Any]) -> bytes:
+    if doc.get("out") is not None:
+        return base64.b64decode(doc["out"])
+    return data.get(doc["ref"])
+
+
+def mark_done(
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], output: bytes, attempts: int
+) -> tuple[str, dict[str, Any]]:
+    """Store the output and move the marker from claimed to done (output first: a done marker
+    always has its output)."""
+    done = dict(doc, p="done", end=time.time(), attempts=attempts, deliveries=it.attempt,
+                **store_output(it.data, eid, output))
+    done_raw = _encode(done)
+    while True:
+        try:
+            it.states.update(CLAIM + eid, raw, done_raw)
+            return done_raw, done
+        except KeyNotFound:
+            raise Stopped from None
+        except CompareFailed:
+            found = _read(it.states, CLAIM + eid)
+            if found is None:
+                raise Stopped from None
+            if found[0] == done_raw:
+                return done_raw, done  # our write landed before the error
+            if found[1].get("token") != it.token or found[1]["p"] != "claimed":
+                raise Duplicate from None  # another delivery took the node over
+            raw = found[0]
+
+
+def mark_handed(it: Iteration, eid: str, raw: str, doc: dict[str, Any]) -> None:
+    """Everything the node fed is durable: its stored output can go."""
+    handed = {k: v for k, v in doc.items() if k not in ("out", "ref")}
+    handed["p"] = "handed"
+    try:
+        it.states.update(CLAIM + eid, raw, _encode(handed))
+    except (CompareFailed, KeyNotFound):
+        return  # another delivery (or the end of the request) got there first
+    if doc.get("ref"):
+        it.data.delete(doc["ref"])
+
+
+def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:
+    """The aggregated output of a branch join: computed once and stored, so a repeated
+    hand-on reuses it instead of running the aggregator again."""
+    key = f"joined--{owner_eid}"
+    found = _read(it.states, key)
+    if found is not None:
+        return load_output(it.data, found[1])
+    output: bytes = compute()
+    doc = store_output(it.data, f"joined--{owner_eid}", output)
+    if it.states.create(key, _encode(doc)):
+        return output
+    found = _read(it.states, key)
+    return output if found is None else load_output(it.data, found[1])
+
+
+def add_member(states: StateStore, key: str, member: str) -> list[str]:
+    """Add ``member`` to the JSON list at ``key`` once; the list after it, in arrival order.
+
+    The member last in a complete list is the one that completed it, also when its own write
+    was reported lost and retried."""
+    while True:
+        try:
+            raw = states.get(key)
+        except KeyNotFound:
+            if states.create(key, json.dumps([member])):
+                return [member]
+            continue
+        members: list[str] = json.loads(raw)
+        if member in members:
+            return members
+        try:
+            states.update(key, raw, json.dumps([*members, member]))
+        except KeyNotFound:
+            raise Stopped from None
+        except CompareFailed:
+            continue
+        return [*members, member]

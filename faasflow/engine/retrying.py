@@ -1,0 +1,116 @@
+"""Retrying store and gateway calls inside an iteration.
+
+OpenFaaS CE's queue-worker acknowledges a delivery whatever the flow answers, so an iteration
+that gives up on a blip of etcd or the gateway is an iteration lost. Every store call of an
+iteration therefore goes through :class:`RetryingStates` / :class:`RetryingData`, which retry a
+:class:`~faasflow.errors.BackendError` with jittered exponential backoff for a bounded time
+(``FAASFLOW_BACKEND_RETRY``, a few seconds) before letting it through (the iteration then
+answers 503, which a redelivering queue retries).
+
+Retrying a write whose first try was applied but reported lost is safe for every write the
+engine makes: ``create`` and ``update`` then report a conflict, and the engine re-reads and
+recognises its own value (each claim, marker and tombstone carries the writer's token).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+from faasflow.errors import BackendError
+from faasflow.interfaces import DataStore, StateStore
+
+__all__ = ["RetryingData", "RetryingStates", "retry_backend"]
+
+T = TypeVar("T")
+_FIRST = 0.02
+_MAX = 1.0
+
+
+def retry_backend(budget: float, fn: Callable[[], T]) -> T:
+    """``fn()``, retried on BackendError for up to ``budget`` seconds."""
+    if budget <= 0:
+        return fn()
+    give_up = time.monotonic() + budget
+    delay = _FIRST
+    while True:
+        try:
+            return fn()
+        except BackendError:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(left, random.uniform(delay / 2, delay)))
+            delay = min(delay * 2, _MAX)
+
+
+class RetryingStates(StateStore):
+    """A scoped StateStore handle whose calls retry backend failures."""
+
+    def __init__(self, inner: StateStore, budget: float) -> None:
+        self.inner = inner
+        self.budget = budget
+        self.atomic_transactions = inner.atomic_transactions  # type: ignore[misc]
+        self.configure(inner.flow_name, inner.request_id)
+
+    def init(self) -> None:
+        retry_backend(self.budget, self.inner.init)
+
+    def set(self, key: str, value: str) -> None:
+        retry_backend(self.budget, lambda: self.inner.set(key, value))
+
+    def get(self, key: str) -> str:
+        return retry_backend(self.budget, lambda: self.inner.get(key))
+
+    def update(self, key: str, old_value: str, new_value: str) -> None:
+        retry_backend(self.budget, lambda: self.inner.update(key, old_value, new_value))
+
+    def create(self, key: str, value: str) -> bool:
+        return retry_backend(self.budget, lambda: self.inner.create(key, value))
+
+    def delete(self, key: str) -> None:
+        retry_backend(self.budget, lambda: self.inner.delete(key))
+
+    def scan(self, prefix: str = "") -> dict[str, str]:
+        return retry_backend(self.budget, lambda: self.inner.scan(prefix))
+
+    def cleanup(self) -> None:
+        retry_backend(self.budget, self.inner.cleanup)
+
+    def increment(self, key: str, by: int = 1) -> int:
+        return retry_backend(self.budget, lambda: self.inner.increment(key, by))
+
+    def transaction(
+        self,
+        compare: Mapping[str, str | None],
+        put: Mapping[str, str] = {},
+        delete: Iterable[str] = (),
+    ) -> bool:
+        deletes = tuple(delete)
+        return retry_backend(self.budget, lambda: self.inner.transaction(compare, put, deletes))
+
+
+class RetryingData(DataStore):
+    """A scoped DataStore handle whose calls retry backend failures."""
+
+    def __init__(self, inner: DataStore, budget: float) -> None:
+        self.inner = inner
+        self.budget = budget
+        self.configure(inner.flow_name, inner.request_id)
+
+    def init(self) -> None:
+        retry_backend(self.budget, self.inner.init)
+
+    def set(self, key: str, value: bytes) -> None:
+        retry_backend(self.budget, lambda: self.inner.set(key, value))
+
+    def get(self, key: str) -> bytes:
+        return retry_backend(self.budget, lambda: self.inner.get(key))
+
+    def delete(self, key: str) -> None:
+        retry_backend(self.budget, lambda: self.inner.delete(key))
+
+    def cleanup(self) -> None:
+        retry_backend(self.budget, self.inner.cleanup)

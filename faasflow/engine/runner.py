@@ -1,0 +1,272 @@
+"""Running one iteration: admit it, claim its node, compute the input, run the operations,
+mark the node done and hand its output on.
+
+The order is what makes a redelivery safe at any point: the node's marker is checked and
+claimed before anything runs (a done node is never run again: its hand-on is re-done from the
+stored output), the output is durable before the node counts as done, and the inputs it
+consumed are deleted only once everything it fed is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from faasflow.context import Query, RequestView, running
+from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
+from faasflow.graph import Node, NodeKind
+from faasflow.interfaces import Tracer
+from faasflow.operations import Call, Retry
+
+from . import endings, markers
+from .coordination import decode_branches, encode_branches, hand_on, select_branches, send_branches
+from .ids import exec_id
+from .iteration import (
+    Core,
+    Duplicate,
+    Iteration,
+    Stopped,
+    as_bytes,
+    describe,
+    node_attributes,
+    user,
+)
+from .message import Message
+from .state import FINISHED, PAUSED, RequestControl
+
+__all__ = ["DUPLICATE", "PARKED", "RAN", "iterate", "run_operations"]
+
+log = logging.getLogger("faasflow.engine")
+
+RAN = "ran"
+DUPLICATE = "duplicate"
+PARKED = "parked"
+
+
+def iterate(
+    core: Core,
+    msg: Message,
+    body: bytes,
+    *,
+    first: bool,
+    carrier: dict[str, str] | None = None,
+    token: str,
+    attempt: int = 1,
+) -> str:
+    """Run one iteration; RAN, DUPLICATE (another delivery did or does the work) or PARKED.
+
+    Raises BackendError when a store or the gateway stayed unreachable (the delivery should
+    be retried) and RequestNotActive when the request has ended."""
+    rid = msg.request_id
+    graph = core.flow.graph(msg.query, rid)
+    states, store = core.stores(rid)
+    control = RequestControl(rid, states, store)
+    tracer = core.tracer.scoped(core.name, rid)
+    view = RequestView(core.name, rid, Query(msg.query), data_store=store)
+    it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt)
+    if first:
+        tracer.request_start(carrier or {})
+    else:
+        tracer.request_continue(carrier or msg.trace)
+    try:
+        if not _admit(core, it, body, first):
+            return PARKED
+        _run_node(core, it)
+        if not it.ended:
+            tracer.request_end({"faasflow.status": "running"})
+    except Stopped:
+        log.info("[Request `%s`] ended while %s ran", rid, msg.node)
+        endings.clean_if_ended(it)
+    except Duplicate:
+        log.info("[Request `%s`] duplicate delivery of %s: its work is done or in hand", rid,
+                 msg.node)
+        return DUPLICATE
+    except FlowFailure as exc:
+        endings.fail(core, it, exc)
+    except (BackendError, RequestNotActive):
+        raise
+    except Exception as exc:  # user code outside operations, or an engine fault
+        endings.fail(core, it, FlowFailure(
+            f"Node({msg.node}): {type(exc).__name__}: {exc}", node=msg.node, request_id=rid
+        ))
+    finally:
+        tracer.flush()
+    return RAN
+
+
+def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
+    """Whether the iteration may run now (False: it was parked)."""
+    rid = it.msg.request_id
+    found = it.control.read()
+    if found is None:
+        # refused: whatever an earlier in-flight iteration wrote after the end goes too
+        it.states.cleanup()
+        it.data.cleanup()
+        raise RequestNotActive(rid, FINISHED)
+    _, current = found
+    if current.terminal:
+        raise RequestNotActive(rid, current.status or FINISHED)
+    if current.state == PAUSED and not first and it.control.park(body):
+        log.info("[Request `%s`] paused: iteration %s held", rid, it.msg.node)
+        it.tracer.request_end({"faasflow.parked": True})
+        return False
+    if current.definition_hash != it.graph.definition_hash:
+        raise FlowFailure(
+            f"the definition of flow {core.name!r} changed while request {rid} was running "
+            f"(started as {current.definition_hash[:12]}, "
+            f"now {it.graph.definition_hash[:12]}); "
+            "requests run on the definition they started with - restart the request",
+            request_id=rid,
+        )
+    if current.deadline is not None and time.time() > current.deadline:
+        raise FlowFailure(f"request {rid} passed its deadline", request_id=rid)
+    return True
+
+
+def _input_keys(it: Iteration, node: Node) -> list[str]:
+    """The DataStore keys this iteration's input comes from (deleted once it handed on)."""
+    msg = it.msg
+    if msg.data is not None:
+        return []
+    if msg.data_ref is not None:
+        return [msg.data_ref]
+    if len(node.parents) <= 1:
+        return []
+    dag = it.graph.dags[node.dag_id]
+    return [
+        f"{exec_id(dag.nodes[edge.source].unique_id, msg.branches)}--{node.unique_id}"
+        for edge in dag.in_edges(node.id)
+        if not edge.execution_only
+    ]
+
+
+def _read(it: Iteration, key: str) -> bytes:
+    try:
+        return it.data.get(key)
+    except KeyNotFound:
+        if it.control.live() is None:
+            raise Stopped from None  # the request ended and its namespace went
+        raise
+
+
+def _input(it: Iteration, node: Node) -> bytes:
+    msg = it.msg
+    it.consumed = _input_keys(it, node)
+    if msg.data is not None:
+        if msg.source:
+            it.view.node_input = {msg.source: msg.data}
+        return msg.data
+    if msg.data_ref is not None:
+        value = _read(it, msg.data_ref)
+        if msg.source:
+            it.view.node_input = {msg.source: value}
+        return value
+    if len(node.parents) <= 1:
+        return b""
+    dag = it.graph.dags[node.dag_id]
+    inputs: dict[str, bytes] = {}
+    for edge in dag.in_edges(node.id):
+        if edge.execution_only:
+            continue
+        source = dag.nodes[edge.source]
+        inputs[edge.source] = _read(
+            it, f"{exec_id(source.unique_id, msg.branches)}--{node.unique_id}"
+        )
+    it.view.node_input = inputs
+    if node.aggregator is None:
+        return b""
+    return user(node.aggregator, inputs, f"Node({node.unique_id}) aggregator")
+
+
+def _run_node(core: Core, it: Iteration) -> None:
+    msg = it.msg
+    entry = it.graph.nodes.get(msg.node)
+    if entry is None:
+        raise FlowFailure(f"request {msg.request_id} reached unknown node {msg.node!r}")
+    node = entry
+    while node.kind is NodeKind.SUBDAG:  # a static sub-DAG starts with its start node
+        assert node.sub_dag is not None
+        node = node.sub_dag.nodes[node.sub_dag.start]
+    branches = msg.branches
+    eid = exec_id(node.unique_id, branches)
+    with running(it.view):
+        mode, raw, doc = markers.claim(it, eid, core.settings.claim_lease)
+        if mode == markers.REDO:
+            # done before a crash or an error: never run again, only hand on once more
+            it.consumed = _input_keys(it, entry)
+            output = markers.load_output(it.data, doc)
+            it.view.node = eid
+            if node.is_dynamic:
+                send_branches(core, it, node, branches, decode_branches(output))
+            else:
+                hand_on(core, it, node, branches, output, redo=True)
+        else:
+            data = _input(it, entry)
+            it.view.node = eid
+            if node.is_dynamic:
+                it.tracer.node_start(eid, node_attributes(msg, node, it.attempt))
+                try:
+                    items = select_branches(node, data)
+                except FlowFailure as exc:
+                    it.tracer.node_failure(eid, exc)
+                    raise
+                raw, doc = markers.mark_done(it, eid, raw, doc, encode_branches(items), 1)
+                send_branches(core, it, node, branches, items)
+                it.tracer.node_end(eid, {"faasflow.branches": len(items)})
+            else:
+                output, attempts = run_operations(
+                    core, msg, node, data, it.tracer, it.view, it.control, it.attempt
+                )
+                raw, doc = markers.mark_done(it, eid, raw, doc, output, attempts)
+                hand_on(core, it, node, branches, output)
+    markers.mark_handed(it, eid, raw, doc)
+    for key in it.consumed:
+        it.data.delete(key)
+
+
+def run_operations(
+    core: Core,
+    msg: Message,
+    node: Node,
+    data: bytes,
+    tracer: Tracer,
+    view: RequestView,
+    control: RequestControl | None,
+    attempt: int = 1,
+) -> tuple[bytes, int]:
+    eid = view.node or node.unique_id
+    attrs_ = node_attributes(msg, node, attempt)
+    tracer.node_start(eid, attrs_)
+    attempts = 1
+    retries = core.settings.call_retries
+    default_retry = Retry.transient(retries) if retries > 1 else None
+    for index, op in enumerate(node.operations):
+        if index and control is not None and control.live() is None:
+            raise Stopped
+        call = Call(
+            core.invoker,
+            core.name,
+            msg.request_id,
+            eid,
+            idempotency_key=f"{msg.request_id}/{eid}",
+            deadline=msg.deadline,
+            default_method=core.settings.default_method,
+            default_retry=default_retry,
+        )
+        tracer.operation_start(op.id, eid, {})
+        tracer.inject(call.headers)
+        try:
+            data = as_bytes(op.execute(data, call), f"operation {op.id}")
+        except Exception as exc:
+            tracer.operation_failure(op.id, eid, exc)
+            failure = FlowFailure(
+                f"Node({node.unique_id}), Operation ({op.id}) failed: {describe(exc)}",
+                node=node.unique_id,
+                request_id=msg.request_id,
+            )
+            tracer.node_failure(eid, failure)
+            raise failure from exc
+        attempts += int(call.attributes.get("faasflow.retries", 0) or 0)
+        tracer.operation_end(op.id, eid, call.attributes)
+    tracer.node_end(eid, attrs_)
+    return data, attempts
