@@ -147,6 +147,19 @@ class StateStore(_Namespaced, ABC):
         """Every key of this request's namespace that starts with ``prefix``, with its value,
         read in one consistent step where the backend allows it."""
 
+    def scan_page(
+        self, prefix: str, start_after: str = "", limit: int = 100
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` keys of this namespace that start with ``prefix`` and sort after
+        ``start_after`` (code-point order, as UTF-8 bytes compare), in that order, with values.
+
+        The default sorts a whole :meth:`scan`; a backend with ordered ranged reads (sqlite,
+        etcd) overrides it so a page costs the same however many keys the prefix holds.
+        """
+        found = self.scan(prefix)
+        keys = sorted(k for k in found if k > start_after)[: max(limit, 0)]
+        return [(k, found[k]) for k in keys]
+
     @abstractmethod
     def cleanup(self) -> None:
         """Delete every key of this request's namespace and nothing else."""
