@@ -341,6 +341,24 @@ class SqliteStateStore(StateStore):
         skip = len(self.namespace)
         return {str(k)[skip:]: str(v) for k, v in rows if str(k).startswith(low)}
 
+    def scan_page(
+        self, prefix: str, start_after: str = "", limit: int = 100
+    ) -> list[tuple[str, str]]:
+        low, high = _range(self.namespace + prefix)
+        after = self.namespace + start_after
+        # one range of the primary key, however many keys the prefix holds
+        bound, op = (after, ">") if after >= low else (low, ">=")
+        sql = f"SELECT key, value FROM faasflow_state WHERE key {op} ?"
+        params: tuple[object, ...] = (bound,)
+        if high is not None:
+            sql, params = sql + " AND key < ?", (*params, high)
+        rows, _ = self.db.execute(
+            "scan_page", "sqlite state store", sql + " ORDER BY key LIMIT ?",
+            (*params, max(limit, 0)),
+        )
+        skip = len(self.namespace)
+        return [(str(k)[skip:], str(v)) for k, v in rows]
+
     def cleanup(self) -> None:
         low, high = _range(self.namespace)
         assert high is not None  # a namespace ends with "/"

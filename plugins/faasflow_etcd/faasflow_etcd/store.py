@@ -23,6 +23,7 @@ import attrs
 import grpc
 import pyetcd
 from pyetcd import exceptions as etcd_errors
+from pyetcd.utils import prefix_range_end
 
 from faasflow.errors import BackendError, CompareFailed, ConfigurationError, KeyNotFound
 from faasflow.interfaces import Options, StateStore
@@ -384,6 +385,27 @@ class EtcdStateStore(StateStore):
             idempotent=True,
         )
         return {bytes(meta.key).decode()[start:]: bytes(value).decode() for value, meta in found}
+
+    def scan_page(
+        self, prefix: str, start_after: str = "", limit: int = 100
+    ) -> list[tuple[str, str]]:
+        if limit <= 0:
+            return []
+        namespace = self.namespace
+        low = (namespace + prefix).encode()
+        after = (namespace + start_after).encode()
+        start = after + b"\0" if after >= low else low  # the first key after start_after
+        end = prefix_range_end(low)
+        if start >= end:
+            return []
+        found = self._call(
+            "scan_page",
+            prefix,
+            lambda c: list(c.get_range(start, end, limit=limit, sort_order="ascend")),
+            idempotent=True,
+        )
+        skip = len(namespace)
+        return [(bytes(meta.key).decode()[skip:], bytes(value).decode()) for value, meta in found]
 
     def cleanup(self) -> None:
         namespace = self.namespace
