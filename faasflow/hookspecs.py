@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import pluggy
 
 from faasflow.backends import Backend
+from faasflow.webapps import WebApp
 
 PROJECT_NAME = "faasflow"
 
@@ -39,3 +40,9 @@ def faasflow_tracers() -> Iterable[Backend]:  # type: ignore[empty-body]
 @hookspec
 def faasflow_invokers() -> Iterable[Backend]:  # type: ignore[empty-body]
     """Declare the Invoker backends this plugin provides (see :class:`faasflow.Invoker`)."""
+
+
+@hookspec
+def faasflow_web_apps() -> Iterable[WebApp]:  # type: ignore[empty-body]
+    """Declare the web apps this plugin mounts under ``/ui/`` of ``faasflow up``'s gateway
+    (see :class:`faasflow.webapps.WebApp`)."""

@@ -20,8 +20,8 @@ def hook_names() -> list[str]:
     ]
 
 
-def test_there_is_one_hook_per_backend_kind() -> None:
-    assert sorted(hook_names()) == sorted(kind.hook for kind in Kind)
+def test_there_is_one_hook_per_backend_kind_and_one_for_web_apps() -> None:
+    assert sorted(hook_names()) == sorted([*(kind.hook for kind in Kind), "faasflow_web_apps"])
 
 
 def test_every_hook_has_a_section_in_the_hook_reference() -> None:
