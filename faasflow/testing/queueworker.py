@@ -261,9 +261,9 @@ class QueueWorker:
                     self._idle.notify_all()
 
     def _deliver(self, job: _Job) -> None:
-        headers = (*job.headers, ("X-Call-Id", job.call_id),
-                   ("X-Start-Time", str(int(time.time() * 1e9))))
-        headers = tuple((k, v) for k, v in headers if k.lower() != "x-callback-url")
+        own = {"x-call-id", "x-start-time", "x-callback-url"}
+        headers = (*((k, v) for k, v in job.headers if k.lower() not in own),
+                   ("X-Call-Id", job.call_id), ("X-Start-Time", str(int(time.time() * 1e9))))
         attempts = 0
         started = time.monotonic()
         while True:
