@@ -1,5 +1,5 @@
 """Testing helpers for faasflow backends: the conformance contracts, private server processes
-for outage tests, and a pytest plugin.
+for outage tests, fault injection (:mod:`faasflow.testing.faults`), and a pytest plugin.
 
 Install with ``pip install faasflow[testing]``; see ``docs/plugins/testing-backends.md``.
 """
@@ -16,12 +16,24 @@ from faasflow.testing.contracts import (
     assert_readme_documents,
     free_port,
 )
+from faasflow.testing.faults import (
+    CountingFunctions,
+    FailingStore,
+    Faults,
+    InjectedFault,
+    RedeliveringQueue,
+)
 from faasflow.testing.servers import ServerProcess
 
 __all__ = [
+    "CountingFunctions",
     "DataStoreContract",
+    "FailingStore",
+    "Faults",
+    "InjectedFault",
     "InvokerContract",
     "LoopbackServer",
+    "RedeliveringQueue",
     "ServerProcess",
     "StateStoreContract",
     "TracerContract",
