@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from faasflow.cli.gateways import add_arguments as add_gateway_arguments
+
 __all__ = ["register"]
 
 _ACTIONS = ("list", "show", "pause", "resume", "stop", "state")
@@ -20,17 +22,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Talk to a flow through a gateway (faasflow up, or OpenFaaS): list its requests, "
             "show one (status, output, error, node timings), or pause / resume / stop it. "
-            "Exit codes: 0 done, 1 the action failed (e.g. request not running), 2 bad input, "
-            "3 no such request or flow, 4 gateway unreachable."
+            "The gateway is found as for `faasflow invoke`. Exit codes: 0 done, 1 the action "
+            "failed, 2 bad input (e.g. resume of a request that is not paused), 3 no such "
+            "request or flow, 4 gateway unreachable."
         ),
     )
     parser.add_argument("action", choices=_ACTIONS, help="what to do")
     parser.add_argument("flow", help="the flow's function name")
     parser.add_argument("request_id", nargs="?", help="request id (all actions but list)")
     parser.add_argument("--json", action="store_true", help="print the JSON the flow answers")
-    parser.add_argument("-g", "--gateway", default=None,
-                        help="gateway URL (default FAASFLOW_GATEWAY_URL, OPENFAAS_URL or "
-                             "http://127.0.0.1:8080)")
+    add_gateway_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -86,13 +87,18 @@ def _print_record(doc: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from faasflow.cli import EXIT_UNAVAILABLE, EXIT_USAGE
+    from faasflow.cli.gateways import StackFileError, find_gateway
     from faasflow.runtime.client import GatewayClient, Unreachable, exit_code, fail
 
     if args.action != "list" and not args.request_id:
         return fail(f"requests {args.action} needs a request id: faasflow requests "
                     f"{args.action} {args.flow} <request-id>", EXIT_USAGE)
+    try:
+        gateway = find_gateway(args.gateway, args.file)
+    except StackFileError as exc:
+        return fail(str(exc), EXIT_USAGE)
     base = f"/function/{args.flow}"
-    client = GatewayClient(args.gateway)
+    client = GatewayClient(gateway.url)
     try:
         if args.action == "list":
             reply = client.request("GET", f"{base}/flow", headers={"Accept": "application/json"})
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             reply = client.request("POST", f"{base}/flow/{args.request_id}/{args.action}")
     except Unreachable as exc:
-        return fail(str(exc), EXIT_UNAVAILABLE)
+        return fail(f"{exc} [gateway from {gateway.source}]", EXIT_UNAVAILABLE)
     finally:
         client.close()
     if reply.status_code >= 400:
