@@ -50,6 +50,10 @@ class EnvVars:
     CALLBACK_HOSTS = "FAASFLOW_CALLBACK_HOSTS"
     #: of-watchdog's own variable: where it forwards requests (the template binds there).
     UPSTREAM_URL = "upstream_url"
+    #: OpenFaaS's own variable: ``true`` puts ``/system/*`` of ``faasflow up`` behind basic auth.
+    BASIC_AUTH = "basic_auth"
+    KEEPALIVE_TIMEOUT = "FAASFLOW_KEEPALIVE_TIMEOUT"
+    SERVER_THREADS = "FAASFLOW_SERVER_THREADS"
 
     # faas-flow's own names, still honoured so existing stack.yml files keep working.
     LEGACY = {
@@ -133,6 +137,12 @@ class Settings:
     replicas: int = 1
     """Most replicas the function may run (``FAASFLOW_REPLICAS``); above 1 a host-local store
     is refused."""
+    basic_auth: bool = False
+    """``faasflow up``: ``/system/*`` needs the basic-auth secrets (OpenFaaS's ``basic_auth``)."""
+    keepalive_timeout: float = 75.0
+    """Seconds the built-in server keeps an idle keep-alive connection open."""
+    server_threads: int = 64
+    """Requests the built-in server serves at once (one thread each)."""
     callback_hosts: tuple[str, ...] | None = None
     """Globs of hosts a callback URL may name; ``None`` allows every host."""
     upstream_url: str | None = None
@@ -221,6 +231,11 @@ class Settings:
                 else _names(env[EnvVars.CALLBACK_HOSTS].lower())
             ),
             upstream_url=get(EnvVars.UPSTREAM_URL),
+            basic_auth=_bool(get(EnvVars.BASIC_AUTH) or "false", EnvVars.BASIC_AUTH),
+            keepalive_timeout=_number(get(EnvVars.KEEPALIVE_TIMEOUT) or "75",
+                                      EnvVars.KEEPALIVE_TIMEOUT, float) or 75.0,
+            server_threads=max(1, int(_number(get(EnvVars.SERVER_THREADS) or "64",
+                                              EnvVars.SERVER_THREADS, int))),
             environ=env,
         )
 
