@@ -141,9 +141,16 @@ class RequestNotActive(FaasflowError):
     def __init__(self, request_id: str, state: str, action: str = "continue") -> None:
         self.request_id = request_id
         self.state = state
-        super().__init__(
-            f"failed to {action} request {request_id}: flow is not running (state {state})"
-        )
+        # states are spelled in lower case in every message, whichever layer names them
+        # (the request state says RUNNING, the record says running)
+        shown = state.lower()
+        if action == "resume":
+            reason = "flow is not paused"
+        elif action == "pause" and shown == "paused":
+            reason = "flow is paused already"
+        else:
+            reason = "flow is not running"
+        super().__init__(f"failed to {action} request {request_id}: {reason} (state {shown})")
 
 
 class FunctionError(FaasflowError):

@@ -37,6 +37,23 @@ HANDLERS = {
         def render(data):
             raise ValueError("no template for " + data.decode())
     """,
+    "gated": """
+        import pathlib
+        import time
+
+        def define(flow, context):
+            dag = flow.dag()
+            dag.node("start").modify(lambda data: data)
+            dag.node("wait").modify(wait)
+            dag.edge("start", "wait")
+
+        def wait(data):
+            gate = pathlib.Path(__file__).parent / ("gate-" + data.decode())
+            deadline = time.monotonic() + 60
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return data
+    """,
     "echo": """
         def handle(event, context):
             return {"statusCode": 200, "body": event.body.decode()}
@@ -244,3 +261,14 @@ def test_a_flow_failing_at_a_node_exits_1_naming_the_node(gateway: GatewayProces
     assert "render" in result.stderr
     assert "no template for home" in result.stderr
     assert "cannot reach" not in result.stderr
+
+
+def test_resume_of_a_running_request_says_it_is_not_paused(gateway: GatewayProcess) -> None:
+    request_id = gateway.post("/function/gated", data=b"resume").headers["X-Faas-Flow-Reqid"]
+    try:
+        result = faasflow("requests", "resume", "gated", request_id, "-g", gateway.url)
+        assert result.returncode == 2  # 409
+        assert f"failed to resume request {request_id}: flow is not paused (state running)" \
+            in result.stderr
+    finally:
+        (gateway.stack.parent / "gated" / "gate-resume").touch()

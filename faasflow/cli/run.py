@@ -227,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     if status != "success":
-        code = fail(f"request {started.request_id} {status}: {error or 'no error recorded'}",
+        outcome = {"failure": "failed", "stopped": "was stopped"}.get(status, status)
+        code = fail(f"request {started.request_id} {outcome}: {error or 'no error recorded'}",
                     EXIT_FAILED)
         if abandoned and started.status == "running":
             # a node of the stopped request may still be running in this process: leave now
