@@ -1,0 +1,121 @@
+"""The sqlite stores keep a bounded pool of connections per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from faasflow.default_plugins.sqlite import SqliteDataStore, SqliteStateStore
+from faasflow.errors import BackendError, ConfigurationError
+
+
+def _open_files(path: Path) -> int:
+    """File descriptors of this process on ``path`` or its WAL/shared-memory files."""
+    names = {str(path), f"{path}-wal", f"{path}-shm"}
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") in names:
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def _main_files(path: Path) -> int:
+    return sum(
+        1
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}") and _link(fd) == str(path)
+    )
+
+
+def _link(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def test_300_threads_hold_at_most_pool_size_connections(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    backend = SqliteStateStore.from_options({"path": str(path), "pool_size": "4"})
+    barrier = threading.Barrier(300)
+    errors: list[BaseException] = []
+    peak = [0]
+
+    def work(index: int) -> None:
+        store = backend.scoped("f", f"r{index % 10}")
+        try:
+            barrier.wait(timeout=60)
+            for step in range(5):
+                store.increment("n")
+                store.set(f"k{index}-{step}", "v")
+                store.scan("k")
+                peak[0] = max(peak[0], backend.db.open_connections)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(300)]
+    for thread in threads:
+        thread.start()
+    held_while_running = _main_files(path)
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert peak[0] <= 4
+        assert held_while_running <= 4
+        assert _main_files(path) <= 4
+        assert sum(int(backend.scoped("f", f"r{i}").get("n")) for i in range(10)) == 1500
+    finally:
+        backend.close()
+
+
+def test_close_closes_every_pooled_connection(tmp_path: Path) -> None:
+    path = tmp_path / "data.db"
+    backend = SqliteDataStore.from_options({"path": str(path), "pool_size": "3"})
+    threads = [
+        threading.Thread(target=lambda i=i: backend.scoped("f", "r").set(f"k{i}", b"v"))
+        for i in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= backend.db.open_connections <= 3
+    backend.close()
+    assert backend.db.open_connections == 0
+    assert _open_files(path) == 0
+
+
+def test_store_is_usable_after_close(tmp_path: Path) -> None:
+    backend = SqliteStateStore.from_options({"path": str(tmp_path / "s.db")})
+    store = backend.scoped("f", "r")
+    store.set("k", "v")
+    backend.close()
+    assert store.get("k") == "v"
+    backend.close()
+
+
+def test_a_thread_waits_for_a_busy_connection_then_times_out_naming_the_option(
+    tmp_path: Path,
+) -> None:
+    backend = SqliteStateStore.from_options(
+        {"path": str(tmp_path / "s.db"), "pool_size": "1", "timeout": "0.2"}
+    )
+    try:
+        with backend.db.connection(), pytest.raises(BackendError, match="POOL_SIZE"):
+            backend.scoped("f", "r").set("k", "v")
+        backend.scoped("f", "r").set("k", "v")  # the connection came back
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "many", "1.5"])
+def test_bad_pool_size_names_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match="FAASFLOW_SQLITE_POOL_SIZE"):
+        SqliteStateStore.from_options({"pool_size": raw})
