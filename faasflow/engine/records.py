@@ -19,6 +19,8 @@ import attrs
 from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.interfaces import DataStore, StateStore
 
+from .index import IndexEntry, IndexPage, IndexQuery, RequestIndex, first_line
+
 __all__ = ["RECORDS", "RecordBook", "RequestRecord"]
 
 RECORDS = "~records"
@@ -136,25 +138,44 @@ class RecordBook:
     states: StateStore
     data: DataStore
     retention: float
+    index: RequestIndex | None = None
 
     @classmethod
     def of(
         cls, state_store: StateStore, data_store: DataStore, flow: str, retention: float
     ) -> RecordBook:
-        return cls(state_store.scoped(flow, RECORDS), data_store.scoped(flow, RECORDS), retention)
+        return cls(
+            state_store.scoped(flow, RECORDS), data_store.scoped(flow, RECORDS), retention,
+            RequestIndex.of(state_store, flow),
+        )
 
     def open(
-        self, request_id: str, deadline: float | None, digest: str = ""
+        self, request_id: str, deadline: float | None, digest: str = "", definition: str = ""
     ) -> dict[str, Any] | None:
         """Record a new running request: None if this call created it, else the entry that
         holds the id (a repeated start compares its ``digest`` with the first one's)."""
         entry = {"status": RUNNING, "created": time.time(), "deadline": deadline, "digest": digest}
         if self.states.create(_KEY + request_id, json.dumps(entry)):
+            self._index_open(request_id, entry, definition)
             return None
         found = self.entry(request_id)
         if found is None:  # forgotten in between: try once more
-            return None if self.states.create(_KEY + request_id, json.dumps(entry)) else entry
+            if self.states.create(_KEY + request_id, json.dumps(entry)):
+                self._index_open(request_id, entry, definition)
+                return None
+            return entry
         return found[1]
+
+    def _index_open(self, request_id: str, entry: dict[str, Any], definition: str) -> None:
+        if self.index is not None:
+            self.index.opened(IndexEntry(request_id, RUNNING, entry["created"],
+                                         definition=definition))
+
+    def page(self, query: IndexQuery) -> IndexPage:
+        """A page of this flow's requests, newest first (see :mod:`faasflow.engine.index`)."""
+        if self.index is None:
+            return IndexPage((), None)
+        return self.index.page(query)
 
     def start_id(self, call_id: str, request_id: str) -> str:
         """The request a start with gateway call id ``call_id`` made: ``request_id`` if this
@@ -198,6 +219,12 @@ class RecordBook:
         """Write the full record of an ended request (again, when a crash lost it)."""
         if body is None:
             body = json.dumps(record.to_json()).encode()
+        if self.index is not None:  # before the record: a crash here is redone with the record
+            failed = [n for n, run in record.nodes.items() if run.status == "failure"]
+            self.index.ended(IndexEntry(
+                record.request_id, record.status, record.created, record.ended,
+                failed[0] if failed else None, first_line(record.error),
+            ))
         self.data.set(_KEY + record.request_id, body)
 
     def load(self, request_id: str) -> RequestRecord | None:
@@ -211,6 +238,8 @@ class RecordBook:
         return {k[len(_KEY) :]: json.loads(v) for k, v in self.states.scan(_KEY).items()}
 
     def forget(self, request_id: str) -> None:
+        if self.index is not None:
+            self.index.remove(request_id)
         self.states.delete(_KEY + request_id)
         self.data.delete(_KEY + request_id)
 

@@ -1,0 +1,376 @@
+"""The index of a flow's requests: newest first, by status and by failed node, paged by cursor.
+
+It is a capability every StateStore has without writing code: the index is plain keys beside the
+records, in ``faasflow/<flow>/~index/``, laid out so that one page is one
+:meth:`~faasflow.interfaces.StateStore.scan_page` from the cursor's position::
+
+    t/<position>            every request            value: the entry as JSON
+    s/<status>/<position>   by status                value: the entry as JSON
+    n/<node>/<position>     failed requests, by the node that failed
+    id/<request>            where the request's keys are, so forgetting it leaves none behind
+
+``<position>`` is the start time in microseconds subtracted from 10**17 (17 digits, so newer sorts
+first) then ``/<request id>``. Positions never move, so a cursor (the last position served)
+stays valid while requests are added: new ones sort before it. On sqlite and etcd, whose
+``scan_page`` is one ranged read with a limit, a page costs the same however many are kept; on
+memory and Consul ``scan_page`` reads the prefix whole.
+
+``q`` (id prefix or error text) is not in any key: it filters what a sequence yields and stops
+after :data:`SCAN_BUDGET` entries, answering the matches found so far and a cursor where it
+stopped, so a rare match never makes one page read everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+
+from faasflow.errors import FaasflowError, KeyNotFound
+from faasflow.interfaces import StateStore
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "INDEX",
+    "MAX_LIMIT",
+    "SCAN_BUDGET",
+    "STATUSES",
+    "IndexEntry",
+    "IndexPage",
+    "IndexQuery",
+    "InvalidQuery",
+    "RequestIndex",
+]
+
+INDEX = "~index"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+#: Entries one page of a ``q`` search reads at most before it answers with what it found.
+SCAN_BUDGET = 5000
+STATUSES = ("running", "success", "failure", "stopped")
+
+_BASE = 10**17
+_WIDTH = 17
+_POSITION = re.compile(r"^\d{17}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_QUERY_PARAMETERS = ("status", "limit", "cursor", "since", "until", "node", "q")
+
+
+class InvalidQuery(FaasflowError, ValueError):
+    """A query parameter of the request index is malformed; the message names it and the fix."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"query parameter {parameter!r}: {message}")
+
+
+@attrs.frozen
+class IndexEntry:
+    """What the index keeps of one request."""
+
+    request_id: str
+    status: str
+    created: float
+    ended: float | None = None
+    node: str | None = None
+    """The node that failed, for a failed request."""
+    error: str | None = None
+    """The first line of the error."""
+    definition: str = ""
+    """Hash of the flow definition the request started with."""
+
+    @property
+    def position(self) -> str:
+        return _position(self.created, self.request_id)
+
+    def to_json(self, flow: str) -> dict[str, Any]:
+        """The form ``GET /flow`` serves."""
+        return {
+            "id": self.request_id,
+            "flow": flow,
+            "status": self.status,
+            "created": self.created,
+            "ended": self.ended,
+            "failed_node": self.node,
+            "error": self.error,
+            "definition": self.definition,
+        }
+
+    def encode(self) -> str:
+        doc: dict[str, Any] = {"i": self.request_id, "s": self.status, "c": self.created}
+        for key, value in (("e", self.ended), ("n", self.node), ("r", self.error),
+                           ("d", self.definition)):
+            if value:
+                doc[key] = value
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, raw: str) -> IndexEntry:
+        doc = json.loads(raw)
+        return cls(doc["i"], doc["s"], float(doc["c"]), doc.get("e"), doc.get("n"),
+                   doc.get("r"), doc.get("d", ""))
+
+
+def first_line(error: str | None, limit: int = 500) -> str | None:
+    """The first line of an error message, at most ``limit`` characters."""
+    if not error:
+        return None
+    line = error.strip().splitlines()[0] if error.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@attrs.frozen
+class IndexPage:
+    """One page of the index and the cursor of the next (None on the last page)."""
+
+    entries: Sequence[IndexEntry]
+    next: str | None
+
+
+@attrs.frozen
+class IndexQuery:
+    """Which requests, and which page of them.
+
+    ``statuses`` empty means every status; ``since`` and ``until`` bound the start time
+    (inclusive, epoch seconds); ``node`` keeps the requests that failed at that node; ``text``
+    keeps ids starting with it or errors containing it (case-insensitive).
+    """
+
+    statuses: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+    node: str | None = None
+    text: str | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Sequence[str]]) -> IndexQuery:
+        """The query of ``GET /flow``'s parameters; raises :class:`InvalidQuery`."""
+        unknown = sorted(set(args) - set(_QUERY_PARAMETERS))
+        if unknown:
+            raise InvalidQuery(unknown[0], "unknown; the request list takes "
+                               + ", ".join(_QUERY_PARAMETERS))
+        statuses: list[str] = []
+        for raw in args.get("status", ()):
+            for status in filter(None, (s.strip().lower() for s in raw.split(","))):
+                if status not in STATUSES:
+                    raise InvalidQuery("status", f"{status!r} is not a status; use one of "
+                                       + ", ".join(STATUSES) + " (repeat it for several)")
+                if status not in statuses:
+                    statuses.append(status)
+        limit = DEFAULT_LIMIT
+        if args.get("limit"):
+            raw = _one(args, "limit")
+            try:
+                limit = int(raw)
+            except ValueError:
+                raise InvalidQuery("limit", f"{raw!r} is not a whole number; use 1 to "
+                                   f"{MAX_LIMIT}") from None
+            if not 1 <= limit <= MAX_LIMIT:
+                raise InvalidQuery("limit", f"{limit} is out of range; use 1 to {MAX_LIMIT} "
+                                   "and follow `next` for more")
+        cursor = _one(args, "cursor") if args.get("cursor") else None
+        if cursor is not None:
+            decode_cursor(cursor)
+        since = parse_time("since", _one(args, "since")) if args.get("since") else None
+        until = parse_time("until", _one(args, "until")) if args.get("until") else None
+        if since is not None and until is not None and since > until:
+            raise InvalidQuery("since", "is after until; swap them")
+        node = _one(args, "node") if args.get("node") else None
+        text = _one(args, "q") if args.get("q") else None
+        return cls(tuple(statuses), since, until, node, text, limit, cursor)
+
+
+def _one(args: Mapping[str, Sequence[str]], name: str) -> str:
+    values = args[name]
+    if len(values) > 1:
+        raise InvalidQuery(name, f"given {len(values)} times; give it once")
+    return values[0]
+
+
+def parse_time(parameter: str, raw: str) -> float:
+    """Epoch seconds or ISO 8601 (``2026-12-01T21:00:00Z``; no offset means UTC)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise InvalidQuery(parameter, f"{raw!r} is neither epoch seconds nor ISO 8601; "
+                               "use e.g. 1764622800 or 2026-12-01T21:00:00Z") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        value = moment.timestamp()
+    if not math.isfinite(value) or value < 0:
+        raise InvalidQuery(parameter, f"{raw!r} is not a time; use epoch seconds or ISO 8601")
+    return value
+
+
+def _inverted(created: float) -> int:
+    return max(0, _BASE - 1 - round(created * 1_000_000))
+
+
+def _position(created: float, request_id: str) -> str:
+    return f"{_inverted(created):0{_WIDTH}d}/{request_id}"
+
+
+def encode_cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        position = ""
+    if not _POSITION.match(position):
+        raise InvalidQuery("cursor", "is not a cursor this index gave out; pass the `next` "
+                           "of the previous page unchanged, or leave it out for the first page")
+    return position
+
+
+def _node_key(node: str) -> str:
+    return quote(node, safe="")
+
+
+@attrs.define
+class RequestIndex:
+    """The index of one flow, over a StateStore handle scoped to ``faasflow/<flow>/~index/``."""
+
+    states: StateStore
+
+    @classmethod
+    def of(cls, state_store: StateStore, flow: str) -> RequestIndex:
+        return cls(state_store.scoped(flow, INDEX))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def opened(self, entry: IndexEntry) -> None:
+        """Index a running request; never overwrites what an end already wrote."""
+        pos = entry.position
+        value = entry.encode()
+        where = json.dumps({"p": pos, "s": entry.status, "d": entry.definition})
+        puts = {"t/" + pos: value, f"s/{entry.status}/{pos}": value}
+        states = self.states
+        if states.atomic_transactions:
+            states.transaction({"id/" + entry.request_id: None}, {"id/" + entry.request_id: where,
+                                                                  **puts})
+            return
+        if states.create("id/" + entry.request_id, where):
+            for key, value in puts.items():
+                states.set(key, value)
+
+    def ended(self, entry: IndexEntry) -> None:
+        """Index the end of a request (again, harmlessly, when an end is redone)."""
+        states = self.states
+        try:
+            where = json.loads(states.get("id/" + entry.request_id))
+        except KeyNotFound:
+            where = {}
+        if not entry.definition and where.get("d"):
+            entry = attrs.evolve(entry, definition=where["d"])
+        pos = entry.position
+        value = entry.encode()
+        puts = {"t/" + pos: value, f"s/{entry.status}/{pos}": value,
+                "id/" + entry.request_id: json.dumps(
+                    {"p": pos, "s": entry.status, "n": entry.node, "d": entry.definition})}
+        if entry.node:
+            puts[f"n/{_node_key(entry.node)}/{pos}"] = value
+        stale = {f"s/{status}/{pos}" for status in STATUSES if status != entry.status}
+        if where.get("p") and where["p"] != pos:  # started at another time: a repaired entry
+            stale |= _keys_of(where)
+        stale -= set(puts)
+        if states.atomic_transactions:
+            states.transaction({}, puts, sorted(stale))
+            return
+        for key, value in puts.items():
+            states.set(key, value)
+        for key in stale:
+            states.delete(key)
+
+    def remove(self, request_id: str) -> None:
+        """Forget a request (retention): every key that indexed it."""
+        states = self.states
+        try:
+            where = json.loads(states.get("id/" + request_id))
+        except KeyNotFound:
+            return
+        doomed = sorted(_keys_of(where) | {"id/" + request_id})
+        if states.atomic_transactions:
+            states.transaction({}, {}, doomed)
+            return
+        for key in doomed:
+            states.delete(key)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def page(self, query: IndexQuery) -> IndexPage:
+        """The entries ``query`` selects, newest first, and the cursor of the next page."""
+        if query.node is not None:
+            if query.statuses and "failure" not in query.statuses:
+                return IndexPage((), None)
+            sequences = [f"n/{_node_key(query.node)}/"]
+        elif query.statuses:
+            sequences = [f"s/{status}/" for status in query.statuses]
+        else:
+            sequences = ["t/"]
+        start = decode_cursor(query.cursor) if query.cursor else ""
+        if query.until is not None:
+            start = max(start, f"{_inverted(query.until):0{_WIDTH}d}")
+        stop = None if query.since is None else f"{_inverted(query.since):0{_WIDTH}d}/~"
+        text = query.text.lower() if query.text else None
+        chunk = query.limit + 1 if text is None else max(query.limit + 1, 256)
+        streams = [self._stream(seq, start, stop, chunk) for seq in sequences]
+        merged: Iterator[tuple[str, IndexEntry]] = (
+            streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda p: p[0])
+        )
+        found: list[IndexEntry] = []
+        for examined, (position, entry) in enumerate(merged, 1):
+            if text is None or _matches(entry, text):
+                if len(found) == query.limit:
+                    return IndexPage(found, encode_cursor(found[-1].position))
+                found.append(entry)
+            if text is not None and examined >= SCAN_BUDGET:
+                return IndexPage(found, encode_cursor(position))
+        return IndexPage(found, None)
+
+    def _stream(
+        self, sequence: str, start: str, stop: str | None, chunk: int
+    ) -> Iterator[tuple[str, IndexEntry]]:
+        after = sequence + start
+        while True:
+            rows = self.states.scan_page(sequence, after, chunk)
+            for key, raw in rows:
+                position = key[len(sequence):]
+                if stop is not None and position > stop:
+                    return
+                try:
+                    yield position, IndexEntry.decode(raw)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a damaged entry is skipped, not fatal to the page
+            if len(rows) < chunk:
+                return
+            after = rows[-1][0]
+
+
+def _keys_of(where: Mapping[str, Any]) -> set[str]:
+    pos = where.get("p")
+    if not pos:
+        return set()
+    keys = {"t/" + pos} | {f"s/{status}/{pos}" for status in STATUSES}
+    if where.get("n"):
+        keys.add(f"n/{_node_key(where['n'])}/{pos}")
+    return keys
+
+
+def _matches(entry: IndexEntry, text: str) -> bool:
+    return entry.request_id.lower().startswith(text) or text in (entry.error or "").lower()
