@@ -344,6 +344,9 @@ class Dag:
         self._edges: list[_EdgeSpec] = []
         self._children: dict[str, list[str]] = {}  # for the cycle and duplicate checks
         self._label: str | None = None  # set for the root and branch DAGs, for messages
+        # nodes only edge() has named so far, with that edge: a typo there silently makes a
+        # new node, which validation then reports as a second start node
+        self._by_edge: dict[str, tuple[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"<Dag {_where(self)}: {len(self._nodes)} nodes, {len(self._edges)} edges>"
@@ -360,6 +363,10 @@ class Dag:
         predecessors keyed by their ids, in edge declaration order, and its result is the
         node's input.
         """
+        self._by_edge.pop(node_id, None)
+        return self._get(node_id, aggregator)
+
+    def _get(self, node_id: str, aggregator: graph.Aggregator | None = None) -> Node:
         node = self._nodes.get(node_id)
         if node is None:
             node = Node(_check_id(node_id, f"node id in {_where(self)}"), self)
@@ -398,8 +405,10 @@ class Dag:
         if path is not None:
             cycle = " -> ".join([source, *path])
             raise DefinitionError(f"{what} closes a cycle {cycle} (cyclic dependency)")
-        self.node(source)
-        self.node(target)
+        for node_id in (source, target):
+            if node_id not in self._nodes:
+                self._by_edge[node_id] = (source, target)
+            self._get(node_id)
         self._add_edge(_EdgeSpec(source, target, forwarder, execution_only))
 
     def _add_edge(self, edge: _EdgeSpec) -> None:
@@ -443,6 +452,7 @@ class Dag:
                     )
         for node_id, node in dag._nodes.items():
             self._nodes[node_id] = node._copy(self)
+        self._by_edge.update(dag._by_edge)
         for edge in dag._edges:
             self._add_edge(edge)
 
@@ -639,6 +649,24 @@ def compile_workflow(workflow: Workflow, name: str, *, warn: bool = True) -> gra
     return attrs.evolve(built, definition_hash=definition_hash(built))
 
 
+def _edge_typos(spec: Dag, starts: list[str]) -> list[str]:
+    """Nodes edge() created that look like misspellings of declared nodes, where one of the
+    two is a start node, as sentences naming the edge and the likely meant node."""
+    import difflib
+
+    declared = [node_id for node_id in spec._nodes if node_id not in spec._by_edge]
+    found = []
+    for node_id, (source, target) in spec._by_edge.items():
+        node = spec._nodes.get(node_id)
+        if node is None or node.kind is not NodeKind.OPERATIONS or node.operations:
+            continue
+        for meant in difflib.get_close_matches(node_id, declared, n=1, cutoff=0.6):
+            if node_id in starts or meant in starts:
+                found.append(f"edge({source!r}, {target!r}) created node {node_id!r}, which "
+                             f"no node() declares: did you mean {meant!r}?")
+    return found
+
+
 class _Compiler:
     def __init__(self, warn: bool) -> None:
         self.warn = warn
@@ -687,6 +715,12 @@ class _Compiler:
         if len(starts) != 1:
             if not starts:  # edge() refuses cycles, so only a corrupted DAG gets here
                 raise DefinitionError(f"{where} has no start node (cyclic dependency)")
+            typos = _edge_typos(spec, starts)
+            if typos:
+                raise DefinitionError(
+                    f"{where}: {'; '.join(typos)} (so it has {len(starts)} start nodes: "
+                    f"{', '.join(starts)})"
+                )
             raise DefinitionError(
                 f"{where} has {len(starts)} start nodes ({', '.join(starts)}); only one start "
                 "vertex is allowed: connect them with edges or join them behind one node"

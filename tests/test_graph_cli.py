@@ -156,3 +156,55 @@ def test_command_runs_as_a_process(handler_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("flowchart TD")
+
+
+TYPO = textwrap.dedent(
+    """
+    def define(flow, context):
+        dag = flow.dag()
+        dag.node("fetch").modify(lambda data: data)
+        dag.node("render").modify(lambda data: data.upper())
+        dag.edge("fetch", "rendr")
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["graph", "run"])
+def test_a_misspelt_edge_target_is_named_with_the_node_meant(tmp_path, command):
+    (tmp_path / "typo.py").write_text(TYPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "faasflow", command, "typo.py"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert ("edge('fetch', 'rendr') created node 'rendr', which no node() declares: did you "
+            "mean 'render'?") in result.stderr
+
+
+def test_a_misspelt_edge_source_is_named_with_the_node_meant(tmp_path, capsys):
+    path = tmp_path / "typo.py"
+    path.write_text(
+        "def define(flow, context):\n"
+        "    dag = flow.dag()\n"
+        "    dag.node('fetch').modify(lambda d: d)\n"
+        "    dag.node('render').modify(lambda d: d)\n"
+        "    dag.node('publish').modify(lambda d: d)\n"
+        "    dag.edge('fetch', 'render')\n"
+        "    dag.edge('rendr', 'publish')\n"
+    )
+    assert main(["graph", str(path), "--format", "dot"]) == 2
+    assert "did you mean 'render'?" in capsys.readouterr().err
+
+
+def test_nodes_edge_creates_on_purpose_get_no_suggestion(tmp_path, capsys):
+    path = tmp_path / "two.py"
+    path.write_text(
+        "def define(flow, context):\n"
+        "    dag = flow.dag()\n"
+        "    dag.edge('a', 'b')\n"
+        "    dag.edge('c', 'b')\n"
+    )
+    assert main(["graph", str(path), "--format", "dot"]) == 2
+    err = capsys.readouterr().err
+    assert "has 2 start nodes (a, c)" in err
+    assert "did you mean" not in err
