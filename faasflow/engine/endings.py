@@ -96,7 +96,7 @@ def callback(core: Core, url: str, rid: str, output: bytes) -> None:
 def finish(core: Core, it: Iteration, output: bytes) -> None:
     """The last node produced ``output``: end the request successfully (once)."""
     rid = it.msg.request_id
-    tomb = it.control.end("success", output=output)
+    tomb = it.control.end("success", output=output, by=it.token)
     if tomb is None:  # ended by a stop or a failure of another branch meanwhile
         clean_if_ended(it)
         return
@@ -114,7 +114,9 @@ def finish(core: Core, it: Iteration, output: bytes) -> None:
 def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
     """End the request as failed (once); hooks run in the winner only."""
     rid = it.msg.request_id
-    tomb = it.control.end("failure", error=str(error), error_node=error.node or None)
+    tomb = it.control.end(
+        "failure", error=str(error), error_node=error.node or None, by=it.token
+    )
     if tomb is None:
         clean_if_ended(it)
         return  # another branch already failed it, or it was stopped: hooks ran once

@@ -42,7 +42,8 @@ from .ids import (
 )
 from .iteration import Core, Iteration, describe
 from .message import Message, MessageError, verify_body_signature
-from .records import RecordBook, RequestRecord
+from .records import RECORDS, RecordBook, RequestRecord
+from .retrying import RetryingData, RetryingStates
 from .state import PAUSED, RUNNING, RequestState
 
 __all__ = ["Backends", "Engine", "StartResult"]
@@ -126,8 +127,10 @@ class Engine:
                 "FAASFLOW_HMAC_SECRET (FAASFLOW_VALIDATE_REQUEST=false turns signing off)"
             )
         self._auth_key = settings.hmac_secret
-        self.records = RecordBook.of(
-            backends.state_store, backends.data_store, self.name, settings.record_retention
+        self.records = RecordBook(
+            RetryingStates(backends.state_store.scoped(self.name, RECORDS), settings.backend_retry),
+            RetryingData(backends.data_store.scoped(self.name, RECORDS), settings.backend_retry),
+            settings.record_retention,
         )
         # Messages this process sent to an in-process invoker, by body identity: when the very
         # same bytes object comes back it never left the process, so it is not parsed and
@@ -217,8 +220,8 @@ class Engine:
         core = self.core
         ctl = core.control(rid)
         if not ctl.begin(RequestState(RUNNING, graph.definition_hash, deadline)):
-            if existing is None:
-                raise RequestIdInUse(rid, self.name)
+            # a repeated start, or our own write that landed before an error: the record
+            # entry (created or matched above) says the id is this request's
             if ctl.live() is None:
                 return self._as_started(rid)
         ctl.states.init()

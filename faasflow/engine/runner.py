@@ -105,6 +105,11 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
         raise RequestNotActive(rid, FINISHED)
     _, current = found
     if current.terminal:
+        if current.by and current.by == it.token:
+            # a redelivery of the iteration that ended the request: the ender failed after
+            # the decision, so its record and cleanup are finished here (hooks ran once)
+            endings.finalize(core, rid, current, it.states, it.data)
+            core.waiters.notify(rid)
         raise RequestNotActive(rid, current.status or FINISHED)
     if current.state == PAUSED and not first and it.control.park(body):
         log.info("[Request `%s`] paused: iteration %s held", rid, it.msg.node)

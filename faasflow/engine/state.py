@@ -49,6 +49,9 @@ class RequestState:
     """Base64 output of a success (``None`` when it is under :data:`OUTPUT_KEY`)."""
     nonce: str = ""
     """Written by the ender: tells it that a retried CAS was its own."""
+    by: str = ""
+    """The delivery token of the iteration that ended the request: a redelivery of it (the
+    ender failed after the decision) finishes the record and cleanup at once."""
 
     @property
     def terminal(self) -> bool:
@@ -64,7 +67,7 @@ class RequestState:
         if self.terminal:
             doc.update(
                 status=self.status, ended=self.ended, error=self.error, node=self.error_node,
-                output=self.output, nonce=self.nonce,
+                output=self.output, nonce=self.nonce, by=self.by,
             )
         return json.dumps(doc, separators=(",", ":"))
 
@@ -80,7 +83,7 @@ def _decode(raw: str) -> RequestState:
     return RequestState(
         doc["state"], doc["hash"], doc.get("deadline"), tuple(doc.get("parked", ())),
         doc.get("status"), doc.get("ended"), doc.get("error"), doc.get("node"),
-        doc.get("output"), doc.get("nonce", ""),
+        doc.get("output"), doc.get("nonce", ""), doc.get("by", ""),
     )
 
 
@@ -115,6 +118,7 @@ class RequestControl:
         error: str | None = None,
         error_node: str | None = None,
         output: bytes | None = None,
+        by: str = "",
     ) -> RequestState | None:
         """CAS the state to a terminal tombstone; the tombstone if this call won, else None."""
         nonce = os.urandom(8).hex()
@@ -133,7 +137,7 @@ class RequestControl:
                 return current if current.nonce == nonce else None
             tomb = attrs.evolve(
                 current, state=FINISHED, status=status, ended=time.time(), error=error,
-                error_node=error_node, output=inline, nonce=nonce,
+                error_node=error_node, output=inline, nonce=nonce, by=by,
             )
             try:
                 self.states.update(KEY, raw, tomb.encode())
