@@ -12,7 +12,7 @@ import base64
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -131,6 +131,14 @@ class RequestRecord:
         )
 
 
+class RecordWatcher(Protocol):
+    """Hears of the requests a :class:`RecordBook` opens and closes (exactly once each)."""
+
+    def request_opened(self, flow: str, request_id: str) -> None: ...
+
+    def request_ended(self, record: RequestRecord) -> None: ...
+
+
 @attrs.define
 class RecordBook:
     """The records of one flow."""
@@ -139,6 +147,8 @@ class RecordBook:
     data: DataStore
     retention: float
     index: RequestIndex | None = None
+    watchers: list[RecordWatcher] = attrs.field(factory=list)
+    """Told of every start and end this process records (metrics)."""
 
     @classmethod
     def of(
@@ -157,11 +167,15 @@ class RecordBook:
         entry = {"status": RUNNING, "created": time.time(), "deadline": deadline, "digest": digest}
         if self.states.create(_KEY + request_id, json.dumps(entry)):
             self._index_open(request_id, entry, definition)
+            for watcher in self.watchers:
+                watcher.request_opened(self.states.flow_name, request_id)
             return None
         found = self.entry(request_id)
         if found is None:  # forgotten in between: try once more
             if self.states.create(_KEY + request_id, json.dumps(entry)):
                 self._index_open(request_id, entry, definition)
+            for watcher in self.watchers:
+                watcher.request_opened(self.states.flow_name, request_id)
                 return None
             return entry
         return found[1]
@@ -213,6 +227,8 @@ class RecordBook:
         except (CompareFailed, KeyNotFound):
             return False
         self.save(record, body)
+        for watcher in self.watchers:
+            watcher.request_ended(record)
         return True
 
     def save(self, record: RequestRecord, body: bytes | None = None) -> None:
