@@ -88,7 +88,12 @@ class UnknownBackendError(FaasflowError, LookupError):
         self.name = name
         self.available = sorted(available)
         self.env_var = env_var
-        hint = f"pip install faasflow-{name}"
+        # faasflow's own plugins are not on PyPI yet: name the way that works today as well
+        hint = (
+            f"pip install faasflow-{name} once it is published; faasflow's own plugins install "
+            f"from a clone of its repository: pip install <repo>/plugins/faasflow_"
+            f"{name.replace('-', '_')}"
+        )
         msg = (
             f"unknown {kind.replace('_', ' ')} {name!r} (from {env_var}); "
             f"available: {', '.join(self.available) or 'none'} "

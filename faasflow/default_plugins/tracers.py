@@ -2,7 +2,9 @@
 
 ``none`` (the default) ignores every event. ``log`` writes one line per event to the logging
 logger ``faasflow.trace``: the flow, request id, node, operation and, on end and failure events,
-how long the request, node or operation took in this iteration.
+how long the request, node or operation took in this iteration. Choosing it is enough to see
+them: the logger gets the tracer's level, and the lines go to stderr when the program has not
+configured logging (Python would otherwise print warnings only).
 """
 
 from __future__ import annotations
@@ -21,6 +23,30 @@ from faasflow.interfaces import Options, Tracer
 __all__ = ["LogTracer", "NoTracer"]
 
 log = logging.getLogger("faasflow.trace")
+
+
+class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes ``faasflow.trace`` records to stderr unless a handler above the logger will."""
+
+    def __init__(self) -> None:
+        super().__init__()  # sys.stderr as it is when each record is written
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = log
+        while logger is not None and logger.propagate:
+            logger = logger.parent
+            if logger is not None and logger.handlers:
+                return False  # the application's own logging set-up prints it
+        return super().handle(record)
+
+
+def _show(level: int) -> None:
+    """Make the events of a ``log`` tracer of ``level`` visible, once per process."""
+    if log.level == logging.NOTSET:  # a level set by the application stays
+        log.setLevel(level)
+    if not any(isinstance(handler, _Fallback) for handler in log.handlers):
+        log.addHandler(_Fallback())
 
 
 class NoTracer(Tracer):
@@ -59,6 +85,7 @@ class LogTracer(Tracer):
             raise ConfigurationError(
                 f"FAASFLOW_LOG_LEVEL={raw!r} is not a logging level; use DEBUG, INFO or WARNING"
             )
+        _show(min(level, logging.WARNING))
         return cls(level)
 
     def configure(self, flow_name: str, request_id: str) -> None:

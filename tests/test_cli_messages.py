@@ -1,0 +1,63 @@
+"""What a newcomer reads: tracer output, the unknown-backend hint, the scaffold of `faasflow new`
+(every command run as a real process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FLOW = "def define(flow, context):\n    flow.sync_node().modify(lambda data: data + b'.')\n"
+
+
+def faasflow(*args: str, cwd: Path, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "faasflow", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_log_tracer_prints_events_without_a_log_level_set(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOW)
+    result = faasflow("run", "flows.py", "-d", "x", cwd=tmp_path,
+                      env={"FAASFLOW_TRACER": "log"})
+    assert (result.returncode, result.stdout) == (0, "x."), result.stderr
+    events = [line for line in result.stderr.splitlines() if "faasflow.trace" in line]
+    assert any("event=request_start" in line for line in events)
+    assert any("event=request_end" in line and "duration_ms=" in line for line in events)
+
+
+def test_the_log_tracer_prints_each_event_once_under_an_applications_logging(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "flows.py").write_text(FLOW)
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stderr)\n"
+        "from faasflow.cli import main\n"
+        "sys.exit(main(['run', 'flows.py', '-d', 'x']))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                            env={**environ, "FAASFLOW_TRACER": "log"}, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("event=request_start") == 1
+
+
+def test_the_log_tracers_level_option_chooses_what_prints(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOW)
+    result = faasflow("run", "flows.py", "-d", "x", cwd=tmp_path,
+                      env={"FAASFLOW_TRACER": "log", "FAASFLOW_LOG_LEVEL": "DEBUG"})
+    assert "event=request_start" in result.stderr
+
+
+def test_an_unknown_backend_says_how_to_install_from_the_repository(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOW)
+    result = faasflow("run", "flows.py", cwd=tmp_path,
+                      env={"FAASFLOW_STATE_STORE": "redis"})
+    assert result.returncode == 2
+    assert "pip install <repo>/plugins/faasflow_redis" in result.stderr
+    assert "pip install faasflow-redis once it is published" in result.stderr
