@@ -314,11 +314,20 @@ def test_stack_environment_reaches_the_function(gateway: GatewayProcess) -> None
     assert gateway.post("/function/envcheck").text == "bonjour"
 
 
-def test_handler_exception_is_500_naming_the_function(gateway: GatewayProcess) -> None:
-    reply = gateway.post("/function/raises", data=b"42")
+def test_handler_exception_is_500_and_its_traceback_is_in_the_functions_logs(
+    gateway: GatewayProcess,
+) -> None:
+    reply = gateway.post("/function/raises", data=b"42", headers={"X-Call-Id": "raises-1"})
     assert reply.status_code == 500
-    assert "raises" in reply.text
-    assert "bad input 42" in reply.text
+
+    def logged() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in
+                 gateway.get("/system/logs?name=raises&namespace=openfaas-fn").text.splitlines()]
+        return [line for line in lines if "bad input 42" in line["text"]]
+
+    line = wait_for(logged, what="the traceback in the logs")[0]
+    assert (line["name"], line["namespace"], line["call_id"]) == ("raises", "openfaas-fn",
+                                                                  "raises-1")
 
 
 def test_crashed_worker_is_replaced(gateway: GatewayProcess) -> None:
@@ -441,10 +450,10 @@ def test_custom_request_id_is_used(gateway: GatewayProcess) -> None:
     assert record(gateway, "fanout", "my-req-1")["status"] == "success"
 
 
-def test_reused_request_id_is_409(gateway: GatewayProcess) -> None:
+def test_reused_request_id_with_another_body_is_409(gateway: GatewayProcess) -> None:
     headers = {"X-Faas-Flow-Reqid": "twice-1", "X-Faas-Flow-Wait": "30"}
     assert gateway.post("/function/fanout", data=b"x", headers=headers).status_code == 200
-    reply = gateway.post("/function/fanout", data=b"x", headers=headers)
+    reply = gateway.post("/function/fanout", data=b"other", headers=headers)
     assert reply.status_code == 409
     assert "twice-1" in reply.text
 
@@ -726,4 +735,4 @@ def test_system_function_describes_one_function(gateway: GatewayProcess) -> None
 
 def test_system_info_and_queue_answer_json(gateway: GatewayProcess) -> None:
     assert gateway.get("/system/info").json()["provider"]["provider"] == "faasflow"
-    assert set(gateway.get("/system/queue").json()) == {"pending", "recovered"}
+    assert set(gateway.get("/system/queue").json()) == {"pending", "recovered", "dead"}

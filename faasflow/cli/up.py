@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from faasflow.errors import FaasflowError
 
@@ -21,10 +23,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run a stack.yml locally behind an OpenFaaS-compatible gateway",
         description=(
             "Serve every function of a faas-cli stack.yml (lang faasflow and python3-http) "
-            "behind a local OpenFaaS-compatible gateway: /function/<name>, "
-            "/async-function/<name>, /system/functions, /healthz. Asynchronous calls are kept "
-            "in a durable queue in the data directory and resume after a restart. Stop with "
-            "Ctrl-C."
+            "behind a local OpenFaaS-compatible gateway that faas-cli can use: "
+            "/function/<name>[.<namespace>], /async-function/<name>, /system/..., /healthz. "
+            "Functions of other languages are skipped (or sent to --upstream-gateway). "
+            "Asynchronous calls are kept in a durable queue in the data directory and resume "
+            "after a restart. Stop with Ctrl-C."
         ),
     )
     parser.add_argument("-f", "--file", "--yaml", dest="file", default=None,
@@ -42,7 +45,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="asynchronous calls delivered at once (default FAASFLOW_WORKERS, 8)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds a function call may take (default 300)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--secrets-dir", default=None,
+                        help="the functions' OpenFaaS secrets, one file each (default "
+                             "FAASFLOW_SECRET_MOUNT_PATH if set, else <data-dir>/secrets)")
+    parser.add_argument("--basic-auth", action="store_true", default=None,
+                        help="require basic auth on /system/* as OpenFaaS does (also "
+                             "basic_auth=true); the secrets basic-auth-user and "
+                             "basic-auth-password are created on first start")
+    parser.add_argument("--upstream-gateway", default="", metavar="URL",
+                        help="an OpenFaaS gateway that serves the stack's functions of other "
+                             "languages; their calls are proxied there")
+    parser.add_argument("--filter", default=None,
+                        help="serve only the functions whose names match this glob (as faas-cli)")
+    parser.add_argument("--regex", default=None,
+                        help="serve only the functions whose names match this regular "
+                             "expression (as faas-cli)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="log warnings only (the gateway and its workers)")
     parser.set_defaults(func=run)
 
 
@@ -58,6 +77,7 @@ def find_stack(file: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     from faasflow.cli import EXIT_USAGE
     from faasflow.runtime.client import fail
+    from faasflow.runtime.datadir import UMASK
     from faasflow.runtime.gateway import Gateway, GatewayConfig
     from faasflow.runtime.stack import Stack
     from faasflow.settings import EnvVars, Settings
@@ -70,21 +90,41 @@ def run(args: argparse.Namespace) -> int:
         return fail("--concurrency must be at least 1", EXIT_USAGE)
     if not 0 <= args.port <= 65535:
         return fail(f"--port {args.port} is not a port number", EXIT_USAGE)
+    os.umask(UMASK)  # queue, stores and secrets hold bodies and keys: the owner's only
     try:
         settings = Settings.from_env()
-        stack = Stack.load(find_stack(args.file), settings.environ)
+        stack = Stack.load(find_stack(args.file), settings.environ, filter=args.filter,
+                           regex=args.regex)
     except FaasflowError as exc:
         return fail(str(exc), EXIT_USAGE)
+    log = logging.getLogger("faasflow.gateway")
+    for name, lang in stack.skipped.items():
+        if args.upstream_gateway:
+            log.warning("function %s (lang %s) is served by %s", name, lang,
+                        args.upstream_gateway)
+        else:
+            log.warning("skipping function %s: lang %s cannot run in faasflow up (pass "
+                        "--upstream-gateway URL to proxy it to an OpenFaaS gateway)", name, lang)
     if args.data_dir:
         data_dir = Path(args.data_dir)
     elif settings.environ.get(EnvVars.DATA_DIR):
         data_dir = Path(settings.data_dir)
     else:
         data_dir = stack.directory / ".faasflow"
+    if args.secrets_dir:
+        secrets_dir = Path(args.secrets_dir)
+    elif settings.environ.get(EnvVars.SECRET_MOUNT_PATH):
+        secrets_dir = Path(settings.secret_mount_path)
+    else:
+        secrets_dir = data_dir / "secrets"
     config = GatewayConfig(
         stack=stack, data_dir=data_dir.resolve(), host=args.host, port=args.port,
         processes=args.processes, concurrency=args.concurrency or settings.workers,
-        timeout=args.timeout,
+        timeout=args.timeout, secrets_dir=secrets_dir.resolve(),
+        basic_auth=settings.basic_auth if args.basic_auth is None else args.basic_auth,
+        keepalive=settings.keepalive_timeout, server_threads=settings.server_threads,
+        quiet=args.quiet, upstream_gateway=args.upstream_gateway, filter=args.filter,
+        regex=args.regex,
     )
     gateway = Gateway(config, settings)
     stop = threading.Event()
@@ -107,6 +147,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"faasflow gateway listening on {gateway.url}", flush=True)
         print(f"functions: {names}", flush=True)
         print(f"data: {data_dir}", flush=True)
+        print(f"secrets: {config.secrets}", flush=True)
+        if gateway.credentials is not None:
+            if gateway.credentials_created:
+                print(f"basic auth: user {gateway.credentials.user}, password "
+                      f"{gateway.credentials.password} (stored in {config.secrets}; shown "
+                      "once)", flush=True)
+            else:
+                print(f"basic auth: on (credentials in {config.secrets})", flush=True)
+        if urlsplit(gateway.url).port != 8080:
+            print(f"export OPENFAAS_URL={gateway.url}", flush=True)
         if gateway.queue.recovered:
             print(f"resuming {gateway.queue.recovered} queued asynchronous calls", flush=True)
         try:

@@ -1,12 +1,16 @@
 """Reading a faas-cli ``stack.yml`` and loading the handlers it names.
 
-Only what running functions locally needs is read: each function's ``lang``, ``handler``,
-``environment`` (and ``environment_file``), ``labels`` and ``annotations``. ``${VAR}`` and
-``${VAR:-default}`` are substituted from the environment as faas-cli does.
+The file is read as faas-cli reads it: environment substitution first (``${VAR}``,
+``${VAR:-default}``, ``${VAR-default}``, ``${VAR:=default}``, ``${VAR^^}``, ``${VAR,,}``, ``$VAR``
+and ``$$`` for a literal ``$``), ``provider.name`` must be ``openfaas``, ``environment_file``
+values override inline ``environment``, and ``--filter`` (a glob) / ``--regex`` select
+functions. Functions of languages faasflow cannot run (node20, golang-middleware, dockerfile,
+...) are kept aside in :attr:`Stack.skipped` instead of refusing the whole stack.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import re
 import sys
@@ -21,12 +25,26 @@ import yaml
 
 from faasflow.errors import ConfigurationError
 
-__all__ = ["FLOW_LANGS", "HTTP_LANGS", "FunctionSpec", "Stack", "load_handler"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "FLOW_LANGS",
+    "HTTP_LANGS",
+    "FunctionSpec",
+    "Stack",
+    "load_handler",
+    "substitute",
+]
 
 FLOW_LANGS = frozenset({"faasflow", "faas-flow"})
 HTTP_LANGS = frozenset({"python3-http", "python3-http-debian"})
+#: The namespace of functions whose stack entry names none (as faas-cli 0.18 and OpenFaaS).
+DEFAULT_NAMESPACE = "openfaas-fn"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+_SUBST = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:-|-|:=|=|\^\^|\^|,,|,)?(?P<arg>[^}]*)\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 @attrs.frozen
@@ -41,6 +59,11 @@ class FunctionSpec:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     image: str = ""
+    namespace: str = DEFAULT_NAMESPACE
+    secrets: tuple[str, ...] = ()
+    """Names of the OpenFaaS secrets the function reads (files in the secrets directory)."""
+    limits: Mapping[str, str] = attrs.field(factory=dict)
+    requests: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def is_flow(self) -> bool:
@@ -54,15 +77,33 @@ class Stack:
 
     path: Path
     functions: Mapping[str, FunctionSpec]
+    skipped: Mapping[str, str] = attrs.field(factory=dict)
+    """Functions of other languages, by name: their ``lang``."""
+    gateway: str = ""
+    """``provider.gateway``, if the file names one."""
 
     @property
     def directory(self) -> Path:
         return self.path.parent
 
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The namespaces of the stack's functions, the default one first."""
+        found = {spec.namespace for spec in self.functions.values()}
+        return (DEFAULT_NAMESPACE, *sorted(found - {DEFAULT_NAMESPACE}))
+
     @classmethod
-    def load(cls, path: str | Path, environ: Mapping[str, str] | None = None) -> Stack:
+    def load(
+        cls,
+        path: str | Path,
+        environ: Mapping[str, str] | None = None,
+        *,
+        filter: str | None = None,
+        regex: str | None = None,
+    ) -> Stack:
         """Parse ``path``; raise :class:`ConfigurationError` naming the file and the entry at
-        fault."""
+        fault. ``filter`` (a glob) and ``regex`` keep only the functions whose names match, as
+        faas-cli's ``--filter`` and ``--regex``."""
         path = Path(path).resolve()
         try:
             text = path.read_text()
@@ -71,7 +112,7 @@ class Stack:
                 f"cannot read stack file {path}: {exc.strerror or exc}"
                 " (pass the path with -f stack.yml)"
             ) from None
-        text = _substitute(text, environ or {})
+        text = substitute(text, environ or {})
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -81,13 +122,26 @@ class Stack:
                 f"{path} has no 'functions:' section; a stack file lists functions as "
                 "functions: {name: {lang: ..., handler: ...}}"
             )
-        if not doc["functions"]:
+        gateway = _provider(path, doc.get("provider"))
+        entries = {str(name): entry for name, entry in doc["functions"].items()}
+        if not entries:
             raise ConfigurationError(f"{path} declares no functions under 'functions:'")
-        functions = {
-            str(name): _function(path, str(name), entry)
-            for name, entry in doc["functions"].items()
-        }
-        return cls(path=path, functions=functions)
+        entries = _select(path, entries, filter, regex)
+        functions: dict[str, FunctionSpec] = {}
+        skipped: dict[str, str] = {}
+        for name, entry in entries.items():
+            lang = _lang(path, name, entry)
+            if lang in FLOW_LANGS | HTTP_LANGS:
+                functions[name] = _function(path, name, entry, lang)
+            else:
+                skipped[name] = lang
+        if not functions:
+            others = ", ".join(f"{n!r} (lang {lang!r})" for n, lang in skipped.items())
+            raise ConfigurationError(
+                f"{path}: no function faasflow can run (they are {others}); faasflow runs "
+                f"lang {', '.join(sorted(FLOW_LANGS | HTTP_LANGS))}"
+            )
+        return cls(path=path, functions=functions, skipped=skipped, gateway=gateway)
 
     def get(self, name: str) -> FunctionSpec:
         """The function ``name`` or an error listing those the stack declares."""
@@ -100,14 +154,77 @@ class Stack:
             ) from None
 
 
-def _substitute(text: str, environ: Mapping[str, str]) -> str:
+def substitute(text: str, environ: Mapping[str, str]) -> str:
+    """Expand variables in ``text`` as faas-cli does (drone/envsubst's syntax)."""
+    assigned: dict[str, str] = {}
+
     def replace(match: re.Match[str]) -> str:
-        value = environ.get(match.group(1))
-        if value:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["bare"]
+        value = assigned.get(name, environ.get(name))
+        op, arg = match["op"], match["arg"] or ""
+        if match["bare"] or op is None:
+            return value or ""
+        if op in (":-", ":="):
+            if not value:
+                if op == ":=":
+                    assigned[name] = arg
+                return arg
             return value
-        return match.group(2) or ""
+        if op in ("-", "="):
+            if value is None:
+                if op == "=":
+                    assigned[name] = arg
+                return arg
+            return value
+        value = value or ""
+        if op == "^^":
+            return value.upper()
+        if op == ",,":
+            return value.lower()
+        if op == "^":
+            return value[:1].upper() + value[1:]
+        return value[:1].lower() + value[1:]  # ","
 
     return _SUBST.sub(replace, text)
+
+
+def _provider(path: Path, provider: Any) -> str:
+    if provider is None:
+        return ""
+    if not isinstance(provider, dict):
+        raise ConfigurationError(f"{path}: 'provider' must be a mapping with 'name: openfaas'")
+    name = provider.get("name")
+    if name != "openfaas":
+        raise ConfigurationError(
+            f"{path}: provider.name is {name!r}; 'openfaas' is the only valid provider (as for "
+            "faas-cli): write provider: {name: openfaas}"
+        )
+    return str(provider.get("gateway") or "")
+
+
+def _select(path: Path, entries: dict[str, Any], filter: str | None, regex: str | None
+            ) -> dict[str, Any]:
+    if filter is None and regex is None:
+        return entries
+    try:
+        pattern = re.compile(regex) if regex is not None else None
+    except re.error as exc:
+        raise ConfigurationError(f"--regex {regex!r} is not a regular expression: {exc}") \
+            from None
+    chosen = {
+        name: entry for name, entry in entries.items()
+        if (filter is None or fnmatch.fnmatchcase(name, filter))
+        and (pattern is None or pattern.search(name))
+    }
+    if not chosen:
+        given = " and ".join(f"{flag} {value!r}" for flag, value in
+                             (("--filter", filter), ("--regex", regex)) if value is not None)
+        raise ConfigurationError(
+            f"no function in {path} matches {given}; it has: {', '.join(sorted(entries))}"
+        )
+    return chosen
 
 
 def _strings(path: Path, name: str, field: str, value: Any) -> dict[str, str]:
@@ -126,7 +243,7 @@ def _strings(path: Path, name: str, field: str, value: Any) -> dict[str, str]:
     return out
 
 
-def _function(path: Path, name: str, entry: Any) -> FunctionSpec:
+def _lang(path: Path, name: str, entry: Any) -> str:
     where = f"{path}: function {name!r}"
     if not _NAME.match(name):
         raise ConfigurationError(
@@ -137,18 +254,19 @@ def _function(path: Path, name: str, entry: Any) -> FunctionSpec:
     lang = entry.get("lang")
     if not isinstance(lang, str) or not lang:
         raise ConfigurationError(f"{where} has no 'lang'")
-    if lang not in FLOW_LANGS | HTTP_LANGS:
-        raise ConfigurationError(
-            f"{where}: lang {lang!r} cannot run locally; faasflow runs lang faasflow and "
-            f"{', '.join(sorted(HTTP_LANGS))} handlers"
-        )
+    return lang
+
+
+def _function(path: Path, name: str, entry: dict[str, Any], lang: str) -> FunctionSpec:
+    where = f"{path}: function {name!r}"
     handler = entry.get("handler")
     if not isinstance(handler, str) or not handler:
         raise ConfigurationError(f"{where} has no 'handler' (the handler directory)")
     directory = (path.parent / handler).resolve()
     if not (directory / "handler.py").is_file():
         raise ConfigurationError(f"{where}: {directory / 'handler.py'} does not exist")
-    environment: dict[str, str] = {}
+    # faas-cli: values from environment_file override the inline environment
+    environment = _strings(path, name, "environment", entry.get("environment"))
     files = entry.get("environment_file") or []
     if isinstance(files, str):
         files = [files]
@@ -159,8 +277,16 @@ def _function(path: Path, name: str, entry: Any) -> FunctionSpec:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigurationError(f"{where}: cannot read environment_file {env_path}: {exc}") \
                 from None
+        if not isinstance(env_doc, dict):
+            raise ConfigurationError(f"{where}: environment_file {env_path} must hold "
+                                     "'environment: {NAME: value}'")
         environment.update(_strings(path, name, "environment", env_doc.get("environment")))
-    environment.update(_strings(path, name, "environment", entry.get("environment")))
+    secrets = entry.get("secrets") or []
+    if not isinstance(secrets, list) or not all(isinstance(s, str) and s for s in secrets):
+        raise ConfigurationError(f"{where}: 'secrets' must be a list of secret names")
+    namespace = entry.get("namespace") or DEFAULT_NAMESPACE
+    if not isinstance(namespace, str) or not _NAME.match(namespace):
+        raise ConfigurationError(f"{where}: namespace {namespace!r} is not a valid name")
     return FunctionSpec(
         name=name,
         lang=lang,
@@ -169,6 +295,10 @@ def _function(path: Path, name: str, entry: Any) -> FunctionSpec:
         labels=_strings(path, name, "labels", entry.get("labels")),
         annotations=_strings(path, name, "annotations", entry.get("annotations")),
         image=str(entry.get("image") or ""),
+        namespace=namespace,
+        secrets=tuple(secrets),
+        limits=_strings(path, name, "limits", entry.get("limits")),
+        requests=_strings(path, name, "requests", entry.get("requests")),
     )
 
 

@@ -4,10 +4,14 @@ Started by :class:`faasflow.runtime.gateway.Gateway` as ``python -m faasflow.run
 Protocol: the first line of stdin is a JSON config (stack path, function names, flow defaults);
 the worker answers one JSON line on stdout (``{"port": N}`` or ``{"error": "..."}``), then
 serves ``/<function>/<path>`` until its stdin closes (the gateway stopped or was killed).
+Everything else the worker and its handlers print goes to stderr, one line at a time, tagged
+with the function being served (see :mod:`faasflow.runtime.logbook`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import io
 import json
 import logging
 import os
@@ -20,8 +24,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from faasflow.errors import ConfigurationError, FaasflowError
+from faasflow.runtime.logbook import encode
 from faasflow.runtime.python3http import wsgi_app
-from faasflow.runtime.server import StartResponse, WSGIApp, serve
+from faasflow.runtime.server import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_THREADS,
+    StartResponse,
+    WSGIApp,
+    serve,
+)
 from faasflow.runtime.stack import FunctionSpec, Stack, load_handler
 from faasflow.settings import EnvVars, Settings
 
@@ -31,6 +42,54 @@ log = logging.getLogger("faasflow.worker")
 
 #: Seconds between sweeps of expired records and requests past their deadline.
 SWEEP_INTERVAL = 10.0
+
+#: The function (and call id) the current thread is serving, for tagging its output.
+_serving: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
+    "faasflow_serving", default=None
+)
+
+
+class TaggedStream(io.TextIOBase):
+    """A text stream writing whole lines to a file descriptor, each tagged with the function
+    the writing thread serves; used as ``sys.stdout``, ``sys.stderr`` and the log stream."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, text: str) -> int:
+        pending: str = getattr(self._local, "pending", "") + text
+        *lines, rest = pending.split("\n")
+        self._local.pending = rest
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pending: str = getattr(self._local, "pending", "")
+        if pending:
+            self._local.pending = ""
+            self._emit(pending)
+
+    def _emit(self, line: str) -> None:
+        serving = _serving.get()
+        data = (encode(serving[0], serving[1], line) if serving
+                else line.encode(errors="replace")) + b"\n"
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
 
 
 class FunctionsApp:
@@ -51,7 +110,17 @@ class FunctionsApp:
         raw = str(environ.get("RAW_URI") or "")
         if raw.startswith(f"/{name}"):
             environ["RAW_URI"] = raw[len(name) + 1:] or "/"
-        return app(environ, start_response)
+        token = _serving.set((name, environ.get("HTTP_X_CALL_ID")))
+        try:
+            result = app(environ, start_response)
+            try:
+                return list(result)  # drawn here, so what it prints is tagged too
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            _serving.reset(token)
 
 
 def package_name(function: str) -> str:
@@ -152,20 +221,33 @@ def _die_with_parent() -> None:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us
+    os.umask(0o077)  # request bodies and outputs written here are the owner's only
     _die_with_parent()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # stdout is the protocol with the gateway; whatever else prints (handlers print logs to
+    # stdout, as on OpenFaaS; C code writes to fd 1) goes to stderr, the log the gateway reads
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    stream = TaggedStream(2)
+    sys.stdout = sys.stderr = stream
     try:
         config = json.loads(sys.stdin.buffer.readline())
-        stack = Stack.load(config["stack"], Settings.from_env().environ)
+    except ValueError as exc:
+        print(json.dumps({"error": f"bad worker config: {exc}"}), file=protocol, flush=True)
+        return 1
+    logging.basicConfig(level=logging.WARNING if config.get("quiet") else logging.INFO,
+                        stream=stream, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        stack = Stack.load(config["stack"], Settings.from_env().environ,
+                           filter=config.get("filter"), regex=config.get("regex"))
         apps = {name: build_app(stack.get(name), config["defaults"])
                 for name in config["functions"]}
-        server = serve(FunctionsApp(apps), "127.0.0.1", 0)
+        server = serve(FunctionsApp(apps), "127.0.0.1", 0,
+                       threads=int(config.get("threads") or DEFAULT_THREADS),
+                       keepalive=float(config.get("keepalive") or DEFAULT_KEEPALIVE))
     except (FaasflowError, ValueError, KeyError, OSError) as exc:
-        print(json.dumps({"error": str(exc)}), flush=True)
+        print(json.dumps({"error": str(exc)}), file=protocol, flush=True)
         return 1
-    print(json.dumps({"port": server.port}), flush=True)
-    os.dup2(2, 1)  # handlers print logs to stdout, as on OpenFaaS: send them to the log
+    print(json.dumps({"port": server.port}), file=protocol, flush=True)
     threading.Thread(target=_watch_stdin, args=(apps,), daemon=True).start()
     if config.get("sweep"):
         threading.Thread(target=_sweep, args=(apps, SWEEP_INTERVAL), daemon=True).start()

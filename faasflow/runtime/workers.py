@@ -1,0 +1,272 @@
+"""The local gateway's worker processes: starting them, choosing one per call, their output.
+
+Each worker (``python -m faasflow.runtime.worker``) loads a set of the stack's handlers and
+serves them on a loopback port. A :class:`WorkerPool` is the workers serving one set of
+functions (its replicas); the gateway's monitor thread restarts a worker that died and applies
+a new replica count (:meth:`WorkerPool.scale`). Every line a worker writes to stderr goes to the
+gateway's stderr and, tagged with the function that wrote it, to the :class:`LogBook`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any
+
+from faasflow.errors import ConfigurationError
+from faasflow.runtime.logbook import LogBook, LogLine, decode
+from faasflow.runtime.upstream import Unreachable, Upstream
+
+__all__ = ["WorkerPool", "WorkerProcess", "WorkerSettings"]
+
+#: Most worker processes one pool may be scaled to.
+MAX_REPLICAS = 32
+
+
+class WorkerSettings:
+    """What every worker of a gateway is started with."""
+
+    def __init__(self, *, stack: str, directory: str, defaults: Mapping[str, str],
+                 environ: Mapping[str, str], keepalive: float, threads: int, timeout: float,
+                 startup_timeout: float, quiet: bool, namespace_of: Mapping[str, str],
+                 logs: LogBook, flows: frozenset[str], filter: str | None = None,
+                 regex: str | None = None) -> None:
+        self.stack = stack
+        self.directory = directory
+        self.defaults = dict(defaults)
+        self.environ = dict(environ)
+        self.keepalive = keepalive
+        self.threads = threads
+        self.timeout = timeout
+        self.startup_timeout = startup_timeout
+        self.quiet = quiet
+        self.namespace_of = dict(namespace_of)
+        self.logs = logs
+        self.flows = flows
+        self.filter = filter
+        self.regex = regex
+
+
+class WorkerProcess:
+    """One worker process and its connections."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.process: subprocess.Popen[bytes] | None = None
+        self.upstream: Upstream | None = None
+        self.started = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.pool.name}-{self.index}"
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process. Call it from a thread that lives as long as the gateway: on Linux
+        the worker dies with the thread that spawned it."""
+        settings = self.pool.settings
+        config = {
+            "stack": settings.stack,
+            "functions": list(self.pool.functions),
+            "defaults": settings.defaults,
+            "name": self.name,
+            "sweep": self.index == 0 and any(f in settings.flows for f in self.pool.functions),
+            "keepalive": settings.keepalive,
+            "threads": settings.threads,
+            "quiet": settings.quiet,
+            "filter": settings.filter,
+            "regex": settings.regex,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "faasflow.runtime.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**settings.environ, **self.pool.environment}, cwd=settings.directory,
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config).encode() + b"\n")
+        process.stdin.flush()
+        self.process = process
+        threading.Thread(target=self._read_output, args=(process,), daemon=True,
+                         name=f"faasflow-log-{self.name}").start()
+
+    def _read_output(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        settings = self.pool.settings
+        alone = self.pool.functions[0] if len(self.pool.functions) == 1 else None
+        out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+        for raw in process.stderr:
+            function, call_id, text = decode(raw)
+            if out is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(text.encode(errors="replace") + b"\n")
+                    out.flush()
+            # a line no call wrote (start-up, background threads) belongs to the function
+            # when the worker serves only one
+            name = function or alone
+            if name is not None:
+                settings.logs.add(LogLine(name=name, namespace=settings.namespace_of.get(name, ""),
+                                          instance=self.name, timestamp=time.time(), text=text,
+                                          call_id=call_id))
+        with contextlib.suppress(OSError):
+            process.stderr.close()
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's port (or its error)."""
+        process = self.process
+        assert process is not None
+        assert process.stdout is not None
+        settings = self.pool.settings
+        line = _readline(process.stdout, settings.startup_timeout)
+        try:
+            ready = json.loads(line) if line else {}
+        except ValueError:
+            ready = {}
+        if not isinstance(ready, dict) or "port" not in ready:
+            process.kill()
+            process.wait()
+            reason = ready.get("error") if isinstance(ready, dict) else None
+            reason = reason or (
+                f"worker exited with status {process.returncode}" if line == b""
+                else f"unexpected output {line[:200]!r}"
+            )
+            raise ConfigurationError(f"cannot start the functions of {settings.stack}: {reason}")
+        old = self.upstream
+        self.upstream = Upstream(int(ready["port"]), settings.timeout, settings.keepalive)
+        self.started = time.time()
+        if old is not None:
+            old.close()
+        self.pool.ready_changed()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process, self.process = self.process, None
+        if self.upstream is not None:
+            self.upstream.close()
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            assert process.stdin is not None
+            process.stdin.close()  # the worker exits when its stdin closes
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+class WorkerPool:
+    """Worker processes serving a set of functions: the replicas of those functions."""
+
+    def __init__(self, name: str, functions: Iterable[str], environment: Mapping[str, str],
+                 size: int, settings: WorkerSettings) -> None:
+        self.name = name
+        self.functions = tuple(functions)
+        self.environment = dict(environment)
+        self.settings = settings
+        self.workers = [WorkerProcess(self, i) for i in range(size)]
+        self.target = size
+        self._next = 0
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+
+    def ready_changed(self) -> None:
+        with self._ready:
+            self._ready.notify_all()
+
+    def replicas(self) -> int:
+        """Workers running now."""
+        return sum(1 for w in self.workers if w.alive())
+
+    def choose(self, wait: float) -> WorkerProcess:
+        """The least busy running worker; waits up to ``wait`` seconds for one to (re)start."""
+        deadline = time.monotonic() + wait
+        with self._ready:
+            while True:
+                alive = [w for w in self.workers if w.upstream is not None and w.alive()]
+                if alive:
+                    self._next = (self._next + 1) % len(alive)
+                    rotated = alive[self._next:] + alive[: self._next]
+                    return min(rotated, key=lambda w: w.upstream.in_flight if w.upstream else 0)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unreachable(f"no worker process of pool {self.name} is running")
+                self._ready.wait(min(left, 0.25))
+
+    def call(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
+             wait: float = 10.0) -> tuple[str, tuple[int, list[tuple[str, str]], bytes]]:
+        """Send one request to a worker: ``(worker name, (status, headers, body))``."""
+        worker = self.choose(wait)
+        upstream = worker.upstream
+        assert upstream is not None
+        with self._lock:
+            upstream.in_flight += 1
+        try:
+            return worker.name, upstream.request(method, path, headers, body)
+        finally:
+            with self._lock:
+                upstream.in_flight -= 1
+
+    def scale(self, replicas: int) -> None:
+        """Ask for ``replicas`` workers; the monitor starts or stops them."""
+        with self._lock:
+            self.target = replicas
+
+    def reconcile(self, closing: Callable[[], bool], log: Any) -> None:
+        """Restart dead workers and apply the replica count (from the monitor thread)."""
+        while len(self.workers) > self.target:
+            with self._lock:
+                retired = self.workers.pop()
+            _drain(retired)
+            retired.stop()
+            log.info("stopped worker %s (%s scaled to %d)", retired.name, self.name, self.target)
+        while len(self.workers) < self.target and not closing():
+            worker = WorkerProcess(self, len(self.workers))
+            try:
+                worker.start()
+            except ConfigurationError as exc:
+                log.error("cannot start worker %s: %s", worker.name, exc)
+                self.target = len(self.workers)
+                break
+            with self._lock:
+                self.workers.append(worker)
+            log.info("started worker %s (%s scaled to %d)", worker.name, self.name, self.target)
+        for worker in list(self.workers):
+            if closing() or worker.alive():
+                continue
+            code = worker.process.returncode if worker.process else None
+            log.warning("worker %s exited (status %s); starting it again", worker.name, code)
+            try:
+                worker.start()
+            except ConfigurationError as exc:
+                log.error("cannot restart worker %s: %s", worker.name, exc)
+
+
+def _drain(worker: WorkerProcess, timeout: float = 30.0) -> None:
+    """Wait for the calls in flight on a worker taken out of rotation."""
+    deadline = time.monotonic() + timeout
+    while worker.upstream is not None and worker.upstream.in_flight and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _readline(stream: IO[bytes], timeout: float) -> bytes:
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        raise ConfigurationError(f"a worker process did not start within {timeout:.0f}s")
+    return result[0] if result else b""
