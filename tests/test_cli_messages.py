@@ -61,3 +61,29 @@ def test_an_unknown_backend_says_how_to_install_from_the_repository(tmp_path: Pa
     assert result.returncode == 2
     assert "pip install <repo>/plugins/faasflow_redis" in result.stderr
     assert "pip install faasflow-redis once it is published" in result.stderr
+
+
+def test_new_in_an_empty_directory_keeps_the_data_directory_out_of_git(tmp_path: Path) -> None:
+    result = faasflow("new", "greet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ".faasflow/" in (tmp_path / ".gitignore").read_text().splitlines()
+    assert f"created {Path('.gitignore')}" in result.stdout
+
+
+def test_new_adds_the_data_directory_to_an_existing_gitignore_once(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("*.pyc")
+    assert faasflow("new", "one", cwd=tmp_path).returncode == 0
+    assert faasflow("new", "two", cwd=tmp_path).returncode == 0
+    lines = (tmp_path / ".gitignore").read_text().splitlines()
+    assert lines[0] == "*.pyc"
+    assert lines.count(".faasflow/") == 1
+
+
+def test_new_names_the_template_pull_step(tmp_path: Path) -> None:
+    result = faasflow("new", "greet", cwd=tmp_path)
+    step = "faas-cli template pull <faasflow repository URL>"
+    assert step in result.stdout
+    assert step in (tmp_path / "stack.yml").read_text()
+    assert step in (tmp_path / "greet" / "handler.py").read_text()
+    run = faasflow("run", "greet", "-d", " hi ", cwd=tmp_path)  # the scaffold still runs
+    assert (run.returncode, run.stdout) == (0, "HI")

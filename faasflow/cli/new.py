@@ -13,7 +13,9 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 FLOW_HANDLER = '''"""{name}: a faasflow flow.
 
 `faasflow run {name} -d "some data"` runs it here; `faasflow up` serves it with the rest of the
-stack; `faas-cli up` deploys it to OpenFaaS.
+stack. To deploy it to OpenFaaS, fetch the faasflow template once with
+`faas-cli template pull <faasflow repository URL>` (it holds template/faasflow), then
+`faas-cli up`.
 """
 
 
@@ -31,7 +33,9 @@ def handle(event, context):
     return {{"statusCode": 200, "body": event.body.decode()}}
 '''
 
-STACK_HEAD = """version: 1.0
+STACK_HEAD = """# faasflow up serves these functions here. For OpenFaaS, first
+# `faas-cli template pull <faasflow repository URL>` (the faasflow template), then `faas-cli up`.
+version: 1.0
 provider:
   name: openfaas
   gateway: http://127.0.0.1:8080
@@ -103,9 +107,25 @@ def run(args: argparse.Namespace) -> int:
     stack.write_text(updated)
     print(f"created {directory / 'handler.py'}")
     print(f"added {name} ({args.lang}) to {stack}")
+    ignored = _ignore_data_dir(stack.parent / ".gitignore")
+    if ignored:
+        print(ignored)
     if args.lang == "faasflow":
         print(f"try: faasflow run {name} -f {stack} -d 'hello'")
+    print("for OpenFaaS: faas-cli template pull <faasflow repository URL>, then faas-cli up")
     return 0
+
+
+def _ignore_data_dir(gitignore: Path) -> str:
+    """Keep ``.faasflow/`` (the local gateway's queue, state and signing key) out of git."""
+    text = gitignore.read_text() if gitignore.exists() else ""
+    entries = {line.strip().rstrip("/").lstrip("/") for line in text.splitlines()}
+    if ".faasflow" in entries:
+        return ""
+    separator = "\n" if text and not text.endswith("\n") else ""
+    gitignore.write_text(f"{text}{separator}# faasflow up: queue, request state, signing key\n"
+                         ".faasflow/\n")
+    return f"{'added .faasflow/ to' if text else 'created'} {gitignore}"
 
 
 def _add_entry(text: str, entry: str) -> str | None:
