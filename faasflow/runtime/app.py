@@ -13,7 +13,9 @@ Routes (faas-flow v0.6's documented surface, plus the request record and the wai
 ``POST /flow/ID/forward``              one iteration (signed message; internal)
 ``POST /flow/ID/execute``              start a request with id ``ID``
 ``GET /flow/ID``                       the request record as JSON
-``GET /flow``                          recent requests as JSON
+``GET /flow``                          a page of requests, newest first (``status``, ``limit``,
+                                       ``cursor``, ``since``, ``until``, ``node``, ``q``)
+``GET /metrics``                       Prometheus metrics of the process (docs/history.md)
 =====================================  =====================================================
 """
 
@@ -46,6 +48,7 @@ from faasflow.settings import Settings
 if TYPE_CHECKING:
     from faasflow.engine import Engine
     from faasflow.flow import Flow
+    from faasflow.runtime.metrics import FlowMetrics
 
 __all__ = ["FlowApp", "flow_name_from_host"]
 
@@ -110,6 +113,7 @@ class FlowApp:
         self._functions = functions
         self._engine_factory = engine_factory
         self._engines: dict[str, Engine] = {}
+        self._metrics: FlowMetrics | None = None
         self._lock = threading.Lock()
         name = self.settings.flow_name or getattr(flow, "name", None)
         self.flow_name: str | None = name or None
@@ -140,8 +144,20 @@ class FlowApp:
                 from faasflow.engine import Engine
 
                 engine = Engine.from_settings(flow, self.settings, functions=self._functions)
+            records = getattr(engine, "records", None)
+            if records is not None:
+                records.watchers.append(self.metrics)
             self._engines[name] = engine
             return engine
+
+    @property
+    def metrics(self) -> FlowMetrics:
+        """This app's metrics (made on first use: prometheus_client loads only when needed)."""
+        if self._metrics is None:
+            from faasflow.runtime.metrics import FlowMetrics
+
+            self._metrics = FlowMetrics()
+        return self._metrics
 
     def _named_flow(self, name: str) -> Flow:
         from faasflow.flow import Flow
@@ -200,6 +216,10 @@ class FlowApp:
 
     def handle(self, request: Request) -> Response:
         """Route one request."""
+        if request.path.rstrip("/") == "/metrics" and request.method in ("GET", "HEAD"):
+            from faasflow.runtime.metrics import CONTENT_TYPE
+
+            return Response(200, self.metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
         name = self.flow_name or flow_name_from_host(request.header("Host"))
         if name is None:
             return error(
@@ -225,9 +245,7 @@ class FlowApp:
             denied = self._authenticate(request)
             if denied is not None:
                 return denied
-            return self._call(request, None, lambda: json_response(
-                {"flow": name, "requests": [r.to_json() for r in engine.requests()]}
-            ))
+            return self._list(engine, request, name)
         match = _ROUTE.match(path)
         if match is None:
             return error(request, 404, f"no route {request.method} {request.path}; see "
@@ -344,6 +362,21 @@ class FlowApp:
             return text(f"Successfully {_DONE_WORDS[action]} request {request_id}")
 
         return self._call(request, request_id, act, action=action)
+
+    def _list(self, engine: Engine, request: Request, name: str) -> Response:
+        from faasflow.engine.index import IndexQuery, InvalidQuery
+
+        try:
+            query = IndexQuery.from_args(request.args)
+        except InvalidQuery as exc:
+            return error(request, 400, str(exc))
+
+        def get() -> Response:
+            page = engine.records.page(query)
+            return json_response({"flow": name, "requests": [e.to_json(name) for e in
+                                                             page.entries], "next": page.next})
+
+        return self._call(request, None, get)
 
     def _record(self, engine: Engine, request: Request, request_id: str) -> Response:
         def get() -> Response:
