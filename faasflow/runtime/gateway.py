@@ -43,6 +43,7 @@ from faasflow.runtime.auth import Credentials, load_credentials
 from faasflow.runtime.datadir import hmac_secret, secure_tree
 from faasflow.runtime.dispatch import HOP_BY_HOP, Dispatcher
 from faasflow.runtime.logbook import LogBook
+from faasflow.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from faasflow.runtime.queue import CallIdInUse, DurableQueue, Job
 from faasflow.runtime.server import (
     DEFAULT_KEEPALIVE,
@@ -145,6 +146,11 @@ class Gateway:
         self._monitor: threading.Thread | None = None
         self._monitor_wake = threading.Event()
         self._local = threading.local()
+        self.metrics = GatewayMetrics(
+            lambda: len(self.stack.functions),
+            lambda: self._queue.pending() if self._queue is not None else 0,
+            lambda: self._queue.path if self._queue is not None else None,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -325,6 +331,8 @@ class Gateway:
         path = request.path
         if path in ("/healthz", "/healthz/"):
             return text("OK")
+        if path in ("/metrics", "/metrics/") and request.method in ("GET", "HEAD"):
+            return Response(200, self.metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
         if path == "/system" or path.startswith("/system/"):
             if self.credentials is not None and not self.credentials.allows(request):
                 return self.credentials.challenge(request)
@@ -354,9 +362,13 @@ class Gateway:
         with self._count_lock:
             self.invocations[name] += 1
         call_id = request.header("X-Call-Id") or str(uuid.uuid4())
+        started = time.monotonic()
         if kind == "async-function":
-            return self._enqueue(request, name, rest, call_id, remote)
-        return self._proxy(request, pool, name, rest, call_id, remote)
+            answer = self._enqueue(request, name, rest, call_id, remote)
+        else:
+            answer = self._proxy(request, pool, name, rest, call_id, remote)
+        self.metrics.invoked(name, answer.status, time.monotonic() - started)
+        return answer
 
     def not_found(self, name: str, namespace: str | None) -> str:
         """Why ``name`` is not served, with what is."""
