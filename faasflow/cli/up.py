@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="asynchronous calls delivered at once (default FAASFLOW_WORKERS, 8)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds a function call may take (default 300)")
+    parser.add_argument("--max-attempts", type=int, default=10,
+                        help="deliveries of one asynchronous call (429/502/503/504 and "
+                             "unreachable workers are tried again) before it is a dead letter "
+                             "(default 10)")
     parser.add_argument("--secrets-dir", default=None,
                         help="the functions' OpenFaaS secrets, one file each (default "
                              "FAASFLOW_SECRET_MOUNT_PATH if set, else <data-dir>/secrets)")
@@ -88,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("--processes must be at least 1", EXIT_USAGE)
     if args.concurrency is not None and args.concurrency < 1:
         return fail("--concurrency must be at least 1", EXIT_USAGE)
+    if args.max_attempts < 1:
+        return fail("--max-attempts must be at least 1", EXIT_USAGE)
     if not 0 <= args.port <= 65535:
         return fail(f"--port {args.port} is not a port number", EXIT_USAGE)
     os.umask(UMASK)  # queue, stores and secrets hold bodies and keys: the owner's only
@@ -120,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     config = GatewayConfig(
         stack=stack, data_dir=data_dir.resolve(), host=args.host, port=args.port,
         processes=args.processes, concurrency=args.concurrency or settings.workers,
-        timeout=args.timeout, secrets_dir=secrets_dir.resolve(),
+        timeout=args.timeout, max_attempts=args.max_attempts,
+        secrets_dir=secrets_dir.resolve(),
         basic_auth=settings.basic_auth if args.basic_auth is None else args.basic_auth,
         keepalive=settings.keepalive_timeout, server_threads=settings.server_threads,
         quiet=args.quiet, upstream_gateway=args.upstream_gateway, filter=args.filter,
