@@ -22,9 +22,10 @@ EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "faasflow-example"
 @pytest.fixture(autouse=True)
 def example_installed():
     if importlib.util.find_spec("faasflow_example") is None:
-        pytest.fail(
-            "the example plugin is not installed in this environment; run "
-            f"`pip install {EXAMPLE}` first (the test command does this)"
+        # it is kept out of .venv so that `faasflow plugins` there lists real backends only
+        pytest.skip(
+            "the example plugin has its own environment: scripts/test runs this file with "
+            f".venv-example/bin/python (or `pip install {EXAMPLE}` here)"
         )
 
 
