@@ -87,3 +87,21 @@ def test_new_names_the_template_pull_step(tmp_path: Path) -> None:
     assert step in (tmp_path / "greet" / "handler.py").read_text()
     run = faasflow("run", "greet", "-d", " hi ", cwd=tmp_path)  # the scaffold still runs
     assert (run.returncode, run.stdout) == (0, "HI")
+
+
+def test_an_invalid_definition_is_logged_once_per_process_not_per_request(
+    tmp_path: Path,
+) -> None:
+    from faasflow.runtime.process import GatewayProcess
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "handler.py").write_text(
+        "def define(flow, context):\n    dag = flow.dag()\n    dag.node('a')\n"
+        "    dag.edge('b', 'c')\n")
+    (tmp_path / "stack.yml").write_text("functions:\n  bad: {lang: faasflow, handler: ./bad}\n")
+    with GatewayProcess(tmp_path / "stack.yml", data_dir=tmp_path / "data",
+                        processes=1) as gateway:
+        for _ in range(3):
+            assert gateway.post("/function/bad", data=b"x").status_code == 500
+        assert gateway.get("/healthz").status_code == 200
+        assert gateway.text.count("Invalid dag in flow bad") == 1
