@@ -1,13 +1,13 @@
 """The index of a flow's requests: newest first, by status and by failed node, paged by cursor.
 
 It is a capability every StateStore has without writing code: the index is plain keys beside the
-records, in ``faasflow/<flow>/~index/``, laid out so that one page is one
+records, in their namespace ``faasflow/<flow>/~records/``, laid out so that one page is one
 :meth:`~faasflow.interfaces.StateStore.scan_page` from the cursor's position::
 
-    t/<position>            every request            value: the entry as JSON
-    s/<status>/<position>   by status                value: the entry as JSON
-    n/<node>/<position>     failed requests, by the node that failed
-    id/<request>            where the request's keys are, so forgetting it leaves none behind
+    ix/t/<position>            every request            value: the entry as JSON
+    ix/s/<status>/<position>   by status                value: the entry as JSON
+    ix/n/<node>/<position>     failed requests, by the node that failed
+    ix/id/<request>            where the request's keys are, so forgetting it leaves none
 
 ``<position>`` is the start time in microseconds subtracted from 10**17 (17 digits, so newer sorts
 first) then ``/<request id>``. Positions never move, so a cursor (the last position served)
@@ -51,7 +51,9 @@ __all__ = [
     "RequestIndex",
 ]
 
-INDEX = "~index"
+#: Where the index keys start inside the records' namespace.
+INDEX = "ix/"
+_T, _S, _N, _ID = INDEX + "t/", INDEX + "s/", INDEX + "n/", INDEX + "id/"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 #: Entries one page of a ``q`` search reads at most before it answers with what it found.
@@ -242,15 +244,21 @@ def _node_key(node: str) -> str:
     return quote(node, safe="")
 
 
+_UNIQUE = re.compile(r"^(?:.*_)?\d+_(?P<id>.+)$")
+
+
+def _node_names(node: str) -> set[str]:
+    """The failed node as errors name it (its unique id, ``0_2_check``) and as the flow does
+    (``check``), so ``node=`` finds it by either."""
+    found = _UNIQUE.match(node)
+    return {node, found["id"]} if found else {node}
+
+
 @attrs.define
 class RequestIndex:
-    """The index of one flow, over a StateStore handle scoped to ``faasflow/<flow>/~index/``."""
+    """The index of one flow, over the StateStore handle of its records."""
 
     states: StateStore
-
-    @classmethod
-    def of(cls, state_store: StateStore, flow: str) -> RequestIndex:
-        return cls(state_store.scoped(flow, INDEX))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -259,13 +267,13 @@ class RequestIndex:
         pos = entry.position
         value = entry.encode()
         where = json.dumps({"p": pos, "s": entry.status, "d": entry.definition})
-        puts = {"t/" + pos: value, f"s/{entry.status}/{pos}": value}
+        puts = {_T + pos: value, f"{_S}{entry.status}/{pos}": value}
         states = self.states
         if states.atomic_transactions:
-            states.transaction({"id/" + entry.request_id: None}, {"id/" + entry.request_id: where,
+            states.transaction({_ID + entry.request_id: None}, {_ID + entry.request_id: where,
                                                                   **puts})
             return
-        if states.create("id/" + entry.request_id, where):
+        if states.create(_ID + entry.request_id, where):
             for key, value in puts.items():
                 states.set(key, value)
 
@@ -273,19 +281,19 @@ class RequestIndex:
         """Index the end of a request (again, harmlessly, when an end is redone)."""
         states = self.states
         try:
-            where = json.loads(states.get("id/" + entry.request_id))
+            where = json.loads(states.get(_ID + entry.request_id))
         except KeyNotFound:
             where = {}
         if not entry.definition and where.get("d"):
             entry = attrs.evolve(entry, definition=where["d"])
         pos = entry.position
         value = entry.encode()
-        puts = {"t/" + pos: value, f"s/{entry.status}/{pos}": value,
-                "id/" + entry.request_id: json.dumps(
+        puts = {_T + pos: value, f"{_S}{entry.status}/{pos}": value,
+                _ID + entry.request_id: json.dumps(
                     {"p": pos, "s": entry.status, "n": entry.node, "d": entry.definition})}
-        if entry.node:
-            puts[f"n/{_node_key(entry.node)}/{pos}"] = value
-        stale = {f"s/{status}/{pos}" for status in STATUSES if status != entry.status}
+        for name in _node_names(entry.node) if entry.node else ():
+            puts[f"{_N}{_node_key(name)}/{pos}"] = value
+        stale = {f"{_S}{status}/{pos}" for status in STATUSES if status != entry.status}
         if where.get("p") and where["p"] != pos:  # started at another time: a repaired entry
             stale |= _keys_of(where)
         stale -= set(puts)
@@ -301,10 +309,10 @@ class RequestIndex:
         """Forget a request (retention): every key that indexed it."""
         states = self.states
         try:
-            where = json.loads(states.get("id/" + request_id))
+            where = json.loads(states.get(_ID + request_id))
         except KeyNotFound:
             return
-        doomed = sorted(_keys_of(where) | {"id/" + request_id})
+        doomed = sorted(_keys_of(where) | {_ID + request_id})
         if states.atomic_transactions:
             states.transaction({}, {}, doomed)
             return
@@ -318,11 +326,11 @@ class RequestIndex:
         if query.node is not None:
             if query.statuses and "failure" not in query.statuses:
                 return IndexPage((), None)
-            sequences = [f"n/{_node_key(query.node)}/"]
+            sequences = [f"{_N}{_node_key(query.node)}/"]
         elif query.statuses:
-            sequences = [f"s/{status}/" for status in query.statuses]
+            sequences = [f"{_S}{status}/" for status in query.statuses]
         else:
-            sequences = ["t/"]
+            sequences = [_T]
         start = decode_cursor(query.cursor) if query.cursor else ""
         if query.until is not None:
             start = max(start, f"{_inverted(query.until):0{_WIDTH}d}")
@@ -366,9 +374,9 @@ def _keys_of(where: Mapping[str, Any]) -> set[str]:
     pos = where.get("p")
     if not pos:
         return set()
-    keys = {"t/" + pos} | {f"s/{status}/{pos}" for status in STATUSES}
-    if where.get("n"):
-        keys.add(f"n/{_node_key(where['n'])}/{pos}")
+    keys = {_T + pos} | {f"{_S}{status}/{pos}" for status in STATUSES}
+    for name in _node_names(where["n"]) if where.get("n") else ():
+        keys.add(f"{_N}{_node_key(name)}/{pos}")
     return keys
 
 

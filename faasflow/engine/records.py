@@ -150,14 +150,15 @@ class RecordBook:
     watchers: list[RecordWatcher] = attrs.field(factory=list)
     """Told of every start and end this process records (metrics)."""
 
+    def __attrs_post_init__(self) -> None:
+        if self.index is None:  # the index shares the records' namespace (faasflow.engine.index)
+            self.index = RequestIndex(self.states)
+
     @classmethod
     def of(
         cls, state_store: StateStore, data_store: DataStore, flow: str, retention: float
     ) -> RecordBook:
-        return cls(
-            state_store.scoped(flow, RECORDS), data_store.scoped(flow, RECORDS), retention,
-            RequestIndex.of(state_store, flow),
-        )
+        return cls(state_store.scoped(flow, RECORDS), data_store.scoped(flow, RECORDS), retention)
 
     def open(
         self, request_id: str, deadline: float | None, digest: str = "", definition: str = ""

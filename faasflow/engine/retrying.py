@@ -76,6 +76,11 @@ class RetryingStates(StateStore):
     def scan(self, prefix: str = "") -> dict[str, str]:
         return retry_backend(self.budget, lambda: self.inner.scan(prefix))
 
+    def scan_page(
+        self, prefix: str, start_after: str = "", limit: int = 100
+    ) -> list[tuple[str, str]]:
+        return retry_backend(self.budget, lambda: self.inner.scan_page(prefix, start_after, limit))
+
     def cleanup(self) -> None:
         retry_backend(self.budget, self.inner.cleanup)
 
