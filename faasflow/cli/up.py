@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(
             f"{name} ({spec.lang})" for name, spec in stack.functions.items()
         )
-        print(f"faasflow gateway listening on {gateway.url}", flush=True)
+        # the "listening on" line comes last: who waits for it (tests, scripts) has the rest
         print(f"functions: {names}", flush=True)
         print(f"data: {data_dir}", flush=True)
         print(f"secrets: {config.secrets}", flush=True)
@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"export OPENFAAS_URL={gateway.url}", flush=True)
         if gateway.queue.recovered:
             print(f"resuming {gateway.queue.recovered} queued asynchronous calls", flush=True)
+        print(f"faasflow gateway listening on {gateway.url}", flush=True)
         try:
             while not stop.wait(0.5):
                 pass
