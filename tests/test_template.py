@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,8 @@ import pytest
 import requests
 import yaml
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "template" / "faasflow"
+from faasflow.testing.queueworker import QueueWorker
+from tests.template_harness import TEMPLATE, function_dir, function_env, watchdog
 
 FLOW = """
     def define(flow, context):
@@ -37,7 +35,7 @@ def test_template_yml_names_the_language_and_the_process() -> None:
 
 def test_template_has_the_layout_faas_cli_expects() -> None:
     for name in ("template.yml", "Dockerfile", "index.py", "requirements.txt",
-                 "function/handler.py", "function/requirements.txt"):
+                 "function/handler.py", "function/requirements.txt", "wheels/README.md"):
         assert (TEMPLATE / name).is_file(), name
 
 
@@ -47,15 +45,50 @@ def test_dockerfile_runs_the_of_watchdog_in_http_mode_on_a_slim_python() -> None
     assert "COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog" in text
     assert 'mode="http"' in text
     assert 'upstream_url="http://127.0.0.1:5000"' in text
+    assert 'fprocess="python index.py"' in text
     assert 'CMD ["fwatchdog"]' in text
     # faas-flow's template wrote `ENV name: value`, which sets a variable called "name:"
     assert not re.search(r"^ENV \w+: ", text, re.MULTILINE)
 
 
-def test_template_requirements_name_faasflow_and_gunicorn() -> None:
+def test_dockerfile_takes_the_watchdog_from_ghcr_at_the_current_release() -> None:
+    text = (TEMPLATE / "Dockerfile").read_text()
+    assert "ARG WATCHDOG_IMAGE=ghcr.io/openfaas/of-watchdog:0.11.6" in text
+    assert "FROM --platform=${TARGETPLATFORM:-linux/amd64} ${WATCHDOG_IMAGE} AS watchdog" in text
+    assert "FROM --platform=${TARGETPLATFORM:-linux/amd64} ${PYTHON_IMAGE} AS build" in text
+
+
+def test_dockerfile_is_healthy_on_the_lock_file_and_runs_as_a_user() -> None:
+    text = (TEMPLATE / "Dockerfile").read_text()
+    assert "HEALTHCHECK --interval=5s CMD [ -e /tmp/.lock ] || exit 1" in text
+    assert re.search(r"^USER app$", text, re.MULTILINE)
+
+
+def test_dockerfile_installs_faasflow_from_a_build_argument_or_the_wheels() -> None:
+    text = (TEMPLATE / "Dockerfile").read_text()
+    assert 'ARG FAASFLOW_PACKAGE=""' in text
+    assert "COPY --chown=app:app wheels/ wheels/" in text
+    assert '--no-index --find-links ./wheels' in text
+    assert '${FAASFLOW_PACKAGE:+"${FAASFLOW_PACKAGE}"}' in text
+
+
+def test_dockerfile_sets_no_store_so_the_template_defaults_apply() -> None:
+    text = (TEMPLATE / "Dockerfile").read_text()
+    assert "FAASFLOW_STATE_STORE" not in text
+    assert "FAASFLOW_DATA_STORE" not in text
+    assert "FAASFLOW_INVOKER" not in text
+
+
+def test_template_requirements_name_no_unregistered_package() -> None:
+    # faasflow is not on PyPI: naming it would install whatever takes the name there
     names = {re.split(r"[<>=\s]", line)[0]
              for line in (TEMPLATE / "requirements.txt").read_text().splitlines() if line}
-    assert names == {"faasflow", "gunicorn"}
+    assert names == {"gunicorn"}
+
+
+def test_template_ships_the_wheels_directory_the_dockerfile_copies() -> None:
+    assert (TEMPLATE / "wheels").is_dir()
+    assert not list((TEMPLATE / "wheels").glob("*.whl"))
 
 
 def test_template_handler_is_a_valid_flow() -> None:
@@ -71,51 +104,18 @@ def test_template_handler_is_a_valid_flow() -> None:
     assert Flow(module.define, name="tpl").export()["is-valid"] is True
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The entry point with the template's defaults, behind the watchdog stand-in; the URL is
+    the watchdog's, so each test sends the Host header a gateway would."""
     pytest.importorskip("gunicorn", reason="the template's server; pip install gunicorn")
-    root = tmp_path_factory.mktemp("template")
-    app = root / "app"
-    shutil.copytree(TEMPLATE, app)
-    (app / "function" / "handler.py").write_text(textwrap.dedent(FLOW).lstrip())
-    port = _free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        # no FAASFLOW_FLOW_NAME: the name comes from the Host header, as behind a gateway
-        "FAASFLOW_INVOKER": "local",  # no gateway here: iterations stay in the process
-        "FAASFLOW_STATE_STORE": "sqlite",
-        "FAASFLOW_DATA_STORE": "sqlite",
-        "FAASFLOW_SQLITE_PATH": str(root / "state.db"),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "index.py", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(url + "/?state=x", timeout=2, headers={"Host": "probe.openfaas-fn"})
-            break
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                out = process.communicate()[0]
-                pytest.fail(f"the template's entry point did not start:\n{out}")
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    try:
-        process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
+    app = function_dir(tmp_path_factory.mktemp("template"), FLOW)
+    with QueueWorker() as queue:
+        # no FAASFLOW_FLOW_NAME: the name comes from the Host header, as behind faas-netes
+        env = function_env(FAASFLOW_GATEWAY_URL=queue.url, FAASFLOW_HMAC_SECRET="k")
+        with watchdog(app, env) as dog:
+            queue.functions["tplflow"] = dog.url
+            yield dog.url
 
 
 HOST = {"Host": "tplflow.openfaas-fn.svc.cluster.local:8080"}
@@ -164,3 +164,41 @@ def test_entry_point_with_a_broken_handler_exits_with_its_error(tmp_path: Path) 
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
     assert "defines no define(flow, context)" in result.stderr
+
+
+def _start_fails(tmp_path: Path, **variables: str) -> str:
+    app = function_dir(tmp_path, FLOW)
+    env = function_env(upstream_url="http://127.0.0.1:1", **variables)
+    result = subprocess.run([sys.executable, "index.py"], cwd=app, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    return result.stderr
+
+
+def test_a_process_local_store_is_refused_with_several_workers(tmp_path: Path) -> None:
+    stderr = _start_fails(tmp_path, FAASFLOW_STATE_STORE="memory")
+    assert "2 worker processes" in stderr
+    assert "FAASFLOW_STATE_STORE" in stderr
+
+
+def test_a_host_local_store_is_refused_with_several_replicas(tmp_path: Path) -> None:
+    stderr = _start_fails(tmp_path, FAASFLOW_REPLICAS="3")
+    assert "FAASFLOW_REPLICAS=3" in stderr
+    assert "FAASFLOW_STATE_STORE" in stderr
+
+
+def test_a_process_local_data_store_is_refused_naming_its_variable(tmp_path: Path) -> None:
+    stderr = _start_fails(tmp_path, FAASFLOW_DATA_STORE="memory")
+    assert "FAASFLOW_DATA_STORE" in stderr
+
+
+def test_one_worker_process_may_use_memory_stores(tmp_path: Path) -> None:
+    app = function_dir(tmp_path, FLOW)
+    with QueueWorker() as queue:
+        env = function_env(FAASFLOW_GATEWAY_URL=queue.url, FAASFLOW_HMAC_SECRET="k",
+                           FAASFLOW_STATE_STORE="memory", FAASFLOW_DATA_STORE="memory")
+        with watchdog(app, env, "--workers", "1") as dog:
+            queue.functions["tplflow"] = dog.url
+            reply = requests.post(f"{queue.url}/function/tplflow", data=b"x", timeout=60,
+                                  headers={"X-Faas-Flow-Wait": "30"})
+    assert (reply.status_code, reply.text) == (200, "x-1-2")

@@ -43,6 +43,7 @@ COMMANDS = (
     "faasflow.cli.graph",
     "faasflow.cli.plugins",
     "faasflow.cli.new",
+    "faasflow.cli.template",
 )
 
 
