@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ import attrs
 from faasflow import Flow
 from faasflow.backends import Kind
 from faasflow.engine import Backends, Engine, Message
-from faasflow.errors import FunctionError
+from faasflow.errors import FunctionError, RequestNotActive
 from faasflow.interfaces import DataStore, Invoker, Response, StateStore
 from faasflow.plugins import Registry
 from faasflow.settings import Settings
@@ -69,6 +70,9 @@ class QueueInvoker(Invoker):
         self.queue: collections.deque[Forwarded] = collections.deque()
         self.requests: list[tuple[str, str, bytes, Mapping[str, str]]] = []
         self.fail_forward: Callable[[Forwarded], bool] | None = None
+        self.duplicate = False
+        """Queue every forwarded iteration twice (the same call id: one message delivered
+        twice, as an at-least-once queue may)."""
         self.lock = threading.Lock()
 
     def call(
@@ -113,12 +117,17 @@ class QueueInvoker(Invoker):
     def forward(
         self, flow_name: str, request_id: str, message: bytes, headers: Mapping[str, str]
     ) -> None:
-        item = Forwarded(flow_name, request_id, message, dict(headers))
+        # the gateway gives every accepted call an id that stays the same across redeliveries
+        item = Forwarded(
+            flow_name, request_id, message, {**headers, "X-Call-Id": uuid.uuid4().hex}
+        )
         if self.fail_forward is not None and self.fail_forward(item):
             raise FunctionError("500: gateway refused", url="/async-function", status=500)
         with self.lock:
             self.forwards.append(item)
             self.queue.append(item)
+            if self.duplicate:
+                self.queue.append(item)
 
 
 class Tracked(DataStore):
@@ -179,6 +188,8 @@ class Harness:
         self.states: StateStore = registry.create(Kind.STATE_STORE, self.settings, state_store)
         self.data = Tracked(registry.create(Kind.DATA_STORE, self.settings, data_store))
         self.invoker = QueueInvoker(functions)
+        self.outcomes: list[str] = []
+        """What each delivery of :meth:`drain` answered (ran, parked, duplicate, refused)."""
         self.flow = define if isinstance(define, Flow) else Flow(define, name=name)
         self.engine = Engine(
             self.flow,
@@ -195,13 +206,29 @@ class Harness:
     def start(self, data: bytes = b"", **kwargs: Any) -> Any:
         return self.engine.start(data, **kwargs)
 
-    def drain(self, limit: int = 10_000) -> int:
-        """Deliver queued iterations one by one (including those they produce)."""
+    def drain(self, limit: int = 10_000, *, redeliver: bool = False) -> int:
+        """Deliver queued iterations one by one (including those they produce).
+
+        With ``redeliver`` a delivery that raises goes back on the queue with the same call
+        id and the next attempt number (OpenFaaS Pro's queue); a refusal of an ended request
+        is acked. Without it the error propagates to the test."""
         n = 0
         while self.invoker.queue and n < limit:
             item = self.invoker.queue.popleft()
-            self.engine.forward(item.body, item.headers)
             n += 1
+            try:
+                self.outcomes.append(self.engine.forward(item.body, item.headers))
+            except RequestNotActive:
+                if not redeliver:
+                    raise
+                self.outcomes.append("refused")
+            except Exception:
+                if not redeliver:
+                    raise
+                attempt = int(item.headers.get("X-Faas-Flow-Attempt", "1")) + 1
+                self.invoker.queue.append(attrs.evolve(
+                    item, headers={**item.headers, "X-Faas-Flow-Attempt": str(attempt)}
+                ))
         return n
 
     def deliver(self, item: Forwarded) -> None:
