@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"export OPENFAAS_URL={gateway.url}", flush=True)
         if gateway.queue.recovered:
             print(f"resuming {gateway.queue.recovered} queued asynchronous calls", flush=True)
+        for mount, name in gateway.web_apps.names.items():
+            print(f"{name}: {gateway.url}{mount}/", flush=True)
         print(f"faasflow gateway listening on {gateway.url}", flush=True)
         try:
             while not stop.wait(0.5):

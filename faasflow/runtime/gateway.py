@@ -59,6 +59,7 @@ from faasflow.runtime.upstream import Unreachable
 from faasflow.runtime.web import Request, Response, error, text
 from faasflow.runtime.workers import WorkerPool, WorkerSettings
 from faasflow.settings import EnvVars, Settings
+from faasflow.webapps import WebMounts
 
 __all__ = ["Gateway", "GatewayConfig", "flow_defaults"]
 
@@ -146,6 +147,8 @@ class Gateway:
         self._monitor: threading.Thread | None = None
         self._monitor_wake = threading.Event()
         self._local = threading.local()
+        self.web_apps = WebMounts({}, {})
+        """Plugin web apps under ``/ui`` (the dashboard), built at start."""
         self.metrics = GatewayMetrics(
             lambda: len(self.stack.functions),
             lambda: self._queue.pending() if self._queue is not None else 0,
@@ -183,6 +186,8 @@ class Gateway:
             self.defaults = flow_defaults(
                 f"http://127.0.0.1:{self._server.port}", data_dir.resolve(), secret
             )
+            self.web_apps = WebMounts.from_plugins(f"http://127.0.0.1:{self._server.port}",
+                                                   self.settings)
             self._start_pools()
             self._server.start()
             self._dispatcher = Dispatcher(
@@ -313,6 +318,9 @@ class Gateway:
     # -- HTTP ----------------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        web_app = self.web_apps.route(environ)
+        if web_app is not None:
+            return web_app(environ, start_response)
         request = Request.from_environ(environ)
         raw = str(environ.get("RAW_URI") or "")
         disconnected: Callable[[], bool] = environ.get(DISCONNECTED) or (lambda: False)

@@ -1,0 +1,115 @@
+"""The request list: its URL parameters (all of its state, so every view is a deep link), checked
+and passed to the flow's paged index; a flow without the index lists every record, which is
+then filtered and paged here."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from faasflow.runtime.web import Request, Response
+from faasflow_tower import pages
+from faasflow_tower.client import GatewayClient
+
+__all__ = ["BadParameter", "list_requests", "parse_time"]
+
+PAGE = 50
+MAX_PAGE = 1000
+_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def parse_time(name: str, raw: str, now: float) -> float | None:
+    """``30m``/``1h``/``7d`` (ago), epoch seconds, or an ISO 8601 time; None when empty."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    match = _DURATION.match(raw)
+    if match:
+        return now - float(match["n"]) * _UNITS[match["unit"]]
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParameter(f"{name}: {raw!r} is not a time; give 30m, 1h or 7d (ago), epoch "
+                           "seconds, or an ISO 8601 time like 2026-12-01T10:00:00Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def _matches(doc: Mapping[str, Any], statuses: Sequence[str], since: float | None,
+             until: float | None, node: str, text: str) -> bool:
+    if statuses and doc.get("status") not in statuses:
+        return False
+    created = doc.get("created")
+    created = float(created) if isinstance(created, (int, float)) else 0.0
+    if since is not None and created < since:
+        return False
+    if until is not None and created > until:
+        return False
+    if node:
+        failed = [k for k, r in (doc.get("nodes") or {}).items()
+                  if isinstance(r, Mapping) and r.get("status") not in (None, "success")]
+        if not any(k == node or k.endswith(node) or k.rpartition("_")[2] == node
+                   for k in failed):
+            return False
+    if text:
+        rid = str(doc.get("id") or "")
+        if not (rid.startswith(text) or text.lower() in str(doc.get("error") or "").lower()):
+            return False
+    return True
+
+
+def list_requests(client: GatewayClient, request: Request, page: pages.Page,
+                  flow: str) -> Response:
+    args = {k: v[0] for k, v in request.args.items() if v}
+    statuses = [s for s in request.args.get("status", []) if s]
+    bad = [s for s in statuses if s not in pages.STATUSES]
+    try:
+        if bad:
+            raise BadParameter(f"status: {bad[0]!r} is not one of {', '.join(pages.STATUSES)}")
+        now = time.time()
+        since = parse_time("since", args.get("since", ""), now)
+        until = parse_time("until", args.get("until", ""), now)
+        limit_raw = args.get("limit", str(PAGE))
+        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_PAGE:
+            raise BadParameter(f"limit: {limit_raw!r} is not a number from 1 to {MAX_PAGE}")
+        limit = int(limit_raw)
+    except BadParameter as exc:
+        return pages.html_response(pages.error_page(page, 400, str(exc)), 400)
+    node, text, cursor = args.get("node", ""), args.get("q", ""), args.get("cursor", "")
+    params = [("status", s) for s in statuses]
+    params += [("since", f"{since:.3f}" if since is not None else ""),
+               ("until", f"{until:.3f}" if until is not None else ""),
+               ("node", node), ("q", text), ("limit", str(limit)), ("cursor", cursor)]
+    rows, next_cursor, paged = client.requests(flow, params)
+    if not paged:
+        rows = [d for d in rows if _matches(d, statuses, since, until, node, text)]
+        rows.sort(key=lambda d: (d.get("created") or 0, str(d.get("id"))), reverse=True)
+        offset = int(cursor[2:]) if cursor.startswith("o:") and cursor[2:].isdigit() else 0
+        more = len(rows) > offset + limit
+        rows = rows[offset:offset + limit]
+        next_cursor = f"o:{offset + limit}" if more else None
+    next_url = None
+    if next_cursor:
+        kept = [(k, v) for k, vs in request.args.items() for v in vs if k != "cursor"]
+        next_url = page.url(f"/flows/{pages.q(flow)}/requests", [*kept, ("cursor", next_cursor)])
+    flash = ""
+    stopped, failed = args.get("stopped", ""), args.get("failed", "")
+    if stopped.isdigit():
+        flash = (f'<p class="flash ok" role="status">Stopped {int(stopped)} request(s)'
+                 + (f", {int(failed)} could not be stopped" if failed.isdigit() and int(failed)
+                    else "") + ".</p>")
+    body = pages.requests_page(page, flow, rows, args, statuses, next_url, flash)
+    return pages.html_response(body)
