@@ -333,3 +333,16 @@ def test_memory_store_behind_a_failing_store_still_raises_key_not_found() -> Non
     store = FailingStore.wrap(MemoryStateStore(), Faults()).scoped("f", "r")
     with pytest.raises(KeyNotFound):
         store.get("absent")
+
+
+def test_failing_store_wraps_every_state_store_method() -> None:
+    from faasflow.interfaces import StateStore
+
+    public = {
+        name for name, value in vars(StateStore).items()
+        if callable(value) and not name.startswith("_")
+    } - {"configure", "scoped", "close"}
+    missing = {name for name in public if name not in vars(FailingStateStore)} - set(
+        vars(FailingStore)
+    )
+    assert missing == set(), "calls of these methods would not be counted"

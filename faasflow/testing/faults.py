@@ -200,6 +200,12 @@ class FailingStateStore(FailingStore, StateStore):
         found: dict[str, str] = self._do("scan", prefix, prefix)
         return found
 
+    def scan_page(
+        self, prefix: str, start_after: str = "", limit: int = 100
+    ) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = self._do("scan_page", prefix, prefix, start_after, limit)
+        return found
+
     def increment(self, key: str, by: int = 1) -> int:
         return int(self._do("increment", key, key, by))
 
