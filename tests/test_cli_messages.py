@@ -105,3 +105,17 @@ def test_an_invalid_definition_is_logged_once_per_process_not_per_request(
             assert gateway.post("/function/bad", data=b"x").status_code == 500
         assert gateway.get("/healthz").status_code == 200
         assert gateway.text.count("Invalid dag in flow bad") == 1
+
+
+def test_up_with_a_handler_missing_its_requirements_says_to_pip_install_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "needs").mkdir()
+    (tmp_path / "needs" / "handler.py").write_text("import faasflow_absent_dependency\n")
+    (tmp_path / "needs" / "requirements.txt").write_text("faasflow_absent_dependency>=1\n")
+    (tmp_path / "stack.yml").write_text(
+        "functions:\n  needs: {lang: faasflow, handler: ./needs}\n")
+    result = faasflow("up", "--port", "0", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "faasflow_absent_dependency is listed in" in result.stderr
+    assert f"pip install -r {tmp_path / 'needs' / 'requirements.txt'}" in result.stderr

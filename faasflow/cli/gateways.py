@@ -62,10 +62,8 @@ class StackFileError(Exception):
 
 def _provider_gateway(path: Path, environ: Mapping[str, str], *, required: bool) -> str:
     # the stack's own ${VAR:-default} substitution, as faas-cli applies it to the whole file
-    from faasflow.runtime import stack
+    from faasflow.runtime.stack import substitute
 
-    names = vars(stack)  # `substitute` is public in newer versions of the module
-    substitute = names.get("substitute") or names["_substitute"]
     try:
         doc = yaml.safe_load(substitute(path.read_text(), environ))
     except (OSError, yaml.YAMLError) as exc:

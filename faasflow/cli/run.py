@@ -73,7 +73,7 @@ def http_function(handle: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 def local_functions(stack: Stack | None) -> dict[str, Any]:
     """The python3-http functions of the stack, as the flow's in-process functions."""
-    from faasflow.cli.targets import TargetError, with_requirements_hint
+    from faasflow.cli.targets import TargetError
     from faasflow.errors import ConfigurationError
     from faasflow.runtime.stack import load_handler
     from faasflow.runtime.worker import package_name
@@ -85,7 +85,7 @@ def local_functions(stack: Stack | None) -> dict[str, Any]:
         try:
             module = load_handler(spec.handler, package_name(spec.name))
         except ConfigurationError as exc:
-            raise TargetError(with_requirements_hint(str(exc), spec.handler, exc), 2) from exc
+            raise TargetError(str(exc), 2) from exc
         functions[spec.name] = http_function(module.handle, spec.name)
     return functions
 

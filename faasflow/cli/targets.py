@@ -134,16 +134,8 @@ def _load_handler(directory: Path, function: str, module_name: str) -> ModuleTyp
 
     try:
         return load_handler(directory, package_name(function), module_name)
-    except ConfigurationError as exc:
-        raise TargetError(with_requirements_hint(str(exc), directory, exc), 2) from exc
-
-
-def with_requirements_hint(message: str, directory: Path, error: BaseException) -> str:
-    """``message``, plus how to install the handler's requirements when that is the cause."""
-    from faasflow.runtime.requirements import missing_requirements_hint
-
-    hint = missing_requirements_hint(directory, error)
-    return f"{message}; {hint}" if hint else message
+    except ConfigurationError as exc:  # it says when the handler's requirements are missing
+        raise TargetError(str(exc), 2) from exc
 
 
 def _from_module(target: str, reference: str, attribute: str, stack: Stack | None) -> Target:

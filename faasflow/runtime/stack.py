@@ -331,6 +331,8 @@ def load_handler(directory: Path, package: str, module: str = "handler") -> Modu
             if created:
                 sys.modules.pop(package, None)
             sys.modules.pop(module_name, None)
-            raise ConfigurationError(
-                f"cannot import {source}: {type(exc).__name__}: {exc}"
-            ) from exc
+            from faasflow.runtime.requirements import missing_requirements_hint
+
+            message = f"cannot import {source}: {type(exc).__name__}: {exc}"
+            hint = missing_requirements_hint(directory, exc)
+            raise ConfigurationError(f"{message}; {hint}" if hint else message) from exc
