@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from faasflow.cli.gateways import add_arguments as add_gateway_arguments
 
@@ -31,6 +32,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("flow", help="the flow's function name")
     parser.add_argument("request_id", nargs="?", help="request id (all actions but list)")
     parser.add_argument("--json", action="store_true", help="print the JSON the flow answers")
+    listing = parser.add_argument_group("list filters (docs/history.md)")
+    listing.add_argument("--status", action="append", default=[],
+                         choices=("running", "success", "failure", "stopped"),
+                         help="only this status (repeat for several)")
+    listing.add_argument("--limit", type=int, default=None,
+                         help="requests per page (default 50, at most 1000)")
+    listing.add_argument("--since", help="started at or after (epoch seconds, ISO 8601, or "
+                         "an age such as 15m, 2h, 1d)")
+    listing.add_argument("--until", help="started at or before (as --since)")
+    listing.add_argument("--node", help="failed at this node")
+    listing.add_argument("-q", "--query", help="id prefix or text of the error")
+    listing.add_argument("--cursor", help="the page after the one that printed this cursor")
     add_gateway_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -51,12 +64,38 @@ def _duration(doc: dict[str, Any]) -> str:
 def _print_list(doc: dict[str, Any]) -> None:
     rows = doc.get("requests") or []
     if not rows:
-        print(f"no requests of {doc.get('flow', '?')} are kept")
-        return
-    print(f"{'REQUEST':<24} {'STATUS':<9} {'CREATED':<19}  DURATION")
-    for row in rows:
-        print(f"{row.get('id', ''):<24} {row.get('status', ''):<9} "
-              f"{_when(row.get('created')):<19}  {_duration(row)}")
+        print(f"no requests of {doc.get('flow', '?')} match" if doc.get("filtered")
+              else f"no requests of {doc.get('flow', '?')} are kept")
+    else:
+        print(f"{'REQUEST':<24} {'STATUS':<9} {'CREATED':<19}  {'DURATION':>10}  ERROR")
+        for row in rows:
+            problem = row.get("error") or ""
+            if row.get("failed_node"):
+                problem = f"at {row['failed_node']}: {problem}"
+            print(f"{row.get('id', ''):<24} {row.get('status', ''):<9} "
+                  f"{_when(row.get('created')):<19}  {_duration(row):>10}  {problem}".rstrip())
+    if doc.get("next"):
+        print(f"more: --cursor {doc['next']}")
+
+
+_AGE = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _list_query(args: argparse.Namespace) -> str:
+    """The query string of ``GET /flow``; an age (``15m``) becomes epoch seconds here."""
+    params: list[tuple[str, str]] = [("status", status) for status in args.status]
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        if value:
+            raw = value.strip()
+            if raw[:-1].replace(".", "", 1).isdigit() and raw[-1:] in _AGE:
+                value = f"{time.time() - float(raw[:-1]) * _AGE[raw[-1]]:.6f}"
+            params.append((name, value))
+    for name, value in (("limit", args.limit), ("node", args.node), ("q", args.query),
+                        ("cursor", args.cursor)):
+        if value is not None:
+            params.append((name, str(value)))
+    return urlencode(params)
 
 
 def _print_record(doc: dict[str, Any]) -> None:
@@ -101,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     client = GatewayClient(gateway.url)
     try:
         if args.action == "list":
-            reply = client.request("GET", f"{base}/flow", headers={"Accept": "application/json"})
+            reply = client.request("GET", f"{base}/flow", headers={"Accept": "application/json"},
+                                   params=_list_query(args) or None)
         elif args.action == "show":
             reply = client.request("GET", f"{base}/flow/{args.request_id}",
                                    headers={"Accept": "application/json"})
@@ -130,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
             json.dump(doc, sys.stdout, indent=2)
             print()
         elif args.action == "list":
-            _print_list(doc)
+            filtered = any((args.status, args.since, args.until, args.node, args.query))
+            _print_list({**doc, "filtered": filtered})
         else:
             _print_record(doc)
         return 0
