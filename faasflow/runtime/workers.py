@@ -74,6 +74,9 @@ class WorkerProcess:
         """Start the process. Call it from a thread that lives as long as the gateway: on Linux
         the worker dies with the thread that spawned it."""
         settings = self.pool.settings
+        old, self.upstream = self.upstream, None  # not chosen again until the new one is ready
+        if old is not None:
+            old.close()
         config = {
             "stack": settings.stack,
             "functions": list(self.pool.functions),
@@ -139,11 +142,8 @@ class WorkerProcess:
                 else f"unexpected output {line[:200]!r}"
             )
             raise ConfigurationError(f"cannot start the functions of {settings.stack}: {reason}")
-        old = self.upstream
         self.upstream = Upstream(int(ready["port"]), settings.timeout, settings.keepalive)
         self.started = time.time()
-        if old is not None:
-            old.close()
         self.pool.ready_changed()
 
     def alive(self) -> bool:
