@@ -9,14 +9,14 @@ import time
 
 from faasflow.errors import FaasflowError, RequestNotActive, RequestNotFound
 
-from .endings import finalize
+from .endings import finalize, node_runs
 from .ids import REQUEST_ID_HEADER
 from .iteration import Core
 from .records import RequestRecord
 from .retrying import retry_backend
-from .state import FINISHED, RUNNING, RequestControl
+from .state import FINISHED, PAUSED, RUNNING, RequestControl
 
-__all__ = ["pause", "resume", "state", "stop", "sweep"]
+__all__ = ["pause", "record", "resume", "state", "stop", "sweep"]
 
 log = logging.getLogger("faasflow.engine")
 
@@ -156,3 +156,33 @@ def _sweep_one(
         forward_held(core, control, current.parked)
         return True
     return False
+
+
+def record(core: Core, request_id: str) -> RequestRecord | None:
+    """The request's record: live progress while it runs, the outcome once it ended."""
+    found = core.records.entry(request_id)
+    if found is None:
+        return None
+    entry = found[1]
+    if entry["status"] == "running":
+        ctl = core.control(request_id)
+        read = ctl.read()
+        if read is None or not read[1].terminal:
+            paused = read is not None and read[1].state == PAUSED
+            return RequestRecord(
+                request_id, core.name, "paused" if paused else "running",
+                float(entry["created"]), nodes=node_runs(ctl.states),
+            )
+        tomb = read[1]  # decided, the record is being written
+        return RequestRecord(
+            request_id, core.name, tomb.status or "failure", float(entry["created"]),
+            tomb.ended, ctl.output_of(tomb), tomb.error, node_runs(ctl.states),
+        )
+    for _ in range(50):  # the full record lands right after the status claim
+        loaded = core.records.load(request_id)
+        if loaded is not None:
+            return loaded
+        time.sleep(0.01)
+    return RequestRecord(
+        request_id, core.name, entry["status"], float(entry["created"]), entry.get("ended")
+    )

@@ -7,10 +7,8 @@ operations), handing on in ``coordination``, endings in ``endings``, control and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,20 +17,15 @@ from typing import Any
 import attrs
 
 from faasflow.backends import Kind
-from faasflow.context import Query, RequestView, running
 from faasflow.errors import (
     ConfigurationError,
-    FlowFailure,
-    RequestIdInUse,
-    RequestNotActive,
     RequestNotFound,
-    SignatureError,
 )
-from faasflow.graph import Graph
 from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
 from faasflow.settings import Settings
 
-from . import control, endings, runner
+from . import control, runner
+from .delivery import deliver
 from .ids import (
     ATTEMPT_HEADER,
     CALL_ID_HEADER,
@@ -40,11 +33,11 @@ from .ids import (
     header,
     new_request_id,
 )
-from .iteration import Core, Iteration, describe
+from .iteration import Core
 from .message import Message, MessageError, verify_body_signature
 from .records import RECORDS, RecordBook, RequestRecord
 from .retrying import RetryingData, RetryingStates
-from .state import PAUSED, RUNNING, RequestState
+from .starts import StartResult, deadline_of, run_sync, start_dag
 
 __all__ = ["Backends", "Engine", "StartResult"]
 
@@ -79,18 +72,6 @@ class Backends:
                 backend.close()
             except Exception:
                 log.exception("closing %s failed", type(backend).__name__)
-
-
-@attrs.frozen
-class StartResult:
-    """What starting a request gave: the output when it already ended."""
-
-    request_id: str
-    status: str
-    """``success``, ``failure``, ``stopped`` or ``running``."""
-    output: bytes | None = None
-    error: str | None = None
-    sync: bool = False
 
 
 class Engine:
@@ -194,106 +175,25 @@ class Engine:
         headers = dict(headers or {})
         if self.settings.authenticate_request:
             verify_body_signature(self._auth_key, data, header(headers, "X-Hub-Signature-256"))
-        call_id = idempotency_key or header(headers, CALL_ID_HEADER)
         rid = check_request_id(request_id) if request_id else new_request_id()
         query = query.lstrip("?")
         graph = self.flow.graph(query, rid)
-        limit = timeout if timeout is not None else self.settings.request_timeout
-        deadline = time.time() + limit if limit else None
+        deadline = deadline_of(timeout if timeout is not None else self.settings.request_timeout)
         if graph.is_sync:
-            return self._run_sync(graph, data, rid, query, callback_url, headers, deadline)
-        if request_id is None and call_id:
-            first = self.records.start_id(call_id, rid)
-            if first != rid:
-                rid, graph = first, self.flow.graph(query, first)
-        digest = hashlib.sha256(
-            b"\0".join([data, query.encode(), (callback_url or "").encode()])
-        ).hexdigest()
-        existing = self.records.open(rid, deadline, digest)
-        if existing is not None:
-            if existing.get("digest") != digest:
-                raise RequestIdInUse(rid, self.name)
-            if existing["status"] != "running":
-                return self._as_started(rid)
-            deadline = existing.get("deadline")
-            log.info("[Request `%s`] start delivered again: continuing it", rid)
-        core = self.core
-        ctl = core.control(rid)
-        if not ctl.begin(RequestState(RUNNING, graph.definition_hash, deadline)):
-            # a repeated start, or our own write that landed before an error: the record
-            # entry (created or matched above) says the id is this request's
-            if ctl.live() is None:
-                return self._as_started(rid)
-        ctl.states.init()
-        ctl.data.init()
-        event = core.waiters.watch(rid)
-        if existing is None:
-            log.info("[Request `%s`] Created (flow %s)", rid, self.name)
-        msg = Message(
-            rid, self.name, graph.definition_hash, graph.root.nodes[graph.root.start].unique_id,
-            data=data, query=query, callback=callback_url, deadline=deadline,
-            mid=f"start-{rid}",
+            if self._sync_data is None:
+                from faasflow.plugins import Registry
+
+                registry = Registry.shared(self.settings)
+                self._sync_data = registry.create(Kind.DATA_STORE, self.settings, "memory")
+            store = self._sync_data.scoped(self.name, rid)
+            return run_sync(
+                self.core, store, graph, data, rid, query, callback_url, headers, deadline
+            )
+        return start_dag(
+            self.core, graph, data, rid, client_id=request_id is not None,
+            call_id=idempotency_key or header(headers, CALL_ID_HEADER), query=query,
+            callback_url=callback_url, headers=headers, deadline=deadline,
         )
-        try:
-            runner.iterate(core, msg, b"", first=True, carrier=headers,
-                           token=call_id or f"start:{rid}")
-        except RequestNotActive:
-            return self._as_started(rid)
-        if event.is_set() or existing is not None:
-            return self._as_started(rid)
-        return StartResult(rid, "running")
-
-    def _as_started(self, rid: str) -> StartResult:
-        record = self.record(rid)
-        if record is not None and record.done:
-            return StartResult(rid, record.status, record.output, record.error)
-        return StartResult(rid, "running")
-
-    def _run_sync(
-        self,
-        graph: Graph,
-        data: bytes,
-        rid: str,
-        query: str,
-        callback: str | None,
-        headers: Mapping[str, str],
-        deadline: float | None,
-    ) -> StartResult:
-        node = graph.root.nodes[graph.root.start]
-        if self._sync_data is None:
-            from faasflow.plugins import Registry
-
-            registry = Registry.shared(self.settings)
-            self._sync_data = registry.create(Kind.DATA_STORE, self.settings, "memory")
-        store = self._sync_data.scoped(self.name, rid)
-        tracer = self.backends.tracer.scoped(self.name, rid)
-        view = RequestView(self.name, rid, Query(query), node.unique_id, data_store=store)
-        tracer.request_start(headers)
-        msg = Message(
-            rid, self.name, graph.definition_hash, node.unique_id, query=query,
-            callback=callback, deadline=deadline,
-        )
-        try:
-            with running(view):
-                output, _ = runner.run_operations(self.core, msg, node, data, tracer, view, None)
-                view.state = "success"
-                endings.hook(graph.finally_, "success", rid)
-        except FlowFailure as exc:
-            log.warning("[Request `%s`] Failed: %s", rid, exc)
-            with running(view):
-                view.state = "failure"
-                endings.hook(graph.on_failure, exc, rid)
-                endings.hook(graph.finally_, "failure", rid)
-            tracer.request_failure(exc)
-            tracer.flush()
-            store.cleanup()
-            return StartResult(rid, "failure", None, str(exc), sync=True)
-        store.cleanup()
-        tracer.request_end({})
-        tracer.flush()
-        if callback:
-            endings.callback(self.core, callback, rid, output)
-        return StartResult(rid, "success", output, None, sync=True)
 
     # ------------------------------------------------------------------ iterations
 
@@ -325,48 +225,8 @@ class Engine:
     def _deliver(
         self, flow: str, request_id: str, message: bytes, headers: Mapping[str, str]
     ) -> None:
-        """Run an in-process iteration, retrying it with backoff; after the last attempt its
-        request fails naming the node and the cause (an iteration is never dropped quietly)."""
-        attempts = self.settings.iteration_attempts
-        delay = 0.05
-        error: BaseException | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                self.forward(message, {**headers, ATTEMPT_HEADER: str(attempt)})
-                return
-            except RequestNotActive as exc:
-                log.debug("[Request `%s`] iteration refused: %s", request_id, exc)
-                return
-            except (MessageError, SignatureError) as exc:
-                log.error("[Request `%s`] iteration rejected: %s", request_id, exc)
-                return
-            except Exception as exc:
-                error = exc
-                log.warning("[Request `%s`] iteration attempt %d of %d failed: %s",
-                            request_id, attempt, attempts, describe(exc))
-            if attempt < attempts:
-                time.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, 2.0)
-        assert error is not None
-        self._fail_delivery(message, attempts, error)
-
-    def _fail_delivery(self, message: bytes, attempts: int, error: BaseException) -> None:
-        try:
-            msg = Message.decode(message, self.core.key)
-            rid = msg.request_id
-            states, store = self.core.stores(rid)
-            ctl = self.core.control(rid)
-            it = Iteration(
-                msg, self.flow.graph(msg.query, rid), states, store,
-                self.backends.tracer.scoped(self.name, rid), ctl,
-                RequestView(self.name, rid, Query(msg.query), data_store=store), msg.mid,
-            )
-            endings.fail(self.core, it, FlowFailure(
-                f"Node({msg.node}): iteration failed {attempts} times: {describe(error)}",
-                node=msg.node, request_id=rid,
-            ))
-        except Exception:
-            log.exception("failing a request whose iteration failed %d times failed", attempts)
+        """Run an in-process iteration, retried; see ``delivery``."""
+        deliver(self.core, self.forward, request_id, message, headers)
 
     # ------------------------------------------------------------------ waiting
 
@@ -441,32 +301,7 @@ class Engine:
 
     def record(self, request_id: str) -> RequestRecord | None:
         """The request's record: live progress while it runs, the outcome once it ended."""
-        found = self.records.entry(request_id)
-        if found is None:
-            return None
-        entry = found[1]
-        if entry["status"] == "running":
-            ctl = self.core.control(request_id)
-            read = ctl.read()
-            if read is None or not read[1].terminal:
-                paused = read is not None and read[1].state == PAUSED
-                return RequestRecord(
-                    request_id, self.name, "paused" if paused else "running",
-                    float(entry["created"]), nodes=endings.node_runs(ctl.states),
-                )
-            tomb = read[1]  # decided, the record is being written
-            return RequestRecord(
-                request_id, self.name, tomb.status or "failure", float(entry["created"]),
-                tomb.ended, ctl.output_of(tomb), tomb.error, endings.node_runs(ctl.states),
-            )
-        for _ in range(50):  # the full record lands right after the status claim
-            record = self.records.load(request_id)
-            if record is not None:
-                return record
-            time.sleep(0.01)
-        return RequestRecord(
-            request_id, self.name, entry["status"], float(entry["created"]), entry.get("ended")
-        )
+        return control.record(self.core, request_id)
 
     def requests(self) -> list[RequestRecord]:
         """Requests of this flow still running or kept after they ended, newest first."""
