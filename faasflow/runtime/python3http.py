@@ -217,6 +217,8 @@ def wsgi_app(handle: Handle, name: str = "", max_body: int = MAX_BODY) -> WSGIAp
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Unknown"
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers = [*headers, ("Content-Length", str(len(body)))]
         start_response(f"{status} {phrase}", headers)
         return [body]
 

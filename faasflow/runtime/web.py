@@ -138,7 +138,10 @@ class Response:
             phrase = HTTPStatus(self.status).phrase
         except ValueError:
             phrase = "Unknown"
-        start_response(f"{self.status} {phrase}", list(self.headers))
+        headers = list(self.headers)
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers.append(("Content-Length", str(len(self.body))))
+        start_response(f"{self.status} {phrase}", headers)
         return [self.body]
 
     def with_headers(self, *headers: tuple[str, str]) -> Response:
