@@ -272,3 +272,11 @@ def test_resume_of_a_running_request_says_it_is_not_paused(gateway: GatewayProce
             in result.stderr
     finally:
         (gateway.stack.parent / "gated" / "gate-resume").touch()
+
+
+def test_an_async_call_with_an_invalid_request_id_exits_2_before_queueing(
+    gateway: GatewayProcess,
+) -> None:
+    result = faasflow("invoke", "report", "--async", "--request-id", "bad id", "-g", gateway.url)
+    assert result.returncode == 2
+    assert "invalid request id 'bad id'" in result.stderr

@@ -70,6 +70,14 @@ def _headers(args: argparse.Namespace) -> dict[str, str] | str:
             return f"--header {raw!r}: use NAME=VALUE"
         headers[name.strip()] = value.strip()
     if args.request_id:
+        if args.is_async:  # a queued call would fail later, where nobody sees it
+            from faasflow.engine.ids import check_request_id
+            from faasflow.errors import ConfigurationError
+
+            try:
+                check_request_id(args.request_id)
+            except ConfigurationError as exc:
+                return f"--request-id: {exc}"
         headers["X-Faas-Flow-Reqid"] = args.request_id
     elif args.is_async and not _has(headers, "X-Faas-Flow-Reqid"):
         from faasflow.engine.ids import new_request_id
