@@ -197,3 +197,22 @@ def test_a_flow_handler_without_define_exits_2(tmp_path: Path) -> None:
     result = up(tmp_path / "stack.yml", "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 2
     assert "defines no define(flow, context)" in result.stderr
+
+
+def test_an_open_data_directory_is_made_the_owners_only_at_start(stack: Path) -> None:
+    data = stack.parent / "data"
+    (data / "data" / "flow").mkdir(parents=True)
+    (data / "data" / "flow" / "output").write_text("secret output")
+    for path, mode in ((data, 0o755), (data / "data", 0o755), (data / "data" / "flow", 0o755),
+                       (data / "data" / "flow" / "output", 0o644)):
+        path.chmod(mode)
+    with GatewayProcess(stack, data_dir=data) as gateway:
+        assert gateway.get("/healthz").status_code == 200
+        modes = {path.relative_to(data).as_posix(): stat.S_IMODE(path.stat().st_mode)
+                 for path in [data, *data.rglob("*")] if not path.is_symlink()}
+    assert modes["."] == 0o700
+    assert modes["data/flow"] == 0o700
+    assert modes["data/flow/output"] == 0o600
+    assert modes["queue.db"] == 0o600
+    assert modes["secrets"] == 0o700
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes
