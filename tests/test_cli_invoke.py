@@ -280,3 +280,25 @@ def test_an_async_call_with_an_invalid_request_id_exits_2_before_queueing(
     result = faasflow("invoke", "report", "--async", "--request-id", "bad id", "-g", gateway.url)
     assert result.returncode == 2
     assert "invalid request id 'bad id'" in result.stderr
+
+
+def test_ctrl_c_of_invoke_waiting_for_a_flow_exits_130_at_once(gateway: GatewayProcess) -> None:
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faasflow", "invoke", "gated", "--wait", "60", "-d", "ctrl-c",
+         "-g", gateway.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # started, and waiting for the gate
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
+        assert time.monotonic() - sent < 2
+        assert (process.returncode, stderr) == (130, "faasflow: interrupted\n")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        (gateway.stack.parent / "gated" / "gate-ctrl-c").touch()

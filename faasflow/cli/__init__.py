@@ -40,6 +40,7 @@ COMMANDS = (
     "faasflow.cli.up",
     "faasflow.cli.invoke",
     "faasflow.cli.requests",
+    "faasflow.cli.sweep",
     "faasflow.cli.graph",
     "faasflow.cli.plugins",
     "faasflow.cli.new",
@@ -66,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``faasflow`` script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
         return code
