@@ -287,12 +287,7 @@ class RequestIndex:
         if not entry.definition and where.get("d"):
             entry = attrs.evolve(entry, definition=where["d"])
         pos = entry.position
-        value = entry.encode()
-        puts = {_T + pos: value, f"{_S}{entry.status}/{pos}": value,
-                _ID + entry.request_id: json.dumps(
-                    {"p": pos, "s": entry.status, "n": entry.node, "d": entry.definition})}
-        for name in _node_names(entry.node) if entry.node else ():
-            puts[f"{_N}{_node_key(name)}/{pos}"] = value
+        puts = self.keys_of_ended(entry)
         stale = {f"{_S}{status}/{pos}" for status in STATUSES if status != entry.status}
         if where.get("p") and where["p"] != pos:  # started at another time: a repaired entry
             stale |= _keys_of(where)
@@ -304,6 +299,18 @@ class RequestIndex:
             states.set(key, value)
         for key in stale:
             states.delete(key)
+
+    @staticmethod
+    def keys_of_ended(entry: IndexEntry) -> dict[str, str]:
+        """Every key (and value) that indexes an ended request; a bulk load writes these."""
+        pos = entry.position
+        value = entry.encode()
+        puts = {_T + pos: value, f"{_S}{entry.status}/{pos}": value,
+                _ID + entry.request_id: json.dumps(
+                    {"p": pos, "s": entry.status, "n": entry.node, "d": entry.definition})}
+        for name in _node_names(entry.node) if entry.node else ():
+            puts[f"{_N}{_node_key(name)}/{pos}"] = value
+        return puts
 
     def remove(self, request_id: str) -> None:
         """Forget a request (retention): every key that indexed it."""

@@ -398,10 +398,12 @@ class EtcdStateStore(StateStore):
         end = prefix_range_end(low)
         if start >= end:
             return []
+        # no sort order: etcd answers in key order anyway, and asking for one makes it read
+        # the whole range before it applies the limit
         found = self._call(
             "scan_page",
             prefix,
-            lambda c: list(c.get_range(start, end, limit=limit, sort_order="ascend")),
+            lambda c: list(c.get_range(start, end, limit=limit)),
             idempotent=True,
         )
         skip = len(namespace)

@@ -1,0 +1,175 @@
+"""The request index at scale: `python bench/history.py [--quick]`.
+
+Kept requests of one flow (90 % success, 10 % failure at one of two nodes) are loaded straight
+into the index in bulk transactions, then the first page and a status-filtered page
+(``GET /flow?limit=50`` and ``GET /flow?status=failure&limit=50``) are timed through the same
+WSGI server `faasflow up` runs its flows on, over a kept-alive HTTP connection. It does so at
+1,000, 10,000 and 100,000 kept requests (1,000 and 10,000 with --quick), on sqlite and, when
+ETCD_ENDPOINTS is set (.ci/services), on etcd.
+
+Floors, measured in the same run: on etcd one raw range read of 51 keys with the etcd client
+(the target is a page under 10x of it); on sqlite the same raw SELECT of 51 rows with sqlite3
+(the target is a page under 100 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from faasflow.engine.index import IndexEntry, RequestIndex
+from faasflow.engine.records import RECORDS
+from faasflow.interfaces import StateStore
+from faasflow.runtime.app import FlowApp
+from faasflow.runtime.server import serve
+from faasflow.settings import Settings
+
+BATCH = 25  # entries per load transaction (etcd allows 128 operations per txn)
+RUNS = 30
+
+
+def define(flow: Any, context: Any) -> None:
+    dag = flow.dag()
+    dag.node("a").modify(lambda data: data)
+    dag.node("b").modify(lambda data: data)
+    dag.edge("a", "b")
+
+
+def load(states: StateStore, first: int, last: int, t0: float) -> None:
+    """Index requests ``first`` .. ``last - 1`` as ended, in bulk transactions."""
+    batch: dict[str, str] = {}
+    for i in range(first, last):
+        failed = i % 10 == 0
+        entry = IndexEntry(
+            f"r{i:07d}", "failure" if failed else "success", t0 + i * 0.001, t0 + i * 0.001 + 0.2,
+            ("0_1_a" if i % 20 == 0 else "0_2_b") if failed else None,
+            "ValueError: refused input" if failed else None,
+        )
+        batch.update(RequestIndex.keys_of_ended(entry))
+        if (i + 1) % BATCH == 0 or i == last - 1:
+            states.transaction({}, batch)
+            batch = {}
+
+
+def median_ms(fn: Callable[[], object], runs: int = RUNS) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def page_timer(port: int, query: str) -> Callable[[], object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def get() -> object:
+        conn.request("GET", f"/flow?{query}")
+        reply = conn.getresponse()
+        body = reply.read()
+        assert reply.status == 200, body[:300]
+        return body
+
+    return get
+
+
+def run(backend: str, env: dict[str, str], states: StateStore, floor: Callable[[], object],
+        sizes: list[int]) -> None:
+    flow = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = Settings.from_env({**env, "FAASFLOW_FLOW_NAME": flow})
+    app = FlowApp(define, settings)
+    server = serve(app).start()
+    book_states = states.scoped(flow, RECORDS)
+    t0 = time.time() - 3600
+    kept = 0
+    try:
+        print(f"\n{backend}: ms per page (median of {RUNS}) | floor ms | x floor")
+        for size in sizes:
+            loading = time.perf_counter()
+            load(book_states, kept, size, t0)
+            kept = size
+            loaded = time.perf_counter() - loading
+            floor_ms = median_ms(lambda: floor(book_states))
+            port = server.port
+            first = median_ms(page_timer(port, "limit=50"))
+            failed = median_ms(page_timer(port, "status=failure&limit=50"))
+            print(f"  {size:>7,} kept (loaded in {loaded:5.1f} s): first page {first:6.2f} ms "
+                  f"({first / floor_ms:4.1f}x) | status=failure {failed:6.2f} ms "
+                  f"({failed / floor_ms:4.1f}x) | floor {floor_ms:5.2f} ms")
+    finally:
+        server.close()
+        app.close()
+        book_states.cleanup()
+
+
+def sqlite_floor(path: Path) -> Callable[[StateStore], object]:
+    db = sqlite3.connect(str(path), check_same_thread=False)
+
+    def read(states: StateStore) -> object:
+        low = states.namespace + "ix/t/"
+        return db.execute("SELECT key, value FROM faasflow_state WHERE key > ? AND key < ? "
+                          "ORDER BY key LIMIT 51", (low, low[:-1] + "0")).fetchall()
+
+    return read
+
+
+def etcd_floor(endpoint: str) -> Callable[[StateStore], object]:
+    import pyetcd
+    from pyetcd.utils import prefix_range_end
+
+    host, _, port = endpoint.partition(":")
+    client = pyetcd.client(host=host, port=int(port or 2379))
+
+    def read(states: StateStore) -> object:
+        low = (states.namespace + "ix/t/").encode()
+        return list(client.get_range(low, prefix_range_end(low), limit=51))
+
+    return read
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 kept only")
+    args = parser.parse_args()
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
+
+    from faasflow.default_plugins.sqlite import SqliteStateStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state.db"
+        states = SqliteStateStore.from_options({"path": str(path)})
+        env = {"FAASFLOW_STATE_STORE": "sqlite", "FAASFLOW_DATA_STORE": "sqlite",
+               "FAASFLOW_SQLITE_PATH": str(path)}
+        try:
+            run("sqlite", env, states, sqlite_floor(path), sizes)
+        finally:
+            states.close()
+
+    endpoints = os.environ.get("ETCD_ENDPOINTS")
+    if not endpoints:
+        print("\netcd: skipped (set ETCD_ENDPOINTS, e.g. from .ci/services)")
+        return 0
+    from faasflow_etcd.store import EtcdStateStore
+
+    states = EtcdStateStore.from_options({"endpoints": endpoints})
+    env = {"FAASFLOW_STATE_STORE": "etcd", "FAASFLOW_ETCD_ENDPOINTS": endpoints}
+    try:
+        run("etcd", env, states, etcd_floor(endpoints.split(",")[0]), sizes)
+    finally:
+        states.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
