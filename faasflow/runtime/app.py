@@ -246,6 +246,11 @@ class FlowApp:
             if denied is not None:
                 return denied
             return self._list(engine, request, name)
+        if path == "/flow/sweep" and request.method == "POST":  # for a cron connector
+            denied = self._authenticate(request)
+            if denied is not None:
+                return denied
+            return self._call(request, None, lambda: json_response({"swept": engine.sweep()}))
         match = _ROUTE.match(path)
         if match is None:
             return error(request, 404, f"no route {request.method} {request.path}; see "
@@ -390,7 +395,7 @@ class FlowApp:
     def _forward(self, engine: Engine, request: Request, request_id: str) -> Response:
         try:
             doc = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nesting past the parser
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("id"), str) and doc["id"] != request_id:
             return error(request, 400, f"forwarded message of request {doc['id']} was posted "
@@ -459,7 +464,7 @@ def _has_signature(request: Request) -> bool:
     if request.path.rstrip("/").endswith("/forward"):
         try:
             doc = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nesting past the parser
             return False
         return isinstance(doc, dict) and bool(doc.get("sign"))
     return bool(request.header("X-Hub-Signature-256") or request.header("X-Hub-Signature"))
