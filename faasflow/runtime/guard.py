@@ -33,6 +33,11 @@ class CallbackRefused(ValueError):
 
 def check_callback(url: str, settings: Settings, header: str) -> None:
     """Raise :class:`CallbackRefused` unless ``url`` is an http(s) URL to an allowed host."""
+    if not url.isascii() or any(c in url for c in " \t\r\n"):
+        raise CallbackRefused(
+            f"header {header}: {url!r} has non-ASCII characters or spaces; percent-encode the "
+            "path and write a non-ASCII host in its IDNA (xn--) form"
+        )
     try:
         parts = urlsplit(url)
         host = parts.hostname
