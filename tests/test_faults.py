@@ -346,3 +346,11 @@ def test_failing_store_wraps_every_state_store_method() -> None:
         vars(FailingStore)
     )
     assert missing == set(), "calls of these methods would not be counted"
+
+
+def test_applied_mode_replaces_the_stores_own_error_with_the_fault() -> None:
+    faults = Faults(fail_at=1, mode="applied")
+    store = FailingStore.wrap(MemoryStateStore(), faults).scoped("f", "r")
+    with pytest.raises(InjectedFault):
+        store.get("absent")  # the KeyNotFound is lost with the answer
+    assert len(faults.injected) == 1
