@@ -318,3 +318,61 @@ def test_forward_after_close_is_a_backend_error(local):
     local.close()
     with pytest.raises(BackendError, match="the invoker is closed; iteration of request r"):
         local.forward("flow", "r", b"", {})
+
+
+def test_forward_on_a_connection_the_gateway_drops_is_sent_again_on_a_fresh_one():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    bodies: list[bytes] = []
+
+    def serve() -> None:
+        first, _ = listener.accept()
+        first.recv(65536)
+        first.close()  # read the request, answer nothing: the connection was gone
+        second, _ = listener.accept()
+        bodies.append(second.recv(65536))
+        second.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+        second.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    invoker = OpenFaasInvoker.from_options(
+        {"gateway_url": f"http://127.0.0.1:{listener.getsockname()[1]}"}
+    )
+    try:
+        invoker.forward("f", "r", b"{}", {})
+    finally:
+        invoker.close()
+        listener.close()
+    thread.join(5)
+    assert bodies and bodies[0].startswith(b"POST /async-function/f/flow/r/forward")
+
+
+def test_forward_to_a_gateway_that_keeps_dropping_is_a_backend_error():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    invoker = OpenFaasInvoker.from_options(
+        {"gateway_url": f"http://127.0.0.1:{listener.getsockname()[1]}"}
+    )
+    try:
+        with pytest.raises(BackendError, match="forward"):
+            invoker.forward("f", "r", b"{}", {})
+    finally:
+        invoker.close()
+        listener.close()
+    thread.join(5)

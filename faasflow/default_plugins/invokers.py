@@ -125,7 +125,14 @@ class OpenFaasInvoker(Invoker):
         )
         sent = {**headers, "Content-Type": "application/json"}
         try:
-            answer = self.client.request("POST", url, message, headers=sent)
+            try:
+                answer = self.client.request("POST", url, message, headers=sent)
+            except FunctionError as exc:
+                if exc.timeout or not isinstance(exc.__cause__, ConnectionError):
+                    raise
+                # a pooled connection the gateway closed as the request went out: once more
+                # on a fresh one (a second copy of an iteration is a harmless duplicate)
+                answer = self.client.request("POST", url, message, headers=sent)
         except FunctionError as exc:
             raise BackendError("openfaas invoker", "forward", url, exc) from exc
         if answer.status not in (200, 202):
