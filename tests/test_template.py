@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from template_harness import TEMPLATE, function_dir, function_env, watchdog
 
 from faasflow.testing.queueworker import QueueWorker
-from tests.template_harness import TEMPLATE, function_dir, function_env, watchdog
 
 FLOW = """
     def define(flow, context):

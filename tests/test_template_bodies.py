@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from template_harness import function_dir, function_env, watchdog
 
 from faasflow.runtime.app import FlowApp
 from faasflow.runtime.server import serve
 from faasflow.settings import Settings
 from faasflow.testing.watchdog import free_port
-from tests.template_harness import function_dir, function_env, watchdog
 
 pytest.importorskip("gunicorn", reason="the template's server; pip install gunicorn")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from template_harness import DAG
 
 from faasflow.cli import main
 from faasflow.testing.queueworker import QueueWorker
 from faasflow.testing.watchdog import Watchdog
-from tests.template_harness import DAG
 
 pytestmark = pytest.mark.slow
 

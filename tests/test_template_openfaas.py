@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import requests
+from template_harness import DAG, function_dir, function_env, watchdog
 
 from faasflow.runtime.server import serve
 from faasflow.testing.queueworker import QueueWorker
 from faasflow.testing.watchdog import Watchdog
-from tests.template_harness import DAG, function_dir, function_env, watchdog
 
 pytest.importorskip("gunicorn", reason="the template's server; pip install gunicorn")
 
