@@ -51,7 +51,10 @@ class FlowMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.multiprocess = bool(os.environ.get(MULTIPROC_DIR))
+        directory = os.environ.get(MULTIPROC_DIR)
+        self.multiprocess = bool(directory)
+        if directory:
+            os.makedirs(directory, exist_ok=True)  # prometheus_client writes there from now on
         r = self.registry
         self.started = Counter("faasflow_requests_started", "Requests started.", ["flow"],
                                registry=r)
