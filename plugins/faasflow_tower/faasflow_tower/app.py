@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -236,15 +237,22 @@ class TowerApp:
         target = f"{page.base}/flows/{pages.q(flow)}/requests?stopped={stopped}&failed={failed}"
         return Response(303, b"", (("Location", target),))
 
-    def _record_view(self, page: pages.Page, flow: str, rid: str) -> tuple[str, str] | None:
+    def _record_view(self, page: pages.Page, flow: str, rid: str, etag: str | None = None
+                     ) -> tuple[str, str] | None:
+        """The live fragment and its ETag; an empty fragment when ``etag`` still holds."""
         record = self.client.record(flow, rid)
         if record is None:
             return None
         plan, svg = self._plan(flow)
+        extra = self._extra_actions(flow, rid)
+        # the same record, picture and buttons for the same user render the same fragment
+        digest = hashlib.sha256(json.dumps([record, plan.definition_hash, extra, page.csrf],
+                                           sort_keys=True, default=str).encode())
+        tag = f'"{digest.hexdigest()[:32]}"'
+        if tag == etag:
+            return "", tag
         states = derive(plan, record)
-        fragment = detail.live_fragment(page, flow, record, plan, svg, states,
-                                        self._extra_actions(flow, rid))
-        return fragment, str(record.get("status"))
+        return detail.live_fragment(page, flow, record, plan, svg, states, extra), tag
 
     def _extra_actions(self, flow: str, rid: str) -> tuple[str, ...]:
         cached = self._routes.get(flow)
@@ -268,13 +276,15 @@ class TowerApp:
     def live(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
              flow: str, rid: str) -> Response:
         self._flow_fn(functions, flow)
-        view = self._record_view(page, flow, rid)
+        view = self._record_view(page, flow, rid, request.header("If-None-Match"))
         if view is None:
             return _not_found(page, flow, rid)
-        etag = '"' + hashlib.sha256(view[0].encode()).hexdigest()[:32] + '"'
-        if request.header("If-None-Match") == etag:
-            return Response(304, b"", (("ETag", etag),))
-        return _html(view[0], 200, ("ETag", etag))
+        # kept by the browser but revalidated at every poll: an unchanged record costs a 304
+        cache = (("ETag", view[1]), ("Cache-Control", "private, no-cache"))
+        if not view[0]:
+            return Response(304, b"", cache)
+        return Response(200, view[0].encode(),
+                        (("Content-Type", "text/html; charset=utf-8"), *cache))
 
     def control(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
                 flow: str, rid: str, action: str) -> Response:

@@ -20,6 +20,8 @@ _STATUS_CLASS = {"success": "st-succeeded"}
 
 
 def _ms(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
     ms = seconds * 1000
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
 

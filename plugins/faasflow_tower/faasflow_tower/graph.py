@@ -22,6 +22,7 @@ from faasflow_tower.states import NodeState
 __all__ = ["SvgCache", "colour", "layered_svg", "to_dot"]
 
 _PROLOG = re.compile(r"^.*?(?=<svg)", re.S)
+_VIEWBOX = re.compile(r'viewBox="[-\d.]+ [-\d.]+ (?P<w>[\d.]+) [\d.]+"')
 _SIZE = re.compile(r'<svg width="[^"]*" height="[^"]*"')
 
 
@@ -81,8 +82,10 @@ def _dot_svg(dot: str, timeout: float = 10.0) -> str | None:
     if done.returncode != 0:
         return None
     svg = _PROLOG.sub("", done.stdout.decode("utf-8", "replace"), count=1)
-    # the page sizes the picture; Graphviz's point sizes would fix it
-    return _SIZE.sub('<svg class="dag" role="img"', svg, count=1)
+    # natural size in CSS pixels (Graphviz writes points), shrunk by the page when too wide
+    box = _VIEWBOX.search(svg)
+    width = f' width="{float(box["w"]) * 4 / 3:.0f}"' if box else ""
+    return _SIZE.sub(f'<svg class="dag" role="img"{width}', svg, count=1)
 
 
 def layered_svg(plan: Plan) -> str:
@@ -113,7 +116,7 @@ def layered_svg(plan: Plan) -> str:
     total_w = 40 + max((c for c in columns), default=0) * (width + gap_x) + width
     total_h = 40 + max((len(k) for k in columns.values()), default=1) * (height + gap_y)
     labels = {v.key: v for v in plan.vertices}
-    parts = [f'<svg class="dag" role="img" viewBox="0 0 {total_w} {total_h}" '
+    parts = [f'<svg class="dag" role="img" width="{total_w}" viewBox="0 0 {total_w} {total_h}" '
              'xmlns="http://www.w3.org/2000/svg">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
              'markerWidth="6" markerHeight="6" orient="auto-start-reverse">'

@@ -51,7 +51,7 @@ def ui(gateway: GatewayProcess) -> str:
     return gateway.url + "/ui"
 
 
-@pytest.fixture()
+@pytest.fixture
 def start(gateway: GatewayProcess) -> Callable[[str, bytes], str]:
     """Start a request of a flow through the gateway; its id."""
 
@@ -66,7 +66,7 @@ def start(gateway: GatewayProcess) -> Callable[[str, bytes], str]:
 Until = Callable[[dict[str, Any]], bool]
 
 
-@pytest.fixture()
+@pytest.fixture
 def wait_record(gateway: GatewayProcess) -> Callable[[str, str, Until], dict[str, Any]]:
     """Poll a request's record until ``until(record)``; the record."""
 
@@ -118,7 +118,7 @@ def browser_context() -> Iterator[Any]:
         ctx.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def page(browser_context: Any) -> Iterator[Any]:
     pg = browser_context.new_page()
     errors: list[str] = []
@@ -130,7 +130,7 @@ def page(browser_context: Any) -> Iterator[Any]:
     assert not browser_context.outside, f"requests left 127.0.0.1: {browser_context.outside}"
 
 
-@pytest.fixture()
+@pytest.fixture
 def shot(page: Any) -> Callable[[str], None]:
     """Save a screenshot of the page for docs/dashboard.md."""
 

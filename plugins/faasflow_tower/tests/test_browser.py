@@ -8,7 +8,6 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-
 Start = Callable[[str, bytes], str]
 Shot = Callable[[str], None]
 Wait = Callable[[str, str, Callable[[dict[str, Any]], bool]], dict[str, Any]]
