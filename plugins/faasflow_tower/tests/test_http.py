@@ -161,7 +161,7 @@ def test_the_users_credentials_are_forwarded_to_a_gateway_with_basic_auth(
         password = (secrets / "basic-auth-password").read_text().strip()
         answer = requests.get(gateway.url + "/ui/", timeout=10)
         assert answer.status_code == 401
-        assert 'realm="faasflow tower"' in answer.headers["WWW-Authenticate"]
+        assert answer.headers["WWW-Authenticate"].startswith("Basic realm=")
         # nor can control actions go around the gateway's auth
         assert requests.post(gateway.url + "/ui/flows/slow/requests/x/stop",
                              timeout=10).status_code == 401
