@@ -162,3 +162,46 @@ def test_authentication_without_secret_says_how_to_set_one() -> None:
     h = Harness(lambda flow, ctx: flow.sync_node(), settings=settings)
     with pytest.raises(ConfigurationError, match="failed to get auth key"):
         h.start(b"hello", headers={"X-Hub-Signature-256": "sha256=00"})
+
+
+def test_a_non_ascii_signature_is_a_signature_error_not_a_crash(captured) -> None:
+    h, rid, item, ran = captured
+    signed = json.loads(item.body)
+    body = tampered(item.body, sign="sha256=" + "é" * 64)
+    assert signed["sign"] != "sha256=" + "é" * 64
+    with pytest.raises(SignatureError, match="ASCII"):
+        h.engine.forward(body, item.headers)
+    assert ran == []
+
+
+def test_json_nested_a_thousand_deep_is_a_message_error(captured) -> None:
+    h, rid, item, ran = captured
+    deep = b'{"v":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MessageError, match="too deeply"):
+        h.engine.forward(deep, item.headers)
+    assert ran == []
+
+
+def test_a_non_ascii_request_signature_header_is_refused() -> None:
+    h = Harness(two_nodes([]), settings=Settings(hmac_secret=b"k", authenticate_request=True))
+    with pytest.raises(SignatureError, match="does not match"):
+        h.start(b"x", headers={"X-Hub-Signature-256": "sha256=\u00e9\u00e9"})
+
+
+def test_forwarded_messages_name_themselves_and_copies_share_the_name(captured) -> None:
+    h, rid, item, ran = captured
+    assert len(item.message.mid) == 24
+    assert item.message.mid == json.loads(item.body)["mid"]
+
+
+def test_request_ids_sort_by_time_and_are_not_guessable() -> None:
+    import re
+
+    from faasflow.engine.ids import new_request_id
+
+    ids = [new_request_id() for _ in range(200)]
+    assert all(re.fullmatch(r"[0-9a-v]{23}", i) for i in ids)
+    assert len(set(ids)) == 200
+    # the same second shares the 7-character time prefix; the other 16 characters are random
+    assert len({i[:6] for i in ids}) <= 2
+    assert len({i[8:] for i in ids}) == 200
