@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from faasflow.engine import Engine, RequestRecord
     from faasflow.runtime.stack import Stack
 
+from faasflow.cli.targets import FORMS
+
 __all__ = ["register"]
 
 
@@ -23,15 +25,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run a flow here, with no server, and print its output",
         description=(
             "Run a flow to the end in this process (embedded backends unless FAASFLOW_* "
-            "variables choose others) and print its output. FLOW is a function name of the "
-            "stack file, a handler directory or .py file defining define(flow, context), or "
-            "module:function. python3-http functions of the stack file run in-process; other "
-            "function names go to FAASFLOW_GATEWAY_URL when it is set. On a terminal, a line "
-            "per finished node is shown on stderr. Exit codes: 0 success, 1 the flow failed, "
-            "2 bad input, 3 flow not found."
+            f"variables choose others) and print its output. TARGET is {FORMS}. python3-http "
+            "functions of the stack file run in-process; other function names go to "
+            "FAASFLOW_GATEWAY_URL when it is set. On a terminal, a line per finished node is "
+            "shown on stderr. Exit codes: 0 success, 1 the flow failed, 2 bad input, 3 flow not "
+            "found, 130 interrupted (Ctrl-C)."
         ),
     )
-    parser.add_argument("flow", help="stack function name, handler path or module:function")
+    parser.add_argument("flow", metavar="TARGET", help=FORMS)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-d", "--data", help="request body (default: stdin when it is not a "
                         "terminal, else empty)")
