@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="asynchronous calls delivered at once (default FAASFLOW_WORKERS, 8)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds a function call may take (default 300)")
+    parser.add_argument("--grace", type=float, default=5.0,
+                        help="seconds running calls get to finish when stopping (Ctrl-C, "
+                             "SIGTERM); queued calls stay queued for the next start; a second "
+                             "Ctrl-C stops at once (default 5)")
     parser.add_argument("--max-attempts", type=int, default=10,
                         help="deliveries of one asynchronous call (429/502/503/504 and "
                              "unreachable workers are tried again) before it is a dead letter "
@@ -92,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("--processes must be at least 1", EXIT_USAGE)
     if args.concurrency is not None and args.concurrency < 1:
         return fail("--concurrency must be at least 1", EXIT_USAGE)
+    if args.grace < 0:
+        return fail("--grace must not be negative", EXIT_USAGE)
     if args.max_attempts < 1:
         return fail("--max-attempts must be at least 1", EXIT_USAGE)
     if not 0 <= args.port <= 65535:
@@ -174,8 +180,13 @@ def run(args: argparse.Namespace) -> int:
                 pass
         except KeyboardInterrupt:
             pass
-        print("stopping", file=sys.stderr, flush=True)
+        print(f"stopping: running calls get {args.grace:g}s to finish, queued ones stay queued "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
         return 0
     finally:
-        gateway.close()
+        # a second Ctrl-C (or SIGTERM) during the grace ends it at once
+        signal.signal(signal.SIGINT, lambda signum, frame: gateway.abort())
+        signal.signal(signal.SIGTERM, lambda signum, frame: gateway.abort())
+        gateway.close(grace=args.grace)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

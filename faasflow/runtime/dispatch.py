@@ -51,6 +51,13 @@ class Dispatcher:
             for i in range(max(1, threads))
         ]
         self._local = threading.local()
+        self._delivering = 0
+        self._count = threading.Lock()
+
+    def busy(self) -> bool:
+        """True while a delivery is running."""
+        with self._count:
+            return self._delivering > 0
 
     def start(self) -> None:
         for thread in self._threads:
@@ -66,11 +73,16 @@ class Dispatcher:
             job = self.queue.take()
             if job is None:
                 return
+            with self._count:
+                self._delivering += 1
             try:
                 self.deliver(job)
             except Exception:
                 log.exception("delivering call %s to %s failed", job.id, job.function)
                 self.queue.done(job)
+            finally:
+                with self._count:
+                    self._delivering -= 1
 
     def deliver(self, job: Job) -> None:
         pool = self.pool_of.get(job.function)
@@ -87,7 +99,8 @@ class Dispatcher:
             _, (status, out_headers, body) = pool.call(job.method, target, headers, job.body)
         except Unreachable as exc:
             if self.closing.is_set():
-                return  # stays queued for the next run
+                self.queue.release(job)  # stays queued for the next run
+                return
             if self._retry(job, f"unreachable: {exc}"):
                 return
             status, out_headers = 502, []

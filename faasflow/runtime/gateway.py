@@ -146,6 +146,7 @@ class Gateway:
         self._count_lock = threading.Lock()
         self._monitor: threading.Thread | None = None
         self._monitor_wake = threading.Event()
+        self._aborted = threading.Event()
         self._local = threading.local()
         self.web_apps = WebMounts({}, {})
         """Plugin web apps under ``/ui`` (the dashboard), built at start."""
@@ -208,24 +209,40 @@ class Gateway:
         return self
 
     def close(self, grace: float = 5.0) -> None:
-        """Stop serving; calls being delivered get ``grace`` seconds, queued ones stay queued."""
+        """Stop gracefully: no queued call is started any more, while calls already running
+        (and the function calls and forwards they make through this gateway) get up to
+        ``grace`` seconds to finish; then the port is released and the workers stop. Queued
+        calls, and deliveries cut off at the end of the grace, stay in the queue for the next
+        start. :meth:`abort` (a second Ctrl-C) ends the grace at once."""
         self.closing.set()
         self.logs.wake()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                self._server.close()
         if self._queue is not None:
             self._queue.stop()
+        end = time.monotonic() + grace
         if self._dispatcher is not None:
-            self._dispatcher.join(grace)
+            while not self._aborted.is_set() and time.monotonic() < end and \
+                    self._dispatcher.busy():
+                self._aborted.wait(0.05)
+        if self._server is not None:
+            while not self._aborted.is_set() and time.monotonic() < end and \
+                    self._server.busy > 0:
+                self._aborted.wait(0.05)
+            with contextlib.suppress(Exception):
+                self._server.close()
         for pool in self.pools.values():
             for worker in pool.workers:
-                worker.stop()
+                worker.stop(timeout=0.5 if self._aborted.is_set() else 5.0)
+        if self._dispatcher is not None:
+            self._dispatcher.join(1.0)
         if self._queue is not None:
             self._queue.close()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+    def abort(self) -> None:
+        """End :meth:`close`'s grace now: running calls are cut off (queued ones stay)."""
+        self._aborted.set()
 
     def __enter__(self) -> Gateway:
         return self.start()
@@ -320,6 +337,11 @@ class Gateway:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         web_app = self.web_apps.route(environ)
         if web_app is not None:
+            # the UI is behind basic auth in OpenFaaS too
+            if self.credentials is not None:
+                asked = Request.from_environ(environ)
+                if not self.credentials.allows(asked):
+                    return self.credentials.challenge(asked).send(start_response)
             return web_app(environ, start_response)
         request = Request.from_environ(environ)
         raw = str(environ.get("RAW_URI") or "")

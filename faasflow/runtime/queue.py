@@ -185,6 +185,12 @@ class DurableQueue:
                     self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
                     self._remember(job)
 
+    def release(self, job: Job) -> None:
+        """Give a claimed job back undelivered (the gateway is stopping); its row stays for
+        the next run."""
+        with self._lock:
+            self._claimed -= 1
+
     def dead_letter(self, job: Job, reason: str) -> None:
         """Give up on a claimed job: it moves to the ``dead`` table."""
         with self._lock:

@@ -622,6 +622,11 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def busy(self) -> int:
+        """Requests being served now."""
+        return self._server._busy
+
+    @property
     def threads(self) -> int:
         """Request threads started so far (at most the configured number)."""
         return len(self._server._workers)
