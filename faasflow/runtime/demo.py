@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"demo: the gateway did not start:\n{exc}", file=sys.stderr)
             return 1
         try:
-            print(f"  gateway on {gateway.url}\n")
+            dashboard = f"{gateway.url}/ui" if f"{gateway.url}/ui/" in gateway.text else ""
+            print(f"  gateway on {gateway.url}" + (f", dashboard on {dashboard}/" if dashboard
+                                                   else "") + "\n")
             functions = gateway.get("/system/functions").json()
             print("  functions: " + ", ".join(f"{f['name']} ({f['envProcess']})"
                                               for f in functions) + "\n")
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if record.status_code == 200:
                     nodes = record.json()["nodes"]
                     print(f"  nodes run: {', '.join(sorted(nodes))}")
+                    if dashboard:
+                        print(f"  dashboard: {dashboard}/flows/{flow}/requests/{request_id}")
                 print()
         except (requests.RequestException, ValueError, json.JSONDecodeError) as exc:
             print(f"demo: talking to the gateway failed: {exc}\n{gateway.text}", file=sys.stderr)
@@ -88,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: {failures} example(s) failed", file=sys.stderr)
         return 1
     print("all examples answered as expected")
+    print("keep the gateway and its dashboard running with: faasflow up -f examples/stack.yml")
     return 0
 
 
