@@ -202,3 +202,43 @@ def test_one_worker_process_may_use_memory_stores(tmp_path: Path) -> None:
             reply = requests.post(f"{queue.url}/function/tplflow", data=b"x", timeout=60,
                                   headers={"X-Faas-Flow-Wait": "30"})
     assert (reply.status_code, reply.text) == (200, "x-1-2")
+
+
+def _install_step(context: Path, **build_args: str) -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's faasflow install step, run by sh with a pip that prints its arguments
+    (Docker joins the backslash-continued lines into one command)."""
+    text = (TEMPLATE / "Dockerfile").read_text()
+    step = re.search(r"^RUN (set -e;.*?)\n\n", text, re.S | re.M)
+    assert step is not None
+    bin_dir = context / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    (bin_dir / "pip").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAASFLOW_PACKAGE": "", "PIP_INDEX_URL": "",
+           "PIP_EXTRA_INDEX_URL": "", **build_args}
+    return subprocess.run(["sh", "-c", step.group(1).replace("\\\n", " ")], cwd=context,
+                          env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_the_install_step_stops_without_wheels_or_a_package(tmp_path: Path) -> None:
+    shutil.copy(TEMPLATE / "requirements.txt", tmp_path)
+    (tmp_path / "wheels").mkdir()
+    done = _install_step(tmp_path)
+    assert done.returncode == 1
+    assert "faasflow template export" in done.stderr
+    assert "FAASFLOW_PACKAGE" in done.stderr
+
+
+def test_the_install_step_installs_the_build_argument_as_one_requirement(tmp_path: Path) -> None:
+    shutil.copy(TEMPLATE / "requirements.txt", tmp_path)
+    (tmp_path / "wheels").mkdir()
+    done = _install_step(tmp_path, FAASFLOW_PACKAGE="faasflow @ git+https://git.example/o/f@v1")
+    assert done.stdout == "install|-r|requirements.txt|faasflow @ git+https://git.example/o/f@v1|"
+
+
+def test_the_install_step_installs_offline_when_there_are_wheels(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("faasflow==0.1.0\ngunicorn>=22\n")
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "faasflow-0.1.0-py3-none-any.whl").write_bytes(b"")
+    done = _install_step(tmp_path)
+    assert done.stdout == "install|--no-index|--find-links|./wheels|-r|requirements.txt|"
