@@ -1,5 +1,5 @@
 """Stopping ``faasflow up`` gracefully: running calls finish, queued ones survive, no request
-is failed by a clean stop, and a second Ctrl-C stops at once."""
+is failed by a clean stop, and a second Ctrl-C stops at once; and how ``--timeout`` applies."""
 
 from __future__ import annotations
 
@@ -44,12 +44,19 @@ HELD = """
         dag.edge("n1", "n2")
         dag.edge("n2", "n3")
 """
+TWICE = """
+    def define(flow, context):
+        dag = flow.dag()
+        dag.node("a").apply("slow")
+        dag.node("b").apply("slow")
+        dag.edge("a", "b")
+"""
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Path:
     (tmp_path / "gates").mkdir()
-    for name, source in {"slow": SLOW, "gate": GATE, "held": HELD}.items():
+    for name, source in {"slow": SLOW, "gate": GATE, "held": HELD, "twice": TWICE}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "handler.py").write_text(textwrap.dedent(source).lstrip())
     path = tmp_path / "stack.yml"
@@ -61,6 +68,7 @@ def stack(tmp_path: Path) -> Path:
             handler: ./gate
             environment: {{GATE_DIR: {tmp_path / "gates"}}}
           held: {{lang: faasflow, handler: ./held}}
+          twice: {{lang: faasflow, handler: ./twice}}
     """).lstrip())
     return path
 
@@ -129,3 +137,18 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_queued_calls(stack: Path) -> No
             (stack.parent / "gates" / name).touch()
         wait_for(lambda: second.get("/system/queue").json()["pending"] == 0,
                  what="both calls delivered")
+
+
+def test_a_call_past_the_timeout_is_504_naming_the_option(stack: Path) -> None:
+    with GatewayProcess(stack, data_dir=stack.parent / "data",
+                        extra=["--timeout", "0.3"]) as gateway:
+        reply = gateway.post("/function/slow", data=b"x")
+        assert reply.status_code == 504
+        assert "--timeout" in reply.text
+
+
+def test_a_flow_wait_longer_than_the_timeout_is_the_flows_to_answer(stack: Path) -> None:
+    with GatewayProcess(stack, data_dir=stack.parent / "data",
+                        extra=["--timeout", "1.5"]) as gateway:
+        reply = gateway.post("/function/twice", data=b"x", headers={"X-Faas-Flow-Wait": "20"})
+        assert (reply.status_code, reply.content) == (200, b"done done x")

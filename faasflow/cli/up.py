@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="asynchronous calls delivered at once (default FAASFLOW_WORKERS, 8)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds a function call may take (default 300)")
+    parser.add_argument("--watch", action="store_true",
+                        help="reload when the stack file or a handler changes (new worker "
+                             "processes take over once they are ready)")
     parser.add_argument("--grace", type=float, default=5.0,
                         help="seconds running calls get to finish when stopping (Ctrl-C, "
                              "SIGTERM); queued calls stay queued for the next start; a second "
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         basic_auth=settings.basic_auth if args.basic_auth is None else args.basic_auth,
         keepalive=settings.keepalive_timeout, server_threads=settings.server_threads,
         quiet=args.quiet, upstream_gateway=args.upstream_gateway, filter=args.filter,
-        regex=args.regex,
+        regex=args.regex, watch=args.watch,
     )
     gateway = Gateway(config, settings)
     stop = threading.Event()

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import attrs
 import requests
 
-from faasflow.errors import ConfigurationError
+from faasflow.errors import ConfigurationError, FaasflowError
 from faasflow.runtime.auth import Credentials, load_credentials
 from faasflow.runtime.datadir import hmac_secret, secure_tree
 from faasflow.runtime.dispatch import HOP_BY_HOP, Dispatcher
@@ -56,8 +56,9 @@ from faasflow.runtime.server import (
 from faasflow.runtime.stack import Stack
 from faasflow.runtime.system import Streamed, SystemAPI
 from faasflow.runtime.upstream import Unreachable
+from faasflow.runtime.watch import Watcher
 from faasflow.runtime.web import Request, Response, error, text
-from faasflow.runtime.workers import WorkerPool, WorkerSettings
+from faasflow.runtime.workers import WorkerPool, WorkerSettings, build_pools, start_all
 from faasflow.settings import EnvVars, Settings
 from faasflow.webapps import WebMounts
 
@@ -99,6 +100,8 @@ class GatewayConfig:
     """An OpenFaaS gateway serving the stack's functions of other languages."""
     filter: str | None = None
     regex: str | None = None
+    watch: bool = False
+    """Reload when the stack file or a handler changes."""
 
     @property
     def secrets(self) -> Path:
@@ -200,6 +203,8 @@ class Gateway:
             self._monitor = threading.Thread(target=self._watch_workers, daemon=True,
                                              name="faasflow-monitor")
             self._monitor.start()
+            if self.config.watch:
+                Watcher(self._watched, self.reload, self.closing).start()
         except BaseException:
             self.close()
             raise
@@ -268,49 +273,58 @@ class Gateway:
         lock.flush()
         self._lock_file = lock
 
-    def _worker_settings(self) -> WorkerSettings:
+    def _worker_settings(self, stack: Stack) -> WorkerSettings:
         environ = {**self.settings.environ,
                    EnvVars.SECRET_MOUNT_PATH: str(self.secrets_dir.resolve())}
         return WorkerSettings(
-            stack=str(self.stack.path), directory=str(self.stack.directory),
+            stack=str(stack.path), directory=str(stack.directory),
             defaults=self.defaults, environ=environ, keepalive=self.config.keepalive,
             threads=self.config.server_threads, timeout=self.config.timeout,
             startup_timeout=self.config.startup_timeout, quiet=self.config.quiet,
-            namespace_of={n: s.namespace for n, s in self.stack.functions.items()},
-            logs=self.logs, flows=frozenset(n for n, s in self.stack.functions.items()
-                                            if s.is_flow),
+            namespace_of={n: s.namespace for n, s in stack.functions.items()},
+            logs=self.logs, flows=frozenset(n for n, s in stack.functions.items() if s.is_flow),
             filter=self.config.filter, regex=self.config.regex,
         )
 
     def _start_pools(self) -> None:
-        settings = self._worker_settings()
-        shared = [f.name for f in self.stack.functions.values()
-                  if f.is_flow or not f.environment]
-        size = max(1, self.config.processes)
-        if shared:
-            self.pools["shared"] = WorkerPool("shared", shared, {}, size, settings)
-        # python3-http handlers read os.environ, so a function with an environment runs in
-        # processes started with it; functions with the same environment share them
-        groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-        for spec in self.stack.functions.values():
-            if not spec.is_flow and spec.environment:
-                groups.setdefault(tuple(sorted(spec.environment.items())), []).append(spec.name)
-        for environment, names in groups.items():
-            self.pools[names[0]] = WorkerPool(names[0], names, dict(environment), size, settings)
-        for pool in self.pools.values():
-            for name in pool.functions:
-                self.pool_of[name] = pool
-        workers = [w for pool in self.pools.values() for w in pool.workers]
-        for worker in workers:
-            worker.spawn()
-        errors: list[BaseException] = []
-        for worker in workers:
-            try:
-                worker.wait_ready()
-            except BaseException as exc:  # the first one is raised once all are reaped
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        self.pools = build_pools(self.stack, self._worker_settings(self.stack),
+                                 self.config.processes)
+        self.pool_of.update({name: pool for pool in self.pools.values()
+                             for name in pool.functions})
+        start_all(self.pools.values())
+
+    def _watched(self) -> list[Path]:
+        """The stack file, its environment files and every handler directory."""
+        paths = [self.stack.path]
+        paths += [spec.handler for spec in self.stack.functions.values()]
+        return [p for p in dict.fromkeys(paths) if p.exists()]
+
+    def reload(self) -> bool:
+        """Serve the stack file as it is now (``--watch``): new worker processes load it, calls
+        switch to them once they are ready, and the old ones stop after their running calls.
+        A stack that does not load leaves the running version serving."""
+        try:
+            stack = Stack.load(self.stack.path, self.settings.environ,
+                               filter=self.config.filter, regex=self.config.regex)
+            pools = build_pools(stack, self._worker_settings(stack), self.config.processes)
+            start_all(pools.values())
+        except FaasflowError as exc:
+            log.error("%s changed but cannot be served: %s; still serving the previous version",
+                      self.stack.path.name, exc)
+            return False
+        old = self.pools
+        for pool in old.values():
+            pool.retired = True
+        self.stack, self.pools = stack, pools
+        self.pool_of.clear()  # the dispatcher holds this dict: change it in place
+        self.pool_of.update({name: pool for pool in pools.values() for name in pool.functions})
+        with self._count_lock:
+            self.invocations = {n: self.invocations.get(n, 0) for n in stack.functions}
+        self._stack_mtime = _mtime(stack.path)
+        for pool in old.values():
+            pool.stop_all()
+        log.warning("reloaded %s: serving %s", stack.path.name, ", ".join(stack.functions))
+        return True
 
     def _warn_missing_secrets(self) -> None:
         for spec in self.stack.functions.values():
@@ -415,21 +429,32 @@ class Gateway:
         headers = _forwarded_headers(request, call_id, remote, started)
         target = f"/{name}{rest}" + (f"?{request.query}" if request.query else "")
         timing = (("X-Call-Id", call_id), ("X-Start-Time", str(int(started * 1e9))))
+        limit = self._call_timeout(request)
         try:
             served_by, (status, out_headers, body) = pool.call(
                 request.method, target, headers, request.body,
-                wait=min(self.config.startup_timeout, 30.0))
+                wait=min(self.config.startup_timeout, 30.0), timeout=limit)
         except Unreachable as exc:
-            timeout = isinstance(exc.__cause__, TimeoutError)
-            return error(request, 504 if timeout else 502,
-                         f"function {name!r} {'timed out' if timeout else 'is unreachable'}: "
-                         f"{exc}", None, *timing,
-                         ("X-Duration-Seconds", f"{time.time() - started:.6f}"))
+            duration = ("X-Duration-Seconds", f"{time.time() - started:.6f}")
+            if isinstance(exc.__cause__, TimeoutError):
+                return error(request, 504, f"function {name!r} did not answer within {limit:g}s "
+                             "(faasflow up --timeout)", None, *timing, duration)
+            return error(request, 502, f"function {name!r} is unreachable: {exc}", None,
+                         *timing, duration)
         kept = tuple((k, v) for k, v in out_headers
                      if k.lower() not in HOP_BY_HOP and k.lower() != "x-duration-seconds")
         return Response(status, body, (*kept, *timing,
                                        ("X-Duration-Seconds", f"{time.time() - started:.6f}"),
                                        ("X-Served-By", f"faasflow-up/{served_by}")))
+
+    def _call_timeout(self, request: Request) -> float:
+        """--timeout, or longer when the caller asks a flow to wait longer for its output:
+        the wait is the flow's to answer, not the gateway's to cut."""
+        try:
+            wait = float(request.header("X-Faas-Flow-Wait") or 0)
+        except ValueError:
+            wait = 0.0  # the flow answers 400 for it
+        return max(self.config.timeout, min(wait, 3600.0) + 10.0)
 
     def _enqueue(self, request: Request, name: str, rest: str, call_id: str, remote: str
                  ) -> Response:

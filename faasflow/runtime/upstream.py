@@ -48,11 +48,16 @@ class Upstream:
         """Pooled connections found closed by the worker and thrown away before use."""
 
     def request(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+        timeout: float | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send one request; raise :class:`Unreachable` when the worker cannot answer it."""
+        """Send one request; raise :class:`Unreachable` when the worker cannot answer it
+        within ``timeout`` seconds (default: the pool's)."""
         for attempt in range(3):
             conn, reused = self._take()
+            conn.timeout = self.timeout if timeout is None else timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
             try:
                 return self._exchange(conn, method, path, headers, body)
             except _NotSent as exc:

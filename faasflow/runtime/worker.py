@@ -247,6 +247,10 @@ def main() -> int:
     except (FaasflowError, ValueError, KeyError, OSError) as exc:
         print(json.dumps({"error": str(exc)}), file=protocol, flush=True)
         return 1
+    except Exception as exc:  # a bug in faasflow or a plugin: name it rather than hang
+        log.exception("worker start failed")
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), file=protocol, flush=True)
+        return 1
     print(json.dumps({"port": server.port}), file=protocol, flush=True)
     threading.Thread(target=_watch_stdin, args=(apps,), daemon=True).start()
     if config.get("sweep"):

@@ -20,9 +20,10 @@ from typing import IO, Any
 
 from faasflow.errors import ConfigurationError
 from faasflow.runtime.logbook import LogBook, LogLine, decode
+from faasflow.runtime.stack import Stack
 from faasflow.runtime.upstream import Unreachable, Upstream
 
-__all__ = ["WorkerPool", "WorkerProcess", "WorkerSettings"]
+__all__ = ["WorkerPool", "WorkerProcess", "WorkerSettings", "build_pools", "start_all"]
 
 #: Most worker processes one pool may be scaled to.
 MAX_REPLICAS = 32
@@ -178,6 +179,8 @@ class WorkerPool:
         self.settings = settings
         self.workers = [WorkerProcess(self, i) for i in range(size)]
         self.target = size
+        self.retired = False
+        """Replaced by a reload: not restarted any more."""
         self._next = 0
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -206,15 +209,17 @@ class WorkerPool:
                 self._ready.wait(min(left, 0.25))
 
     def call(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
-             wait: float = 10.0) -> tuple[str, tuple[int, list[tuple[str, str]], bytes]]:
-        """Send one request to a worker: ``(worker name, (status, headers, body))``."""
+             wait: float = 10.0, timeout: float | None = None
+             ) -> tuple[str, tuple[int, list[tuple[str, str]], bytes]]:
+        """Send one request to a worker: ``(worker name, (status, headers, body))``; ``wait``
+        seconds for a worker to be running, ``timeout`` for its answer."""
         worker = self.choose(wait)
         upstream = worker.upstream
         assert upstream is not None
         with self._lock:
             upstream.in_flight += 1
         try:
-            return worker.name, upstream.request(method, path, headers, body)
+            return worker.name, upstream.request(method, path, headers, body, timeout)
         finally:
             with self._lock:
                 upstream.in_flight -= 1
@@ -224,8 +229,17 @@ class WorkerPool:
         with self._lock:
             self.target = replicas
 
+    def stop_all(self) -> None:
+        """Stop every worker once its running calls are done (the pool was replaced)."""
+        self.retired = True
+        for worker in list(self.workers):
+            _drain(worker)
+            worker.stop()
+
     def reconcile(self, closing: Callable[[], bool], log: Any) -> None:
         """Restart dead workers and apply the replica count (from the monitor thread)."""
+        if self.retired:
+            return
         while len(self.workers) > self.target:
             with self._lock:
                 retired = self.workers.pop()
@@ -252,6 +266,43 @@ class WorkerPool:
                 worker.start()
             except ConfigurationError as exc:
                 log.error("cannot restart worker %s: %s", worker.name, exc)
+
+
+def build_pools(stack: Stack, settings: WorkerSettings, size: int) -> dict[str, WorkerPool]:
+    """The pools serving ``stack``, not started: flows and functions without an environment
+    share one; python3-http handlers read ``os.environ``, so functions with an environment run
+    in processes started with it (functions with the same environment share them)."""
+    size = max(1, size)
+    pools: dict[str, WorkerPool] = {}
+    shared = [f.name for f in stack.functions.values() if f.is_flow or not f.environment]
+    if shared:
+        pools["shared"] = WorkerPool("shared", shared, {}, size, settings)
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for spec in stack.functions.values():
+        if not spec.is_flow and spec.environment:
+            groups.setdefault(tuple(sorted(spec.environment.items())), []).append(spec.name)
+    for environment, names in groups.items():
+        pools[names[0]] = WorkerPool(names[0], names, dict(environment), size, settings)
+    return pools
+
+
+def start_all(pools: Iterable[WorkerPool]) -> None:
+    """Start every worker of ``pools`` at once and wait for all; on an error every one is
+    stopped and the first error raised. Call it from a thread that lives as long as the
+    gateway (see :meth:`WorkerProcess.spawn`)."""
+    workers = [w for pool in pools for w in pool.workers]
+    for worker in workers:
+        worker.spawn()
+    errors: list[BaseException] = []
+    for worker in workers:
+        try:
+            worker.wait_ready()
+        except BaseException as exc:  # the first one is raised once all are reaped
+            errors.append(exc)
+    if errors:
+        for worker in workers:
+            worker.stop(timeout=1.0)
+        raise errors[0]
 
 
 def _drain(worker: WorkerProcess, timeout: float = 30.0) -> None:
