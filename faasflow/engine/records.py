@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -165,21 +166,22 @@ class RecordBook:
     ) -> dict[str, Any] | None:
         """Record a new running request: None if this call created it, else the entry that
         holds the id (a repeated start compares its ``digest`` with the first one's)."""
-        entry = {"status": RUNNING, "created": time.time(), "deadline": deadline, "digest": digest}
-        if self.states.create(_KEY + request_id, json.dumps(entry)):
+        entry = {"status": RUNNING, "created": time.time(), "deadline": deadline,
+                 "digest": digest, "nonce": os.urandom(8).hex()}
+        for _ in range(2):  # twice: the entry may be forgotten between the create and the read
+            found = None
+            if not self.states.create(_KEY + request_id, json.dumps(entry)):
+                found = self.entry(request_id)
+                if found is None:
+                    continue
+                if found[1].get("nonce") != entry["nonce"]:
+                    return found[1]
+                # our own create, applied although its answer was lost: it is ours
             self._index_open(request_id, entry, definition)
             for watcher in self.watchers:
                 watcher.request_opened(self.states.flow_name, request_id)
             return None
-        found = self.entry(request_id)
-        if found is None:  # forgotten in between: try once more
-            if self.states.create(_KEY + request_id, json.dumps(entry)):
-                self._index_open(request_id, entry, definition)
-            for watcher in self.watchers:
-                watcher.request_opened(self.states.flow_name, request_id)
-                return None
-            return entry
-        return found[1]
+        return entry
 
     def _index_open(self, request_id: str, entry: dict[str, Any], definition: str) -> None:
         if self.index is not None:

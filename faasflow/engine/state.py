@@ -185,15 +185,19 @@ class RequestControl:
             return True
 
     def pause(self) -> None:
+        written = None
         while True:
             found = self.read()
             if found is None:
                 raise RequestNotFound(self.request_id, "pause")
             raw, current = found
+            if raw == written:
+                return  # our write landed although its answer was lost
             if current.state != RUNNING:
                 raise RequestNotActive(self.request_id, current.state, "pause")
+            written = attrs.evolve(current, state=PAUSED).encode()
             try:
-                self.states.update(KEY, raw, attrs.evolve(current, state=PAUSED).encode())
+                self.states.update(KEY, raw, written)
             except (CompareFailed, KeyNotFound):
                 continue
             return
@@ -204,15 +208,19 @@ class RequestControl:
         They stay listed (and stored) until :meth:`release_parked` after each was forwarded:
         a crash in between leaves them for the sweep to forward again.
         """
+        written = None
         while True:
             found = self.read()
             if found is None:
                 raise RequestNotFound(self.request_id, "resume")
             raw, current = found
+            if raw == written:
+                return current.parked  # our write landed although its answer was lost
             if current.state != PAUSED:
                 raise RequestNotActive(self.request_id, current.state, "resume")
+            written = attrs.evolve(current, state=RUNNING).encode()
             try:
-                self.states.update(KEY, raw, attrs.evolve(current, state=RUNNING).encode())
+                self.states.update(KEY, raw, written)
             except (CompareFailed, KeyNotFound):
                 continue
             return current.parked
