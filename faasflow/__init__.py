@@ -32,9 +32,11 @@ from faasflow.interfaces import DataStore, Invoker, Options, Response, StateStor
 from faasflow.operations import Call, Operation
 
 if TYPE_CHECKING:
+    from faasflow.codecs import BYTES, JSON, TEXT, Codec, CodecError
     from faasflow.dsl import Dag, HttpRequest, Retry
-    from faasflow.engine.local import RunResult, run
+    from faasflow.engine.local import RunResult
     from faasflow.flow import Flow
+    from faasflow.runs import arun, run
 
 # Heavier parts load on first use so that `import faasflow` (and every plugin) stays cheap.
 _LAZY = {
@@ -42,8 +44,14 @@ _LAZY = {
     "Dag": "faasflow.dsl",
     "Retry": "faasflow.dsl",
     "HttpRequest": "faasflow.dsl",
-    "run": "faasflow.engine.local",
+    "run": "faasflow.runs",
+    "arun": "faasflow.runs",
     "RunResult": "faasflow.engine.local",
+    "Codec": "faasflow.codecs",
+    "CodecError": "faasflow.codecs",
+    "BYTES": "faasflow.codecs",
+    "JSON": "faasflow.codecs",
+    "TEXT": "faasflow.codecs",
 }
 
 
@@ -59,9 +67,14 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BYTES",
+    "JSON",
+    "TEXT",
     "Backend",
     "BackendError",
     "Call",
+    "Codec",
+    "CodecError",
     "CompareFailed",
     "ConfigurationError",
     "Context",
@@ -89,6 +102,7 @@ __all__ = [
     "StateStore",
     "Tracer",
     "UnknownBackendError",
+    "arun",
     "hookimpl",
     "run",
 ]

@@ -7,8 +7,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from faasflow.codecs import Codec
 from faasflow.context import Context, Query, RequestView, running
-from faasflow.dsl import Workflow, compile_workflow
+from faasflow.dsl import Workflow, compile_workflow, start_codec
 from faasflow.errors import DefinitionError
 from faasflow.graph import Graph
 
@@ -48,7 +49,7 @@ class Flow:
         self.define = define
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], Graph] = OrderedDict()
-        self._graph, self._per_request = self._compile("", "", warn=True)
+        self._graph, self._per_request, self._codec = self._compile("", "", warn=True)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r} {self.definition_hash[:12]}>"
@@ -57,6 +58,12 @@ class Flow:
     def definition_hash(self) -> str:
         """sha256 of the default graph's canonical export."""
         return self._graph.definition_hash
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of the root DAG's start node: how :func:`faasflow.run` encodes an input
+        that is neither bytes nor str."""
+        return self._codec
 
     @property
     def per_request(self) -> bool:
@@ -73,7 +80,7 @@ class Flow:
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        compiled, _ = self._compile(*key, warn=False)
+        compiled, _, _ = self._compile(*key, warn=False)
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > CACHE_SIZE:
@@ -98,7 +105,9 @@ class Flow:
 
         return to_mermaid(self._graph)
 
-    def _compile(self, query: str, request_id: str, *, warn: bool) -> tuple[Graph, bool]:
+    def _compile(
+        self, query: str, request_id: str, *, warn: bool
+    ) -> tuple[Graph, bool, Codec]:
         view = RequestView(
             flow_name=self.name, request_id=request_id, query=Query(query), defining=True
         )
@@ -120,4 +129,4 @@ class Flow:
             compiled = compile_workflow(workflow, self.name, warn=warn)
         except DefinitionError as exc:
             raise DefinitionError(f"Invalid dag in flow {self.name}: {exc}") from exc
-        return compiled, view.touched
+        return compiled, view.touched, start_codec(workflow, compiled)

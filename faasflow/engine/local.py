@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -35,6 +36,10 @@ class RunResult:
     def text(self) -> str:
         """The output decoded as UTF-8."""
         return self.output.decode()
+
+    def json(self) -> Any:
+        """The output parsed as JSON (a flow with ``codec=faasflow.JSON`` returns JSON)."""
+        return json.loads(self.output)
 
 
 @attrs.define
