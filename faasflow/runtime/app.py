@@ -30,15 +30,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from faasflow.errors import (
-    BackendError,
     ConfigurationError,
     DefinitionError,
     FaasflowError,
-    RequestIdInUse,
-    RequestNotActive,
     RequestNotFound,
-    SignatureError,
 )
+from faasflow.runtime.answers import accepted, bad_id, failure, not_allowed
 from faasflow.runtime.deployment import check_stores
 from faasflow.runtime.guard import SIGNATURE, CallbackRefused, check_callback, verify_control
 from faasflow.runtime.server import StartResponse
@@ -241,7 +238,7 @@ class FlowApp:
             return self._root(engine, request)
         if path == "/flow":
             if request.method not in ("GET", "HEAD"):
-                return _not_allowed(request, "GET")
+                return not_allowed(request, "GET")
             denied = self._authenticate(request)
             if denied is not None:
                 return denied
@@ -257,30 +254,30 @@ class FlowApp:
                          "docs/runtime.md for the flow's routes")
         request_id, action = match["id"], match["action"]
         if not _ID.match(request_id):
-            return error(request, 400, _bad_id(request_id))
+            return error(request, 400, bad_id(request_id))
         if action not in ("forward", "execute"):
             denied = self._authenticate(request, request_id)
             if denied is not None:
                 return denied
         if action is None:
             if request.method not in ("GET", "HEAD"):
-                return _not_allowed(request, "GET")
+                return not_allowed(request, "GET")
             return self._record(engine, request, request_id)
         if action in ("pause", "resume", "stop"):
             if request.method != "POST":
-                return _not_allowed(request, "POST")
+                return not_allowed(request, "POST")
             return self._control(engine, request, action, request_id)
         if action == "state":
             if request.method not in ("GET", "HEAD", "POST"):
-                return _not_allowed(request, "GET")
+                return not_allowed(request, "GET")
             return self._control(engine, request, "state", request_id)
         if action == "forward":
             if request.method != "POST":
-                return _not_allowed(request, "POST")
+                return not_allowed(request, "POST")
             return self._forward(engine, request, request_id)
         if action == "execute":
             if request.method != "POST":
-                return _not_allowed(request, "POST")
+                return not_allowed(request, "POST")
             return self._start(engine, request, request_id)
         return error(request, 404, f"no route {request.method} {request.path}: unknown action "
                      f"{action!r} (pause, resume, stop, state, forward, execute)")
@@ -295,19 +292,19 @@ class FlowApp:
                 if not request_id:
                     return error(request, 400, f"{query} needs a request id: ?{query}=<id>")
                 if not _ID.match(request_id):
-                    return error(request, 400, _bad_id(request_id))
+                    return error(request, 400, bad_id(request_id))
                 denied = self._authenticate(request, request_id)
                 if denied is not None:
                     return denied
                 return self._control(engine, request, action, request_id)
         if request.method not in ("GET", "POST", "PUT"):
-            return _not_allowed(request, "POST")
+            return not_allowed(request, "POST")
         return self._start(engine, request, None)
 
     def _start(self, engine: Engine, request: Request, request_id: str | None) -> Response:
         request_id = request_id or request.header(REQID) or None
         if request_id is not None and not _ID.match(request_id):
-            return error(request, 400, f"header {REQID}: {_bad_id(request_id)}")
+            return error(request, 400, f"header {REQID}: {bad_id(request_id)}")
         callback = request.header(CALLBACK) or None
         if callback is not None:
             try:
@@ -339,7 +336,7 @@ class FlowApp:
             except FaasflowError as exc:
                 return self._failure(request, exc, result.request_id)
             if record is None or not record.done:
-                return _accepted(request, result.request_id, ids)
+                return accepted(request, result.request_id, ids)
             if record.status == "success":
                 return Response(200, record.output or b"", ids)
             if record.status == "stopped":
@@ -436,56 +433,4 @@ class FlowApp:
     def _failure(
         self, request: Request, exc: FaasflowError, request_id: str | None, action: str = ""
     ) -> Response:
-        from faasflow.engine import MessageError
-
-        status = 500
-        message = str(exc)
-        if isinstance(exc, SignatureError):
-            status = 403 if _has_signature(request) else 401
-        elif isinstance(exc, MessageError):
-            status = 400
-        elif isinstance(exc, RequestNotFound):
-            status = 404
-        elif isinstance(exc, RequestNotActive):
-            status = 410 if action == "forward" else 409
-        elif isinstance(exc, BackendError):
-            status = 503
-            log.error("backend failure on %s %s: %s", request.method, request.path, exc)
-        elif isinstance(exc, DefinitionError):
-            message = f"request failed to be processed. error: {exc}"
-        elif isinstance(exc, RequestIdInUse):
-            status = 409
-        elif isinstance(exc, ConfigurationError):
-            log.error("configuration error on %s %s: %s", request.method, request.path, exc)
-        return error(request, status, message, request_id)
-
-
-def _has_signature(request: Request) -> bool:
-    if request.path.rstrip("/").endswith("/forward"):
-        try:
-            doc = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # nesting past the parser
-            return False
-        return isinstance(doc, dict) and bool(doc.get("sign"))
-    return bool(request.header("X-Hub-Signature-256") or request.header("X-Hub-Signature"))
-
-
-def _accepted(request: Request, request_id: str, ids: tuple[tuple[str, str], ...]) -> Response:
-    message = f"request {request_id} is still running; GET /flow/{request_id} for its result"
-    if request.wants_json:
-        return json_response({"request_id": request_id, "status": "running",
-                              "message": message}, 202, *ids)
-    return text(message + "\n", 202, *ids)
-
-
-def _not_allowed(request: Request, allowed: str) -> Response:
-    return error(request, 405, f"{request.method} is not allowed on {request.path}; use "
-                 f"{allowed}", None, ("Allow", allowed))
-
-
-def _bad_id(request_id: str) -> str:
-    shown = request_id if len(request_id) <= 64 else request_id[:64] + "..."
-    return (f"invalid request id {shown!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit")
-
-
+        return failure(request, exc, request_id, action)
