@@ -115,7 +115,8 @@ def _node_table(plan: Plan, states: Mapping[str, NodeState]) -> str:
                          for r in st.runs if r.error)
         rows.append(f'<tr class="node-row" data-node="{esc(v.key)}" data-state="{esc(st.state)}">'
                     f"<td>{esc(v.label)}</td><td>{badge(shown)} {esc(count)}</td>"
-                    f"<td>{attempts or ''}</td><td>{fmt_duration(took)}</td><td>{errors}</td></tr>")
+                    f"<td>{attempts or ''}</td><td class=\"nowrap\">{fmt_duration(took)}</td>"
+                    f"<td>{errors}</td></tr>")
     return ('<table id="nodes"><thead><tr><th>node</th><th>state</th><th>attempts</th>'
             f"<th>time</th><th>error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 

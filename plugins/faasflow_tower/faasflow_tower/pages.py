@@ -123,12 +123,13 @@ def flows_page(page: Page, flows: Sequence[tuple[Mapping[str, Any], FlowStats | 
         else:
             listing = f"/flows/{q(name)}/requests"
             counts = " ".join(
-                f'<a href="{page.url(listing, [("status", s), ("since", "1h")])}">'
+                f'<a class="nowrap" href="{page.url(listing, [("status", s), ("since", "1h")])}">'
                 f"{badge(s)} {n}</a>" for s, n in sorted(stats.counts.items())
             ) or '<span class="muted">none</span>'
             rate = "—" if stats.failure_rate is None else f"{stats.failure_rate * 100:.1f} %"
-            figures = (f"<td>{counts}</td><td>{fmt_duration(stats.p50)}</td>"
-                       f"<td>{fmt_duration(stats.p99)}</td><td>{rate}</td>")
+            figures = (f'<td>{counts}</td><td class="nowrap">{fmt_duration(stats.p50)}</td>'
+                       f'<td class="nowrap">{fmt_duration(stats.p99)}</td>'
+                       f'<td class="nowrap">{rate}</td>')
         rows.append(f'<tr class="flow-row"><td><a href="{link}">{esc(name)}</a></td>'
                     f"<td>{esc(desc)}</td><td>{esc(fn.get('replicas', ''))}</td>{figures}</tr>")
     table = ('<table id="flows"><thead><tr><th>flow</th><th>description</th><th>replicas</th>'
@@ -164,7 +165,8 @@ def request_rows(page: Page, flow: str, rows: Sequence[Mapping[str, Any]], selec
             f'<tr class="request-row" data-status="{esc(doc.get("status"))}">{box}'
             f'<td class="mono"><a href="{page.url(f"/flows/{q(flow)}/requests/{q(rid)}")}">'
             f"{esc(rid)}</a></td><td>{badge(doc.get('status'))}</td>"
-            f"<td>{fmt_time(created)}</td><td>{fmt_duration(duration)}</td>"
+            f'<td class="nowrap">{fmt_time(created)}</td>'
+            f'<td class="nowrap">{fmt_duration(duration)}</td>'
             f"<td>{esc(_failed_node(doc))}</td><td>{esc(error[0][:160] if error else '')}</td></tr>"
         )
     return "".join(out)

@@ -27,7 +27,6 @@ def test_flows_page_lists_every_flow_with_its_description(page: Any, ui: str, st
     expect(page.locator("#flows")).to_contain_text("fails at its check node <b>unless</b> told ok")
     expect(page.locator("#functions")).to_contain_text("nap")
     expect(page.locator("#flows tr", has_text="report")).to_contain_text("success")
-    shot("flows")
 
 
 def test_flow_page_draws_the_dag_with_its_nodes(page: Any, ui: str, shot: Shot) -> None:
@@ -162,3 +161,21 @@ def test_the_theme_toggle_switches_to_dark_and_stays(page: Any, ui: str, shot: S
         shot("dark")
     page.keyboard.press("Tab")  # keyboard-usable: the first stop is the brand link
     assert page.evaluate("document.activeElement.textContent") == "faasflow tower"
+    page.evaluate("localStorage.removeItem('tower-theme')")  # the next pages: the default
+
+
+def test_a_count_on_the_flows_page_opens_the_filtered_request_list(page: Any, ui: str,
+                                                                   start: Start,
+                                                                   wait_record: Wait,
+                                                                   shot: Shot) -> None:
+    rid = start("broken", b"still not ok")
+    wait_record("broken", rid, lambda d: d["status"] == "failure")
+    page.goto(ui + "/")
+    row = page.locator("#flows tr.flow-row", has_text="broken")
+    expect(row).to_contain_text("failure")
+    shot("flows")  # last, so the other tests' requests are counted on it
+    row.get_by_role("link", name=re.compile("failure")).click()
+    expect(page).to_have_url(re.compile(r"/ui/flows/broken/requests\?status=failure&since=1h$"))
+    expect(page.locator("#requests")).to_contain_text(rid)
+    assert set(page.locator("#requests tr.request-row").evaluate_all(
+        "rs => rs.map(r => r.dataset.status)")) == {"failure"}
