@@ -170,3 +170,23 @@ def test_the_users_credentials_are_forwarded_to_a_gateway_with_basic_auth(
                               timeout=10)
         assert answer.status_code == 200
         assert re.search(r'href="/ui/flows/report"', answer.text)
+
+
+def test_the_request_page_has_a_json_twin_with_every_node_state(ui: str, start: Start,
+                                                                 wait_record: Wait) -> None:
+    rid = start("broken", b"nope")
+    wait_record("broken", rid, lambda d: d["status"] == "failure")
+    doc = requests.get(f"{ui}/flows/broken/requests/{rid}",
+                       headers={"Accept": "application/json"}, timeout=10).json()
+    assert doc["request"]["id"] == rid
+    assert {k: v["state"] for k, v in doc["nodes"].items()} == {
+        "0_1_load": "succeeded", "0_2_check": "failed", "0_3_store": "not-reached"}
+
+
+def test_without_graphviz_the_dag_is_drawn_by_the_built_in_layout(
+        gateway: GatewayProcess, served: Callable[[Any], str]) -> None:
+    url = served(TowerApp(TowerConfig(gateway.url, use_dot=False)))
+    page = requests.get(f"{url}/flows/report", timeout=10).text
+    assert 'class="graph"' not in page  # Graphviz wraps its drawing in g.graph
+    assert page.count('class="node ffnode"') == 4
+    assert "<title>0_4_summary</title>" in page
