@@ -1,0 +1,10 @@
+"""Must FAIL mypy: ``retires`` is not a call option (tests/test_dsl_typing.py checks that)."""
+
+from __future__ import annotations
+
+import faasflow
+from faasflow.dsl import Workflow
+
+
+def define(flow: Workflow, context: faasflow.Context) -> None:
+    flow.sync_node().apply("resize", retires=3)
