@@ -96,6 +96,11 @@ class _FailOnce(StateStore):
         self._check("cleanup", "")
         self.inner.cleanup()
 
+    def transaction(self, compare, put={}, delete=()):  # noqa: B006 - read only
+        for key in (*compare, *put):
+            self._check("transaction", key)
+        return self.inner.transaction(compare, put, delete)
+
 
 def failing_once(h: Harness, when: Callable[[str, str], bool]) -> list[str]:
     fired: list[str] = []
@@ -474,3 +479,24 @@ class _Breaks(StateStore):
 
     def cleanup(self) -> None:
         self.inner.cleanup()
+
+
+def test_without_atomic_transactions_sets_are_compare_and_swapped_lists() -> None:
+    from faasflow.default_plugins.memory import MemoryStateStore
+
+    class SingleKeyOnly(MemoryStateStore):
+        atomic_transactions = False
+
+    calls: collections.Counter[str] = collections.Counter()
+    h = Harness(fan_in(calls), settings=NO_RETRY)
+    h.states = SingleKeyOnly()
+    h.engine.core.state_store = h.states
+    h.invoker.duplicate = True
+    rid = h.start(b"x").request_id
+    fired = failing_once(h, lambda method, key: method == "update" and key.startswith("arrived--"))
+    h.drain(redeliver=True)
+    assert fired
+    assert h.engine.record(rid).output == b"xsa+xsb"
+    assert calls == {"s": 1, "a": 1, "b": 1, "agg": 1}
+    assert "arrived--0_4_j" not in h.state_keys(rid)
+    h.assert_clean(rid)

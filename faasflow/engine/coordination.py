@@ -73,11 +73,11 @@ def _dispatch_children(
         if len(child.parents) > 1:
             if payload is not None:
                 it.data.set(edge_key, payload)  # durable before the arrival is recorded
-            arrived = add_member(
-                it.states, "arrived--" + exec_id(child.unique_id, branches), source
+            arrived, last = add_member(
+                it.states, "arrived--" + exec_id(child.unique_id, branches), source,
+                len(child.parents),
             )
-            complete = len(arrived) >= len(child.parents)
-            if not complete or (not redo and arrived[-1] != source):
+            if arrived < len(child.parents) or (not redo and not last):
                 waiting = True
                 continue
             payload = None
@@ -167,8 +167,8 @@ def _join(
     if total > 1:
         if collect:
             it.data.set(result_key(key), output)
-        done = add_member(it.states, f"branches--{owner_eid}", key)
-        if len(done) < total or (not redo and done[-1] != key):
+        done, last = add_member(it.states, f"branches--{owner_eid}", encode_key(key), total)
+        if done < total or (not redo and not last):
             return None
     if not collect:
         return b""

@@ -145,11 +145,42 @@ def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:
     return output if found is None else load_output(it.data, found[1])
 
 
-def add_member(states: StateStore, key: str, member: str) -> list[str]:
-    """Add ``member`` to the JSON list at ``key`` once; the list after it, in arrival order.
+def add_member(states: StateStore, key: str, member: str, total: int) -> tuple[int, bool]:
+    """Record ``member``'s arrival in the set ``key`` once: (members so far, whether this
+    member is the one that completed the set of ``total``).
 
-    The member last in a complete list is the one that completed it, also when its own write
-    was reported lost and retried."""
+    Repeating it (after a lost answer or a crash) adds nothing and answers the same. With an
+    atomic multi-key transaction each member is a key holding its arrival position, written
+    together with a counter (constant work per member); without, the set is one JSON list
+    changed by compare-and-swap (work grows with the set's size)."""
+    if states.atomic_transactions:
+        return _add_counted(states, key, member, total)
+    members = _add_listed(states, key, member)
+    return len(members), len(members) >= total and members[-1] == member
+
+
+def _add_counted(states: StateStore, key: str, member: str, total: int) -> tuple[int, bool]:
+    marker = f"{key}@{member}"
+    while True:
+        try:
+            raw: str | None = states.get(key)
+        except KeyNotFound:
+            raw = None
+        count = int(raw) + 1 if raw else 1
+        if states.transaction({marker: None, key: raw}, {marker: str(count), key: str(count)}):
+            return count, count == total
+        try:
+            position = int(states.get(marker))
+        except KeyNotFound:
+            continue  # another member moved the counter first
+        try:
+            current = int(states.get(key))
+        except KeyNotFound:
+            raise Stopped from None
+        return current, position == total  # our own arrival, recorded before
+
+
+def _add_listed(states: StateStore, key: str, member: str) -> list[str]:
     while True:
         try:
             raw = states.get(key)
