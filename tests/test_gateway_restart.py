@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -216,3 +217,12 @@ def test_an_open_data_directory_is_made_the_owners_only_at_start(stack: Path) ->
     assert modes["queue.db"] == 0o600
     assert modes["secrets"] == 0o700
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+
+
+def test_quiet_silences_the_workers_info_lines_too(stack: Path) -> None:
+    with GatewayProcess(stack, data_dir=stack.parent / "data") as loud:
+        assert " INFO worker " in loud.text
+    with GatewayProcess(stack, data_dir=stack.parent / "data", extra=["-q"]) as quiet:
+        assert quiet.get("/healthz").status_code == 200
+        time.sleep(0.3)
+        assert " INFO " not in quiet.text
