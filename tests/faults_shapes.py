@@ -10,7 +10,7 @@ resume, stop) is repeated by its client until it answers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -307,9 +307,10 @@ def data_keys(store: DataStore, namespace: str) -> list[str]:
     raise TypeError(f"cannot list the keys of {type(store).__name__}")
 
 
-def fault_points(total: int, sample: int) -> Iterator[int]:
-    """1..total, every ``sample``-th one (always including the last)."""
-    points = list(range(1, total + 1, max(sample, 1)))
-    if total and points[-1] != total:
-        points.append(total)
-    yield from points
+def fault_points(total: int, points: int | None, phase: float = 0.0) -> list[int]:
+    """Every k in 1..total when ``points`` is None, else about ``points`` of them spread evenly
+    (``phase`` in [0, 1) shifts the grid, so two modes sample different calls)."""
+    if points is None or points >= total:
+        return list(range(1, total + 1))
+    step = total / points
+    return sorted({min(total, 1 + int((i + phase) * step)) for i in range(points)})

@@ -15,9 +15,11 @@ redelivering every delivery that answers 5xx (OpenFaaS Pro), and these must hold
   done marker;
 - nothing of the request is left in the state or the data store.
 
-Runs on memory, sqlite, etcd (the server ``.ci/services`` starts; sampled with
-``FAASFLOW_FAULTS_ETCD_SAMPLE``, default every 2nd k) and the Consul stand-in (sampled with
-``FAASFLOW_FAULTS_CONSUL_SAMPLE``, default every 2nd k). Test ids name shape, backend, mode and k.
+Runs on memory and sqlite at every k, and on etcd (the server ``.ci/services`` starts) and the
+Consul stand-in at a sample of k spread over the whole request, different for each mode:
+``FAASFLOW_FAULTS_POINTS_ETCD`` (default 4) and ``FAASFLOW_FAULTS_POINTS_CONSUL`` (default 8)
+points per shape and mode; ``all`` runs every k there too. Test ids name shape, backend, mode
+and k.
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ from faasflow.interfaces import DataStore, StateStore
 
 BACKENDS = ("memory", "sqlite", "etcd", "consul")
 MODES = ("raise", "applied")
-SAMPLE = {
-    "memory": 1,
-    "sqlite": 1,
-    "etcd": int(os.environ.get("FAASFLOW_FAULTS_ETCD_SAMPLE", "2")),
-    "consul": int(os.environ.get("FAASFLOW_FAULTS_CONSUL_SAMPLE", "2")),
+
+
+def _points(backend: str, default: str) -> int | None:
+    raw = os.environ.get(f"FAASFLOW_FAULTS_POINTS_{backend.upper()}", default)
+    return None if raw == "all" else int(raw)
+
+
+POINTS = {
+    "memory": None,
+    "sqlite": None,
+    "etcd": _points("etcd", "4"),
+    "consul": _points("consul", "8"),
 }
 
 
@@ -77,8 +86,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params.append(pytest.param(name, "memory", "raise", 0, id=f"{name}-clean-run-{exc}"))
             continue
         for backend in BACKENDS:
-            for mode in MODES:
-                for k in fault_points(total, SAMPLE[backend]):
+            for phase, mode in enumerate(MODES):
+                for k in fault_points(total, POINTS[backend], phase / len(MODES)):
                     params.append(
                         pytest.param(name, backend, mode, k, id=f"{name}-{backend}-{mode}-k{k:02d}")
                     )
