@@ -30,7 +30,13 @@ from faasflow_tower.client import GatewayClient, GatewayError, Unauthorized
 from faasflow_tower.config import READ_ONLY, TowerConfig
 from faasflow_tower.graph import SvgCache
 from faasflow_tower.plan import Plan
-from faasflow_tower.requests_view import list_requests
+from faasflow_tower.requests_view import (
+    MAX_PAGE,
+    BadParameter,
+    Filter,
+    list_requests,
+    matching_ids,
+)
 from faasflow_tower.states import derive
 from faasflow_tower.stats import FlowStats, summarise
 
@@ -59,6 +65,8 @@ _HOP = {"host", "content-length", "connection", "transfer-encoding", "authorizat
 _DONE = {"pause": "paused", "resume": "resumed", "stop": "stopped", "redrive": "redriven",
          "rerun": "re-run"}
 _ROUTE_TTL = 60.0
+#: Most requests one bulk action stops.
+MAX_BULK = 10_000
 
 
 _html = pages.html_response
@@ -234,7 +242,17 @@ class TowerApp:
     def bulk_stop(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
                   flow: str) -> Response:
         self._flow_fn(functions, flow)
-        ids = [i for i in _form(request).get("id") or () if re.match(rf"^{_RID}$", i)][:1000]
+        form = _form(request)
+        if form.get("all"):
+            # only requests that can still be stopped, whatever else the filter shows
+            wanted = [s for s in form.get("status", []) if s in ("running", "paused")]
+            form = {**form, "status": wanted or ["running", "paused"], "limit": [str(MAX_PAGE)]}
+            try:
+                ids = matching_ids(self.client, flow, Filter.parse(form), MAX_BULK)
+            except BadParameter as exc:
+                return _html(pages.error_page(page, 400, str(exc)), 400)
+        else:
+            ids = [i for i in form.get("id") or () if re.match(rf"^{_RID}$", i)][:MAX_BULK]
         stopped = failed = 0
         for rid in ids:
             answer = self.client.control(flow, rid, "stop")

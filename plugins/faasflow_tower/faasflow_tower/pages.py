@@ -209,10 +209,16 @@ def requests_page(page: Page, flow: str, rows: Sequence[Mapping[str, Any]],
     bulk = ""
     if select and rows:
         action = page.url(f"/flows/{q(flow)}/requests/stop")
-        bulk = (f'<form id="bulk" method="post" action="{action}"'
+        kept = [("all", "1"), *(("status", s) for s in statuses),
+                *((k, args[k]) for k in ("since", "until", "node", "q") if args.get(k))]
+        stop_all = page.post_button(
+            f"/flows/{q(flow)}/requests/stop", "Stop all matching", hidden=kept,
+            confirm="Stop every running or paused request this filter matches (at most "
+            "10,000)?", name="stop-all")
+        bulk = (f'<div class="actions"><form id="bulk" method="post" action="{action}"'
                 ' data-confirm="Stop the selected requests?">'
                 f'{page.csrf_field()}<button type="submit" id="bulk-stop">Stop selected</button>'
-                "</form>")
+                f"</form>{stop_all}</div>")
     pager = f'<div class="pager"><a id="next-page" href="{next_url}">Next page →</a></div>' \
         if next_url else ""
     body = (f"<h1>Requests of {esc(flow)}</h1>{flash}"

@@ -10,11 +10,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
+
 from faasflow.runtime.web import Request, Response
 from faasflow_tower import pages
 from faasflow_tower.client import GatewayClient
 
-__all__ = ["BadParameter", "list_requests", "parse_time"]
+__all__ = ["BadParameter", "Filter", "list_requests", "matching_ids", "parse_time"]
 
 PAGE = 50
 MAX_PAGE = 1000
@@ -71,31 +73,70 @@ def _matches(doc: Mapping[str, Any], statuses: Sequence[str], since: float | Non
     return True
 
 
-def list_requests(client: GatewayClient, request: Request, page: pages.Page,
-                  flow: str) -> Response:
-    args = {k: v[0] for k, v in request.args.items() if v}
-    statuses = [s for s in request.args.get("status", []) if s]
-    bad = [s for s in statuses if s not in pages.STATUSES]
-    try:
+@attrs.frozen
+class Filter:
+    """The request list's filter, checked: what the URL (or the bulk form) asked for."""
+
+    statuses: tuple[str, ...]
+    since: float | None
+    until: float | None
+    node: str
+    text: str
+    limit: int
+
+    @classmethod
+    def parse(cls, args: Mapping[str, list[str]]) -> Filter:
+        first = {k: v[0] for k, v in args.items() if v}
+        statuses = tuple(s for s in args.get("status", []) if s)
+        bad = [s for s in statuses if s not in pages.STATUSES]
         if bad:
             raise BadParameter(f"status: {bad[0]!r} is not one of {', '.join(pages.STATUSES)}")
         now = time.time()
-        since = parse_time("since", args.get("since", ""), now)
-        until = parse_time("until", args.get("until", ""), now)
-        limit_raw = args.get("limit", str(PAGE))
+        limit_raw = first.get("limit", str(PAGE))
         if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_PAGE:
             raise BadParameter(f"limit: {limit_raw!r} is not a number from 1 to {MAX_PAGE}")
-        limit = int(limit_raw)
+        return cls(statuses, parse_time("since", first.get("since", ""), now),
+                   parse_time("until", first.get("until", ""), now), first.get("node", ""),
+                   first.get("q", ""), int(limit_raw))
+
+    def params(self, cursor: str = "") -> list[tuple[str, str]]:
+        """The flow's ``GET /flow`` parameters for this filter."""
+        since = f"{self.since:.3f}" if self.since is not None else ""
+        until = f"{self.until:.3f}" if self.until is not None else ""
+        return [*(("status", s) for s in self.statuses), ("since", since), ("until", until),
+                ("node", self.node), ("q", self.text), ("limit", str(self.limit)),
+                ("cursor", cursor)]
+
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        return _matches(doc, self.statuses, self.since, self.until, self.node, self.text)
+
+
+def matching_ids(client: GatewayClient, flow: str, chosen: Filter, most: int) -> list[str]:
+    """Ids of up to ``most`` requests the filter matches, page by page."""
+    ids: list[str] = []
+    cursor = ""
+    while len(ids) < most:
+        rows, cursor_next, paged = client.requests(flow, chosen.params(cursor))
+        if not paged:
+            return [str(d.get("id")) for d in rows if chosen.matches(d)][:most]
+        ids.extend(str(d.get("id")) for d in rows if d.get("id"))
+        if not cursor_next:
+            break
+        cursor = cursor_next
+    return ids[:most]
+
+
+def list_requests(client: GatewayClient, request: Request, page: pages.Page,
+                  flow: str) -> Response:
+    args = {k: v[0] for k, v in request.args.items() if v}
+    try:
+        chosen = Filter.parse(request.args)
     except BadParameter as exc:
         return pages.html_response(pages.error_page(page, 400, str(exc)), 400)
-    node, text, cursor = args.get("node", ""), args.get("q", ""), args.get("cursor", "")
-    params = [("status", s) for s in statuses]
-    params += [("since", f"{since:.3f}" if since is not None else ""),
-               ("until", f"{until:.3f}" if until is not None else ""),
-               ("node", node), ("q", text), ("limit", str(limit)), ("cursor", cursor)]
-    rows, next_cursor, paged = client.requests(flow, params)
+    statuses, limit, cursor = list(chosen.statuses), chosen.limit, args.get("cursor", "")
+    rows, next_cursor, paged = client.requests(flow, chosen.params(cursor))
     if not paged:
-        rows = [d for d in rows if _matches(d, statuses, since, until, node, text)]
+        rows = [d for d in rows if chosen.matches(d)]
         rows.sort(key=lambda d: (d.get("created") or 0, str(d.get("id"))), reverse=True)
         offset = int(cursor[2:]) if cursor.startswith("o:") and cursor[2:].isdigit() else 0
         more = len(rows) > offset + limit

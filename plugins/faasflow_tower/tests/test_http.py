@@ -190,3 +190,20 @@ def test_without_graphviz_the_dag_is_drawn_by_the_built_in_layout(
     assert 'class="graph"' not in page  # Graphviz wraps its drawing in g.graph
     assert page.count('class="node ffnode"') == 4
     assert "<title>0_4_summary</title>" in page
+
+
+def test_stop_all_matching_stops_every_running_request_of_the_filter(
+        ui: str, start: Start, wait_record: Wait) -> None:
+    ids = [start("slow", b"8") for _ in range(3)]
+    done = start("slow", b"0")
+    wait_record("slow", done, lambda d: d["status"] == "success")
+    session = requests.Session()
+    token = _csrf(session, ui + "/flows/slow/requests?status=running")
+    answer = session.post(f"{ui}/flows/slow/requests/stop", timeout=30, allow_redirects=False,
+                          data={"csrf": token, "all": "1", "status": ["running", "success"]})
+    assert answer.status_code == 303
+    stopped = int(re.search(r"stopped=(\d+)", answer.headers["Location"])[1])
+    assert stopped >= 3
+    for rid in ids:
+        assert wait_record("slow", rid, lambda d: d["status"] != "running")["status"] == "stopped"
+    assert wait_record("slow", done, lambda d: True)["status"] == "success"
