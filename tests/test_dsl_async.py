@@ -214,20 +214,34 @@ FLOW = """
         @dag.modifier("greet", after="fetch")
         async def greet(doc):
             await asyncio.sleep(0.01)
-            return {"greeting": "Hello " + doc["name"]}
+            return {"greeting": "Hello " + doc["body"]["name"], "sent_as": doc["type"]}
+"""
+
+SYNC_FLOW = """
+    import asyncio
+
+
+    def define(flow, context):
+        @flow.dag().modifier("sync")
+        async def shout(data):
+            await asyncio.sleep(0.01)
+            return data.upper()
 """
 
 ECHO = """
+    import json
+
+
     def handle(event, context):
-        return {"statusCode": 200, "body": event.body.decode(),
-                "headers": {"Content-Type": event.headers.get("content-type", "")}}
+        return {"statusCode": 200,
+                "body": {"body": json.loads(event.body), "type": event.headers.get("content-type")}}
 """
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root: Path = tmp_path_factory.mktemp("async-stack")
-    for name, source in (("asyncflow", FLOW), ("echo", ECHO)):
+    for name, source in (("asyncflow", FLOW), ("asynchello", SYNC_FLOW), ("echo", ECHO)):
         (root / name).mkdir()
         (root / name / "handler.py").write_text(textwrap.dedent(source).lstrip())
     (root / "stack.yml").write_text(textwrap.dedent("""\
@@ -238,6 +252,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
           asyncflow:
             lang: faasflow
             handler: ./asyncflow
+          asynchello:
+            lang: faasflow
+            handler: ./asynchello
           echo:
             lang: python3-http
             handler: ./echo
@@ -246,9 +263,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         yield process
 
 
-def test_an_async_modifier_runs_under_faasflow_up(gateway: GatewayProcess) -> None:
+def test_an_async_modifier_in_a_json_dag_runs_under_faasflow_up(gateway: GatewayProcess) -> None:
     reply = gateway.post(
         "/function/asyncflow", json={"name": "Ada"}, headers={"X-Faas-Flow-Wait": "30"}
     )
     assert reply.status_code == 200, reply.text
-    assert reply.json() == {"greeting": "Hello Ada"}
+    assert reply.json() == {"greeting": "Hello Ada", "sent_as": "application/json"}
+
+
+def test_an_async_modifier_in_a_sync_flow_runs_under_faasflow_up(gateway: GatewayProcess) -> None:
+    reply = gateway.post("/function/asynchello", data=b"hi")
+    assert (reply.status_code, reply.content) == (200, b"HI")
