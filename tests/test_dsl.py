@@ -350,3 +350,12 @@ def test_workflow_can_be_built_without_a_flow():
     workflow = Workflow("x")
     workflow.sync_node().modify(upper)
     assert list(workflow.dag().nodes) == ["sync"]
+
+
+def test_the_dsl_package_keeps_its_public_names() -> None:
+    import faasflow.dsl as dsl
+
+    for name in ("SYNC_NODE", "Dag", "FanInWarning", "HttpRequest", "Node", "Retry", "Workflow",
+                 "compile_workflow", "CallOptions"):
+        assert name in dsl.__all__ and hasattr(dsl, name), name
+    assert faasflow.Dag is dsl.Dag

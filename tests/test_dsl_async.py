@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -155,6 +156,22 @@ def test_one_thread_reuses_its_private_event_loop() -> None:
 
     faasflow.run(define, b"")
     assert len(loops) == 2 and loops[0] == loops[1]
+
+
+def test_a_threads_private_loop_is_closed_when_the_thread_ends() -> None:
+    from faasflow.dsl.adapt import resolve
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def grab() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    thread = threading.Thread(target=lambda: resolve(grab()))
+    thread.start()
+    thread.join()
+    del thread
+    gc.collect()
+    assert len(loops) == 1 and loops[0].is_closed()
 
 
 def test_run_inside_a_running_event_loop_still_runs_async_callables() -> None:
