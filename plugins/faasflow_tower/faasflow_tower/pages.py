@@ -205,7 +205,8 @@ def requests_page(page: Page, flow: str, rows: Sequence[Mapping[str, Any]],
             ("since", "since", "1h, 24h, ISO time", 12), ("until", "until", "ISO time", 12),
             ("node", "failed at node", "node id", 10), ("q", "search", "id or error text", 18))
     )
-    select = not page.read_only
+    # stopping applies to running and paused requests: no bulk action on a view without them
+    select = not page.read_only and (not statuses or bool({"running", "paused"} & set(statuses)))
     bulk = ""
     if select and rows:
         action = page.url(f"/flows/{q(flow)}/requests/stop")
