@@ -285,3 +285,35 @@ def test_300_connections_under_a_512_file_limit_keep_being_answered(tmp_path: Pa
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_calls_nested_on_the_same_server_do_not_deadlock_a_full_pool() -> None:
+    port: list[int] = []
+
+    def nesting(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/outer":  # as a flow calling a function through the gateway
+            conn = http.client.HTTPConnection("127.0.0.1", port[0], timeout=30)
+            conn.request("GET", "/inner")
+            body = conn.getresponse().read()
+            conn.close()
+        else:
+            body = b"inner"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    running = serve(nesting, threads=2).start()
+    port.append(running.port)
+    try:
+        def call(_: int) -> bytes:
+            conn = http.client.HTTPConnection(running.host, running.port, timeout=30)
+            conn.request("GET", "/outer")
+            body = conn.getresponse().read()
+            conn.close()
+            return body
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(call, range(6))) == [b"inner"] * 6
+        assert time.monotonic() - started < 10
+    finally:
+        running.close()

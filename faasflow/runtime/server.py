@@ -58,6 +58,9 @@ DEFAULT_KEEPALIVE = 75.0
 #: Open connections at most (also capped below the process's open-file limit).
 DEFAULT_MAX_CONNECTIONS = 1024
 _FD_RESERVE = 64  # files kept free for databases, logs and upstream connections
+#: Seconds requests may wait with every thread busy before more threads start.
+STARVED = 1.0
+_MAX_THREADS = 512
 
 
 class _Connection:
@@ -109,6 +112,10 @@ class _HTTPServer:
         self.keepalive = keepalive
         self.threads = max(1, threads)
         self.max_connections = max(8, min(max_connections, _open_file_budget()))
+        # past `threads`, more are started only when requests have waited STARVED seconds
+        # with no thread free: every thread is blocked on a nested call (a flow calling a
+        # function through this same gateway), and waiting would never end
+        self.max_threads = max(self.threads, min(self.max_connections, _MAX_THREADS))
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -136,6 +143,8 @@ class _HTTPServer:
         self._emfile_logged = 0.0
         self._closed = False
         self._busy = 0
+        self._last_taken = time.monotonic()
+        self._starved_logged = 0.0
 
     # -- the selector thread -------------------------------------------------------------------
 
@@ -146,7 +155,10 @@ class _HTTPServer:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                for key, _ in self._selector.select(max(0.0, min(1.0, next_sweep - now))):
+                wait = max(0.0, min(1.0, next_sweep - now))
+                if not self._work.empty():
+                    wait = min(wait, STARVED / 4)
+                for key, _ in self._selector.select(wait):
                     if key.data == "accept":
                         self._accept()
                     elif key.data == "wake":
@@ -157,6 +169,7 @@ class _HTTPServer:
                         self._idle.pop(conn.sock.fileno(), None)
                         self._submit(conn)
                 self._take_returned()
+                self._relieve_starvation()
                 if time.monotonic() >= next_sweep:
                     self._close_expired()
                     next_sweep = time.monotonic() + self._sweep_every()
@@ -266,6 +279,23 @@ class _HTTPServer:
                 self._spawn_worker()
         self._work.put(conn)
 
+    def _relieve_starvation(self) -> None:
+        waiting = self._work.qsize()
+        if not waiting or time.monotonic() - self._last_taken < STARVED:
+            return
+        with self._lock:
+            extra = min(waiting, self.max_threads - len(self._workers))
+            for _ in range(extra):
+                self._spawn_worker()
+            self._last_taken = time.monotonic()
+        now = time.monotonic()
+        if extra and now - self._starved_logged > 60:
+            self._starved_logged = now
+            log.warning("port %s: all %d request threads were busy for %.0fs with %d requests "
+                        "waiting (calls waiting on nested calls?); started %d more (at most %d)",
+                        self.server_address[1], len(self._workers) - extra, STARVED, waiting,
+                        extra, self.max_threads)
+
     def _spawn_worker(self) -> None:
         thread = threading.Thread(target=self._work_loop, daemon=True,
                                   name=f"faasflow-http-{self.server_address[1]}-"
@@ -280,6 +310,7 @@ class _HTTPServer:
                 return
             with self._lock:
                 self._busy += 1
+                self._last_taken = time.monotonic()
             try:
                 self._serve(conn)
             finally:
