@@ -160,11 +160,12 @@ class GatewayClient:
         return self.call("POST", path, headers=self._signed(path, "", b""))
 
     def has_route(self, flow: str, request_id: str, action: str) -> bool:
-        """Whether the flow serves ``/flow/<id>/<action>`` (redrive, rerun): only a 404 that
-        names an unknown action says no."""
+        """Whether the flow serves ``/flow/<id>/<action>`` (redrive, rerun). The probe is an
+        OPTIONS, signed like a control call: a flow answers an unknown action with 404 and a
+        known one with 405 (or its own answer); a refusal or an error means "not offered"."""
         path = self._flow(flow, f"/flow/{quote(request_id, safe='')}/{action}")
-        answer = self.call("OPTIONS", path)
-        return not (answer.status == 404 and b"unknown action" in answer.body)
+        answer = self.call("OPTIONS", path, headers=self._signed(path, "", b""))
+        return answer.status < 500 and answer.status not in (401, 403, 404)
 
     def execute(self, flow: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         return self.call("POST", self._flow(flow), body=body, headers=headers)

@@ -135,6 +135,8 @@ def test_a_failed_request_shows_its_error_and_the_failing_node(page: Any, ui: st
         "data-state", "not-reached")
     expect(page.locator("#dag g.node.st-failed > title")).to_have_text("0_2_check")
     expect(page.get_by_role("button", name="Pause")).to_be_disabled()
+    # no flow serves redrive or re-run yet: no button for them, not even a disabled one
+    expect(page.locator("#controls button")).to_have_count(3)
     shot("request-failed")
 
 
