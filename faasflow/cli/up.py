@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from faasflow.runtime.client import fail
     from faasflow.runtime.datadir import UMASK
     from faasflow.runtime.gateway import Gateway, GatewayConfig
+    from faasflow.runtime.preflight import describe
     from faasflow.runtime.stack import Stack
     from faasflow.settings import EnvVars, Settings
 
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         )
         # the "listening on" line comes last: who waits for it (tests, scripts) has the rest
         print(f"functions: {names}", flush=True)
+        for report in gateway.flow_reports:
+            print(describe(report), flush=True)
         print(f"data: {data_dir}", flush=True)
         print(f"secrets: {config.secrets}", flush=True)
         if gateway.credentials is not None:

@@ -41,6 +41,7 @@ from faasflow.runtime.datadir import hmac_secret, secure_tree
 from faasflow.runtime.dispatch import Dispatcher
 from faasflow.runtime.logbook import LogBook
 from faasflow.runtime.metrics import CONTENT_TYPE, GatewayMetrics
+from faasflow.runtime.preflight import describe
 from faasflow.runtime.queue import DurableQueue
 from faasflow.runtime.server import (
     DEFAULT_KEEPALIVE,
@@ -319,6 +320,9 @@ class Gateway:
         for pool in old.values():
             pool.stop_all()
         log.warning("reloaded %s: serving %s", stack.path.name, ", ".join(stack.functions))
+        for report in self.flow_reports:
+            log.log(logging.WARNING if report.get("problems") else logging.INFO, "%s",
+                    describe(report))
         return True
 
     def _warn_missing_secrets(self) -> None:
@@ -329,6 +333,12 @@ class Gateway:
                                 "it (faas-cli secret create %s --from-literal ... --gateway "
                                 "<this gateway>, or write the file)", spec.name, name,
                                 self.secrets_dir, name)
+
+    @property
+    def flow_reports(self) -> list[dict[str, Any]]:
+        """What the workers found about each flow at start (``preflight``)."""
+        return [report for pool in self.pools.values() for worker in pool.workers
+                for report in worker.flow_reports]
 
     def wake_monitor(self) -> None:
         self._monitor_wake.set()

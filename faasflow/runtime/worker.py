@@ -25,6 +25,7 @@ from typing import Any
 
 from faasflow.errors import ConfigurationError, FaasflowError
 from faasflow.runtime.logbook import encode
+from faasflow.runtime.preflight import check_flow
 from faasflow.runtime.python3http import wsgi_app
 from faasflow.runtime.server import (
     DEFAULT_KEEPALIVE,
@@ -251,7 +252,12 @@ def main() -> int:
         log.exception("worker start failed")
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), file=protocol, flush=True)
         return 1
-    print(json.dumps({"port": server.port}), file=protocol, flush=True)
+    ready: dict[str, Any] = {"port": server.port}
+    if config.get("report"):
+        known = set(stack.functions) | set(stack.skipped)
+        ready["flows"] = [check_flow(app, name, known, stack.path.name)
+                          for name, app in apps.items() if stack.functions[name].is_flow]
+    print(json.dumps(ready), file=protocol, flush=True)
     threading.Thread(target=_watch_stdin, args=(apps,), daemon=True).start()
     if config.get("sweep"):
         threading.Thread(target=_sweep, args=(apps, SWEEP_INTERVAL), daemon=True).start()

@@ -62,6 +62,9 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.upstream: Upstream | None = None
         self.started = 0.0
+        self.reported = False
+        self.flow_reports: list[dict[str, Any]] = []
+        """What the first start found about the flows it serves (see ``preflight``)."""
 
     @property
     def name(self) -> str:
@@ -84,6 +87,7 @@ class WorkerProcess:
             "defaults": settings.defaults,
             "name": self.name,
             "sweep": self.index == 0 and any(f in settings.flows for f in self.pool.functions),
+            "report": self.index == 0 and not self.reported,
             "keepalive": settings.keepalive,
             "threads": settings.threads,
             "quiet": settings.quiet,
@@ -143,6 +147,9 @@ class WorkerProcess:
                 else f"unexpected output {line[:200]!r}"
             )
             raise ConfigurationError(f"cannot start the functions of {settings.stack}: {reason}")
+        if isinstance(ready.get("flows"), list):
+            self.flow_reports = ready["flows"]
+            self.reported = True
         self.upstream = Upstream(int(ready["port"]), settings.timeout, settings.keepalive)
         self.started = time.time()
         self.pool.ready_changed()
