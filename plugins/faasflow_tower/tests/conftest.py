@@ -9,6 +9,7 @@ saying so, they are never skipped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -131,11 +132,15 @@ def page(browser_context: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def shot(page: Any) -> Callable[[str], None]:
-    """Save a screenshot of the page for docs/dashboard.md."""
+def shot(page: Any, tmp_path: Path) -> Callable[[str], None]:
+    """Take a screenshot of the page; with FAASFLOW_TOWER_SCREENSHOTS=1 it replaces the one in
+    docs/images that docs/dashboard.md shows (so an ordinary test run leaves the tree clean)."""
+    folder = IMAGES if os.environ.get("FAASFLOW_TOWER_SCREENSHOTS") == "1" else tmp_path
 
     def save(name: str) -> None:
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(IMAGES / f"tower-{name}.png"), full_page=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"tower-{name}.png"
+        page.screenshot(path=str(target), full_page=True)
+        assert target.stat().st_size > 0
 
     return save
