@@ -31,7 +31,12 @@ from faasflow.testing.faults import (
     status_of,
 )
 
-SETTINGS = Settings(hmac_secret=b"systematic-faults")
+#: Store faults reach the queue: the iteration does not retry them itself, so every failure
+#: point is converged by redelivery alone (the strictest setting).
+NO_RETRY = Settings(hmac_secret=b"systematic-faults", backend_retry=0.0)
+#: The defaults: the iteration retries a failing store call for a few seconds before it gives
+#: up, which is what must save a request on OpenFaaS CE (no redelivery).
+DEFAULTS = Settings(hmac_secret=b"systematic-faults")
 
 
 def _suffix(tag: str) -> Callable[[bytes], bytes]:
@@ -216,7 +221,12 @@ class Case:
 
 
 def make_case(
-    shape: Shape, stores: tuple[StateStore, DataStore], faults: Faults, *, redeliver: bool = True
+    shape: Shape,
+    stores: tuple[StateStore, DataStore],
+    faults: Faults,
+    *,
+    redeliver: bool = True,
+    settings: Settings = NO_RETRY,
 ) -> Case:
     functions = CountingFunctions(shape.functions, clock=faults)
     queue = RedeliveringQueue(functions, redeliver=redeliver)
@@ -228,14 +238,14 @@ def make_case(
         flow.on_failure(lambda error: hooks.append("on_failure"))
         flow.finally_(lambda status: hooks.append(f"finally:{status}"))
 
-    registry = Registry.from_settings(SETTINGS)
+    registry = Registry.from_settings(settings)
     engine = Engine(
         Flow(define, name=name),
-        SETTINGS,
+        settings,
         Backends(
             FailingStore.wrap(stores[0], faults),
             FailingStore.wrap(stores[1], faults),
-            registry.create(Kind.TRACER, SETTINGS, "none"),
+            registry.create(Kind.TRACER, settings, "none"),
             queue,
         ),
         name=name,
@@ -283,9 +293,12 @@ def run_case(
     stores: tuple[StateStore, DataStore],
     fail_at: int | None = None,
     mode: FaultMode = "raise",
+    *,
+    redeliver: bool = True,
+    settings: Settings = NO_RETRY,
 ) -> Case:
     faults = Faults(fail_at=fail_at, mode=mode)
-    case = make_case(shape, stores, faults)
+    case = make_case(shape, stores, faults, redeliver=redeliver, settings=settings)
     drive(case)
     return case
 

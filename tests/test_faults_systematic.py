@@ -3,8 +3,8 @@
 For each shape (tests/faults_shapes.py) a clean run on the memory stores counts the store calls
 the request makes (N). Then for every k in 1..N and each mode -- ``raise`` (the call fails
 before it reaches the store) and ``applied`` (the write lands, then the caller sees an error,
-as an etcd timeout that was applied) -- the request runs again with call k failing, a queue
-redelivering every delivery that answers 5xx (OpenFaaS Pro), and these must hold:
+as an etcd timeout that was applied) -- the request runs again with call k failing, and these
+must hold:
 
 - the request ends exactly once: one record, in the shape's terminal status, hooks once;
 - with the right output;
@@ -15,11 +15,16 @@ redelivering every delivery that answers 5xx (OpenFaaS Pro), and these must hold
   done marker;
 - nothing of the request is left in the state or the data store.
 
-Runs on memory and sqlite at every k, and on etcd (the server ``.ci/services`` starts) and the
-Consul stand-in at a sample of k spread over the whole request, different for each mode:
-``FAASFLOW_FAULTS_POINTS_ETCD`` (default 4) and ``FAASFLOW_FAULTS_POINTS_CONSUL`` (default 8)
-points per shape and mode; ``all`` runs every k there too. Test ids name shape, backend, mode
-and k.
+Two deliveries: ``redelivery`` -- the engine does not retry store calls itself
+(``backend_retry=0``) and a queue redelivers every delivery that answers 5xx (OpenFaaS Pro), so
+every failure point is converged by redelivery alone; and ``ce`` -- the default settings (the
+iteration retries a failing store call for a few seconds) behind a queue that never redelivers
+(OpenFaaS CE's queue-worker), on memory. The redelivery runs on memory and sqlite at every k,
+and on etcd (the server ``.ci/services`` starts) and the Consul stand-in at a sample of k
+spread over the whole request, different for each mode: ``FAASFLOW_FAULTS_POINTS_ETCD``
+(default 4) and ``FAASFLOW_FAULTS_POINTS_CONSUL`` (default 8) points per shape and mode;
+``all`` runs every k there too. Test ids name shape, backend (``-ce`` for the CE delivery),
+mode and k.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults_shapes import SHAPES, Case, Shape, data_keys, fault_points, run_case
+from faults_shapes import DEFAULTS, SHAPES, Case, Shape, data_keys, fault_points, run_case
 
 from faasflow.default_plugins.memory import MemoryDataStore, MemoryStateStore
 from faasflow.default_plugins.sqlite import SqliteDataStore, SqliteStateStore
@@ -83,15 +88,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         try:
             total = BASELINE[name].store_calls
         except Exception as exc:  # the clean run itself failed: one case that shows why
-            params.append(pytest.param(name, "memory", "raise", 0, id=f"{name}-clean-run-{exc}"))
+            params.append(
+                pytest.param(name, "memory", "redelivery", "raise", 0, id=f"{name}-clean-{exc}")
+            )
             continue
-        for backend in BACKENDS:
+        runs = [(backend, "redelivery") for backend in BACKENDS] + [("memory", "ce")]
+        for backend, delivery in runs:
+            label = backend if delivery == "redelivery" else f"{backend}-{delivery}"
             for phase, mode in enumerate(MODES):
                 for k in fault_points(total, POINTS[backend], phase / len(MODES)):
                     params.append(
-                        pytest.param(name, backend, mode, k, id=f"{name}-{backend}-{mode}-k{k:02d}")
+                        pytest.param(
+                            name, backend, delivery, mode, k, id=f"{name}-{label}-{mode}-k{k:02d}"
+                        )
                     )
-    metafunc.parametrize(("shape_name", "backend", "mode", "k"), params)
+    metafunc.parametrize(("shape_name", "backend", "delivery", "mode", "k"), params)
 
 
 # -- the stores ---------------------------------------------------------------------------------
@@ -201,8 +212,19 @@ def test_clean_runs_end_as_each_shape_should() -> None:
 
 
 def test_request_converges_after_a_fault_at_call_k(
-    shape_name: str, backend: str, mode: Any, k: int, stores: tuple[StateStore, DataStore]
+    shape_name: str,
+    backend: str,
+    delivery: str,
+    mode: Any,
+    k: int,
+    stores: tuple[StateStore, DataStore],
 ) -> None:
     baseline = BASELINE[shape_name]
-    case = run_case(SHAPES[shape_name], stores, fail_at=k, mode=mode)
+    if delivery == "ce":
+        case = run_case(
+            SHAPES[shape_name], stores, fail_at=k, mode=mode, redeliver=False, settings=DEFAULTS
+        )
+        assert not case.queue.dropped, "a delivery failed and CE's queue dropped it"
+    else:
+        case = run_case(SHAPES[shape_name], stores, fail_at=k, mode=mode)
     _assert_converged(case, baseline, k)
