@@ -7,6 +7,7 @@ socket. See /work/shared/reference/openfaas-real.md for what real OpenFaaS answe
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -361,6 +362,13 @@ def test_secret_created_as_faas_cli_does_is_listed_and_readable(gateway: Gateway
     reply = requests.delete(gateway.url + "/system/secrets", json={"name": "made-here"},
                             timeout=30)
     assert reply.status_code == 202
+
+
+def test_secret_from_a_file_as_faas_cli_sends_it_is_decoded(gateway: GatewayProcess) -> None:
+    body = {"name": "from-file", "rawValue": base64.b64encode(b"file bytes").decode(),
+            "namespace": "openfaas-fn"}
+    assert gateway.post("/system/secrets", json=body).status_code == 201
+    assert gateway.post("/function/secretive", data=b"from-file").text == "file bytes"
 
 
 def test_secret_with_a_path_in_its_name_is_400(gateway: GatewayProcess) -> None:

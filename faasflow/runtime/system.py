@@ -10,6 +10,8 @@ processes) and ``/system/queue`` (a faasflow extension).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import platform
 import re
@@ -198,8 +200,16 @@ class SystemAPI:
             path.unlink()
             return Response(202)
         value = doc.get("value") if isinstance(doc, dict) else None
+        raw = doc.get("rawValue") if isinstance(doc, dict) else None
+        if isinstance(raw, str) and value is None:  # faas-cli --from-file: base64 bytes
+            try:
+                value = base64.b64decode(raw, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return error(request, 400, f"secret {name!r}: rawValue is not base64 of UTF-8 "
+                             "text")
         if not isinstance(value, str):
-            return error(request, 400, f'secret {name!r}: give its value as "value": "..."')
+            return error(request, 400, f'secret {name!r}: give its value as "value": "..." '
+                         '(or "rawValue": base64)')
         exists = path.is_file()
         if request.method == "POST" and exists:
             return error(request, 409, f"secret {name!r} already exists; use PUT to update it")
