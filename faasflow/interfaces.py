@@ -96,6 +96,11 @@ class StateStore(_Namespaced, ABC):
     #: Consul txn, memory lock). The engine is correct without it and uses it, where present,
     #: to save round trips and close windows between single-key steps.
     atomic_transactions: ClassVar[bool] = False
+    #: True when a :meth:`scan_page` costs in proportion to the keys between ``start_after``
+    #: and its end whatever the limit (etcd 3.4 walks its key index that far). The request
+    #: index then reads in time windows with ``end_before``, so a page costs the same however
+    #: many requests are kept.
+    pages_walk_the_range: ClassVar[bool] = False
 
     def init(self) -> None:
         """Prepare the namespace of a new request (called once, on its first iteration)."""
@@ -148,16 +153,19 @@ class StateStore(_Namespaced, ABC):
         read in one consistent step where the backend allows it."""
 
     def scan_page(
-        self, prefix: str, start_after: str = "", limit: int = 100
+        self, prefix: str, start_after: str = "", limit: int = 100, end_before: str | None = None
     ) -> list[tuple[str, str]]:
-        """Up to ``limit`` keys of this namespace that start with ``prefix`` and sort after
-        ``start_after`` (code-point order, as UTF-8 bytes compare), in that order, with values.
+        """Up to ``limit`` keys of this namespace that start with ``prefix``, sort after
+        ``start_after`` and (when given) before ``end_before`` (code-point order, as UTF-8
+        bytes compare), in that order, with their values.
 
         The default sorts a whole :meth:`scan`; a backend with ordered ranged reads (sqlite,
         etcd) overrides it so a page costs the same however many keys the prefix holds.
         """
         found = self.scan(prefix)
-        keys = sorted(k for k in found if k > start_after)[: max(limit, 0)]
+        keys = sorted(
+            k for k in found if k > start_after and (end_before is None or k < end_before)
+        )[: max(limit, 0)]
         return [(k, found[k]) for k in keys]
 
     @abstractmethod

@@ -342,9 +342,12 @@ class SqliteStateStore(StateStore):
         return {str(k)[skip:]: str(v) for k, v in rows if str(k).startswith(low)}
 
     def scan_page(
-        self, prefix: str, start_after: str = "", limit: int = 100
+        self, prefix: str, start_after: str = "", limit: int = 100, end_before: str | None = None
     ) -> list[tuple[str, str]]:
         low, high = _range(self.namespace + prefix)
+        if end_before is not None:
+            end = self.namespace + end_before
+            high = end if high is None else min(high, end)
         after = self.namespace + start_after
         # one range of the primary key, however many keys the prefix holds
         bound, op = (after, ">") if after >= low else (low, ">=")

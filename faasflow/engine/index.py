@@ -28,6 +28,7 @@ import heapq
 import json
 import math
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -61,6 +62,8 @@ SCAN_BUDGET = 5000
 STATUSES = ("running", "success", "failure", "stopped")
 
 _BASE = 10**17
+_WINDOW = 3600 * 1_000_000  # the first read window: an hour of start times, in microseconds
+_SKEW = 60.0  # seconds another process's clock may be ahead
 _WIDTH = 17
 _POSITION = re.compile(r"^\d{17}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _QUERY_PARAMETERS = ("status", "limit", "cursor", "since", "until", "node", "q")
@@ -362,8 +365,17 @@ class RequestIndex:
         self, sequence: str, start: str, stop: str | None, chunk: int
     ) -> Iterator[tuple[str, IndexEntry]]:
         after = sequence + start
+        # On a store whose limited reads still walk to the end of the range, read windows of
+        # start times (an hour past the cursor, then 4x wider each time one runs dry), so a
+        # page walks about the requests of its window, not every older one.
+        windows = self.states.pages_walk_the_range
+        base = int(start[:_WIDTH]) if start else _inverted(time.time() + _SKEW)
+        width = _WINDOW
         while True:
-            rows = self.states.scan_page(sequence, after, chunk)
+            end = None
+            if windows and base + width < _BASE:
+                end = f"{sequence}{base + width:0{_WIDTH}d}"
+            rows = self.states.scan_page(sequence, after, chunk, end)
             for key, raw in rows:
                 position = key[len(sequence):]
                 if stop is not None and position > stop:
@@ -372,9 +384,12 @@ class RequestIndex:
                     yield position, IndexEntry.decode(raw)
                 except (ValueError, KeyError, TypeError):
                     continue  # a damaged entry is skipped, not fatal to the page
-            if len(rows) < chunk:
+            if len(rows) == chunk:
+                after = rows[-1][0]  # more in this window
+                continue
+            if end is None or (stop is not None and end[len(sequence):] > stop):
                 return
-            after = rows[-1][0]
+            after, base, width = end, base + width, width * 4
 
 
 def _keys_of(where: Mapping[str, Any]) -> set[str]:

@@ -53,6 +53,7 @@ class RetryingStates(StateStore):
         self.inner = inner
         self.budget = budget
         self.atomic_transactions = inner.atomic_transactions  # type: ignore[misc]
+        self.pages_walk_the_range = inner.pages_walk_the_range  # type: ignore[misc]
         self.configure(inner.flow_name, inner.request_id)
 
     def init(self) -> None:
@@ -77,9 +78,11 @@ class RetryingStates(StateStore):
         return retry_backend(self.budget, lambda: self.inner.scan(prefix))
 
     def scan_page(
-        self, prefix: str, start_after: str = "", limit: int = 100
+        self, prefix: str, start_after: str = "", limit: int = 100, end_before: str | None = None
     ) -> list[tuple[str, str]]:
-        return retry_backend(self.budget, lambda: self.inner.scan_page(prefix, start_after, limit))
+        return retry_backend(
+            self.budget, lambda: self.inner.scan_page(prefix, start_after, limit, end_before)
+        )
 
     def cleanup(self) -> None:
         retry_backend(self.budget, self.inner.cleanup)

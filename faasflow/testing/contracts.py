@@ -1330,6 +1330,34 @@ class RequestIndexContract(_StoreContract[StateStore]):
         assert self.store.scan_page("zz/") == []
         assert self.store.scan_page("a", "b") == []
 
+    def test_scan_page_stops_before_end_before(self) -> None:
+        for key in ("w/1", "w/2", "w/3", "w/4"):
+            self.store.set(key, "x")
+        assert [k for k, _ in self.store.scan_page("w/", "w/1", 10, "w/4")] == ["w/2", "w/3"]
+        assert self.store.scan_page("w/", "", 10, "w/1") == []
+
+    def test_index_in_time_windows_pages_sparse_and_dense_requests_alike(self) -> None:
+        from faasflow.engine.index import IndexQuery
+
+        self.store.pages_walk_the_range = True  # type: ignore[misc]  # as etcd 3.4: windows
+        index = self._index()
+        now = time.time()
+        # a burst in the last minutes, then one request a year back and one ten years back
+        created = [now - i for i in range(7)] + [now - 365 * 86400, now - 3650 * 86400]
+        for i, when in enumerate(created):
+            index.opened(self._entry(f"r{i}", when))
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = index.page(IndexQuery(limit=3, cursor=cursor))
+            seen += [e.request_id for e in page.entries]
+            cursor = page.next
+            if cursor is None:
+                break
+        assert seen == [f"r{i}" for i in range(9)]
+        since = index.page(IndexQuery(since=now - 400 * 86400, statuses=("running",)))
+        assert [e.request_id for e in since.entries] == [f"r{i}" for i in range(8)]
+
     def test_index_pages_newest_first_through_a_cursor(self) -> None:
         from faasflow.engine.index import IndexQuery
 

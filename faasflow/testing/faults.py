@@ -204,9 +204,11 @@ class FailingStateStore(FailingStore, StateStore):
         return found
 
     def scan_page(
-        self, prefix: str, start_after: str = "", limit: int = 100
+        self, prefix: str, start_after: str = "", limit: int = 100, end_before: str | None = None
     ) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = self._do("scan_page", prefix, prefix, start_after, limit)
+        found: list[tuple[str, str]] = self._do(
+            "scan_page", prefix, prefix, start_after, limit, end_before
+        )
         return found
 
     def increment(self, key: str, by: int = 1) -> int:

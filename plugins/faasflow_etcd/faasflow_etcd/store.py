@@ -318,6 +318,7 @@ class EtcdStateStore(StateStore):
     """A :class:`~faasflow.StateStore` on etcd's v3 API (through the ``pyetcd`` client)."""
 
     atomic_transactions = True
+    pages_walk_the_range = True  # a limited range read still walks the index to range_end
 
     config: EtcdConfig
     _connection: _Connection = attrs.field(init=False)
@@ -387,7 +388,7 @@ class EtcdStateStore(StateStore):
         return {bytes(meta.key).decode()[start:]: bytes(value).decode() for value, meta in found}
 
     def scan_page(
-        self, prefix: str, start_after: str = "", limit: int = 100
+        self, prefix: str, start_after: str = "", limit: int = 100, end_before: str | None = None
     ) -> list[tuple[str, str]]:
         if limit <= 0:
             return []
@@ -396,6 +397,8 @@ class EtcdStateStore(StateStore):
         after = (namespace + start_after).encode()
         start = after + b"\0" if after >= low else low  # the first key after start_after
         end = prefix_range_end(low)
+        if end_before is not None:
+            end = min(end, (namespace + end_before).encode())
         if start >= end:
             return []
         # no sort order: etcd answers in key order anyway, and asking for one makes it read
