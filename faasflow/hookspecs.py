@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import pluggy
 
 from faasflow.backends import Backend
+from faasflow.runtime.queues import QueueKind
 from faasflow.webapps import WebApp
 
 PROJECT_NAME = "faasflow"
@@ -46,3 +47,9 @@ def faasflow_invokers() -> Iterable[Backend]:  # type: ignore[empty-body]
 def faasflow_web_apps() -> Iterable[WebApp]:  # type: ignore[empty-body]
     """Declare the web apps this plugin mounts under ``/ui/`` of ``faasflow up``'s gateway
     (see :class:`faasflow.webapps.WebApp`)."""
+
+
+@hookspec
+def faasflow_queues() -> Iterable[QueueKind]:  # type: ignore[empty-body]
+    """Declare the kinds of queue this plugin provides for the local gateway's asynchronous
+    calls (see :class:`faasflow.runtime.queues.QueueKind`), chosen by ``faasflow up --queue``."""

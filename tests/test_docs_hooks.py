@@ -20,8 +20,9 @@ def hook_names() -> list[str]:
     ]
 
 
-def test_there_is_one_hook_per_backend_kind_and_one_for_web_apps() -> None:
-    assert sorted(hook_names()) == sorted([*(kind.hook for kind in Kind), "faasflow_web_apps"])
+def test_there_is_one_hook_per_backend_kind_one_for_web_apps_and_one_for_queues() -> None:
+    assert sorted(hook_names()) == sorted(
+        [*(kind.hook for kind in Kind), "faasflow_web_apps", "faasflow_queues"])
 
 
 def test_every_hook_has_a_section_in_the_hook_reference() -> None:

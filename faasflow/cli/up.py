@@ -56,6 +56,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="deliveries of one asynchronous call (429/502/503/504 and "
                              "unreachable workers are tried again) before it is a dead letter "
                              "(default 10)")
+    parser.add_argument("--queue", default="", metavar="KIND|URL",
+                        help="queue of asynchronous calls: sqlite (default, one host), or a "
+                             "plugin's kind, e.g. nats://h1:4222,h2:4222 shared by gateways on "
+                             "many hosts (default FAASFLOW_QUEUE)")
     parser.add_argument("--secrets-dir", default=None,
                         help="the functions' OpenFaaS secrets, one file each (default "
                              "FAASFLOW_SECRET_MOUNT_PATH if set, else <data-dir>/secrets)")
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         basic_auth=settings.basic_auth if args.basic_auth is None else args.basic_auth,
         keepalive=settings.keepalive_timeout, server_threads=settings.server_threads,
         quiet=args.quiet, upstream_gateway=args.upstream_gateway, filter=args.filter,
-        regex=args.regex, watch=args.watch,
+        regex=args.regex, watch=args.watch, queue=args.queue,
     )
     gateway = Gateway(config, settings)
     stop = threading.Event()
@@ -166,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         for report in gateway.flow_reports:
             print(describe(report), flush=True)
         print(f"data: {data_dir}", flush=True)
+        if gateway.queue_kind is not None and gateway.queue_kind.name != "sqlite":
+            print(f"queue: {gateway.queue_kind.name} ({gateway.queue_kind.summary})", flush=True)
         print(f"secrets: {config.secrets}", flush=True)
         if gateway.credentials is not None:
             if gateway.credentials_created:

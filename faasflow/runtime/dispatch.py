@@ -17,7 +17,8 @@ from collections.abc import Mapping
 
 import requests
 
-from faasflow.runtime.queue import DurableQueue, Job
+from faasflow.runtime.queue import Job
+from faasflow.runtime.queues import Queue
 from faasflow.runtime.upstream import Unreachable
 from faasflow.runtime.workers import WorkerPool
 
@@ -38,7 +39,7 @@ HOP_BY_HOP = frozenset({
 class Dispatcher:
     """The threads delivering queued calls."""
 
-    def __init__(self, queue: DurableQueue, pool_of: Mapping[str, WorkerPool], *,
+    def __init__(self, queue: Queue, pool_of: Mapping[str, WorkerPool], *,
                  threads: int, max_attempts: int, closing: threading.Event,
                  stack_name: str) -> None:
         self.queue = queue

@@ -42,7 +42,14 @@ from faasflow.runtime.dispatch import Dispatcher
 from faasflow.runtime.logbook import LogBook
 from faasflow.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from faasflow.runtime.preflight import describe
-from faasflow.runtime.queue import DurableQueue
+from faasflow.runtime.queues import (
+    QUEUE_ENV,
+    Queue,
+    QueueContext,
+    QueueKind,
+    check_multi_host,
+    open_queue,
+)
 from faasflow.runtime.server import (
     DEFAULT_KEEPALIVE,
     DEFAULT_THREADS,
@@ -98,6 +105,8 @@ class GatewayConfig:
     regex: str | None = None
     watch: bool = False
     """Reload when the stack file or a handler changes."""
+    queue: str = ""
+    """The queue of asynchronous calls (``--queue``; default ``FAASFLOW_QUEUE``, else SQLite)."""
 
     @property
     def secrets(self) -> Path:
@@ -140,7 +149,8 @@ class Gateway:
         self.calls = FunctionRoutes(self)
         self._stack_mtime = _mtime(self.stack.path)
         self._server: Server | None = None
-        self._queue: DurableQueue | None = None
+        self._queue: Queue | None = None
+        self.queue_kind: QueueKind | None = None
         self._dispatcher: Dispatcher | None = None
         self._lock_file: IO[str] | None = None
         self._count_lock = threading.Lock()
@@ -163,7 +173,7 @@ class Gateway:
         return self._server.url
 
     @property
-    def queue(self) -> DurableQueue:
+    def queue(self) -> Queue:
         assert self._queue is not None, "the gateway is not started"
         return self._queue
 
@@ -177,7 +187,10 @@ class Gateway:
             if self.config.basic_auth:
                 self.credentials, self.credentials_created = load_credentials(
                     self.secrets_dir, create=True)
-            self._queue = DurableQueue(data_dir / "queue.db")
+            self._queue, self.queue_kind = open_queue(
+                self.config.queue or self.settings.environ.get(QUEUE_ENV, ""),
+                QueueContext("", data_dir, self.config.max_attempts, self.settings.environ,
+                             self.stack.path.name), self.settings)
             self._server = serve(self, self.config.host, self.config.port,
                                  threads=self.config.server_threads,
                                  keepalive=self.config.keepalive)
@@ -186,6 +199,7 @@ class Gateway:
             self.defaults = flow_defaults(
                 f"http://127.0.0.1:{self._server.port}", data_dir.resolve(), secret
             )
+            check_multi_host(self.queue_kind, self.settings, self.defaults, self.hmac_source)
             self.web_apps = WebMounts.from_plugins(f"http://127.0.0.1:{self._server.port}",
                                                    self.settings)
             self._start_pools()
