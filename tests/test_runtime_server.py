@@ -317,3 +317,50 @@ def test_calls_nested_on_the_same_server_do_not_deadlock_a_full_pool() -> None:
         assert time.monotonic() - started < 10
     finally:
         running.close()
+
+
+FILE_LIMITED_FLOW = """
+import resource, sys
+from faasflow.runtime.app import FlowApp
+from faasflow.runtime.server import serve
+from faasflow.settings import Settings
+resource.setrlimit(resource.RLIMIT_NOFILE, (512, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+def define(flow, context):
+    flow.sync_node().modify(lambda data: b"hello " + data)
+
+data = sys.argv[1]
+settings = Settings.from_env({"FAASFLOW_STATE_STORE": "sqlite", "FAASFLOW_DATA_STORE": "sqlite",
+                              "FAASFLOW_SQLITE_PATH": data + "/state.db",
+                              "FAASFLOW_FLOW_NAME": "hello", "FAASFLOW_HMAC_SECRET": "k"})
+server = serve(FlowApp(define, settings))
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+def test_300_connections_to_a_flow_on_sqlite_under_a_512_file_limit(tmp_path: Path) -> None:
+    script = tmp_path / "flow.py"
+    script.write_text(FILE_LIMITED_FLOW)
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(300)]
+
+        def call(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
+            conn.request("POST", "/", body=b"you")
+            response = conn.getresponse()
+            return response.status, response.read()
+
+        with ThreadPoolExecutor(150) as pool:
+            for _ in range(2):
+                assert set(pool.map(call, conns)) == {(200, b"hello you")}
+        for conn in conns:
+            conn.close()
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
