@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,8 @@ SPACING = 86400 / 100_000  # seconds between two starts: 100,000 a day
 
 def load(states: StateStore, first: int, last: int, newest: float) -> None:
     """Index requests ``first`` .. ``last - 1`` as ended (request ``i`` started ``i`` spacings
-    before ``newest``, so each load adds older ones), in bulk transactions."""
-    batch: dict[str, str] = {}
+    before ``newest``, so each load adds older ones), in bulk transactions from 8 threads."""
+    batches: list[dict[str, str]] = [{}]
     for i in range(first, last):
         failed = i % 10 == 0
         started = newest - i * SPACING
@@ -62,10 +63,11 @@ def load(states: StateStore, first: int, last: int, newest: float) -> None:
             ("0_1_a" if i % 20 == 0 else "0_2_b") if failed else None,
             "ValueError: refused input" if failed else None,
         )
-        batch.update(RequestIndex.keys_of_ended(entry))
-        if (i + 1) % BATCH == 0 or i == last - 1:
-            states.transaction({}, batch)
-            batch = {}
+        batches[-1].update(RequestIndex.keys_of_ended(entry))
+        if (i + 1 - first) % BATCH == 0:
+            batches.append({})
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda batch: states.transaction({}, batch), filter(None, batches)))
 
 
 def median_ms(fn: Callable[[], object], runs: int = RUNS) -> float:
