@@ -199,6 +199,13 @@ def etcd_operations(
          2 * floors["etcd Txn"]),
         ("scan (12 keys)", median_seconds(lambda i: store.scan("done--"), n), floors["etcd Range"]),
         ("delete", median_seconds(lambda i: store.delete(f"c{i}"), n), floors["etcd DeleteRange"]),
+        # a node's done marker, a fan-in arrival and a consumed input in one step
+        ("transaction (2 compares, 2 puts, 1 delete)", median_seconds(
+            lambda i: store.transaction(
+                {"k": flip["v"], f"t{i}": None},
+                {f"t{i}": "1", f"arrived--{i}": "1"},
+                [f"done--{i % 10}"],
+            ), n), floors["etcd Txn"]),
     ]
     store.cleanup()
     backend.close()
