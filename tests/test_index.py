@@ -254,6 +254,7 @@ def test_real_requests_are_indexed_with_their_outcome(server: Server) -> None:
     assert "refused input fail now" in rows[0]["error"]
     assert ids(page(server, status="success")) == [rows[1]["id"]]
     assert ids(page(server, node="check")) == ids(page(server, node="0_2_check")) == [rows[0]["id"]]
+    assert rows[0]["definition"] == rows[1]["definition"] != ""
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,7 @@ def start_dag(
     digest = hashlib.sha256(
         b"\0".join([data, query.encode(), (callback_url or "").encode()])
     ).hexdigest()
-    existing = core.records.open(rid, deadline, digest)
+    existing = core.records.open(rid, deadline, digest, definition=graph.definition_hash)
     if existing is not None:
         if existing.get("digest") != digest:
             raise RequestIdInUse(rid, core.name)
