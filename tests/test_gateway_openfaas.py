@@ -76,6 +76,19 @@ HANDLERS = {
         def define(flow, context):
             flow.sync_node().modify(lambda data: b"Hello " + data)
     """,
+    "noisy": """
+        def say(node):
+            def modify(data):
+                print("noisy " + node)
+                return data
+            return modify
+
+        def define(flow, context):
+            dag = flow.dag()
+            dag.node("a").modify(say("a"))
+            dag.node("b").modify(say("b"))
+            dag.edge("a", "b")
+    """,
 }
 
 
@@ -130,6 +143,9 @@ def write_stack(root: Path) -> Path:
           hello:
             lang: faasflow
             handler: ./hello
+          noisy:
+            lang: faasflow
+            handler: ./noisy
           nodefn:
             lang: node20
             handler: ./nodefn
@@ -393,6 +409,20 @@ def test_system_logs_answers_ndjson_lines_tagged_with_the_call(gateway: GatewayP
     assert said["instance"]
     assert not any("said" in line["text"] for line in ndjson(
         gateway.get("/system/logs?name=echo").text))
+
+
+def test_flow_log_lines_carry_the_request_id(gateway: GatewayProcess) -> None:
+    reply = gateway.post("/function/noisy", data=b"x",
+                         headers={"X-Faas-Flow-Reqid": "noisy-1", "X-Faas-Flow-Wait": "30"})
+    assert reply.status_code == 200
+
+    def lines() -> dict[str, dict[str, Any]]:
+        found = {line["text"]: line for line in ndjson(gateway.get("/system/logs?name=noisy")
+                                                        .text)}
+        return found if {"noisy a", "noisy b"} <= set(found) else {}
+
+    found = wait_for(lines, what="both nodes' lines")
+    assert found["noisy a"]["request_id"] == found["noisy b"]["request_id"] == "noisy-1"
 
 
 def test_system_logs_tail_and_since_select_lines(gateway: GatewayProcess) -> None:

@@ -4,7 +4,8 @@ Worker processes serve several functions from one process, so a worker tags ever
 handlers write with the function (and call) being served: the line goes to the worker's stderr
 as ``<TAG>{json}``. The gateway reads each worker's stderr, keeps a bounded ring of lines per
 function and answers ``/system/logs`` with faas-provider's NDJSON log messages
-(``{"name", "namespace", "instance", "timestamp", "text"}``, plus ``call_id`` when known).
+(``{"name", "namespace", "instance", "timestamp", "text"}``, plus ``call_id`` and a flow's
+``request_id`` when known).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["TAG", "LogBook", "LogLine", "decode", "encode", "parse_time", "rfc3339"]
+__all__ = ["TAG", "LogBook", "LogLine", "Tag", "decode", "encode", "parse_time", "rfc3339"]
 
 #: Prefix of a tagged line on a worker's stderr.
 TAG = b"\x1efaasflow-log "
@@ -27,22 +28,33 @@ TAG = b"\x1efaasflow-log "
 LINES_PER_FUNCTION = 2000
 
 
-def encode(function: str, call_id: str | None, text: str) -> bytes:
+@attrs.frozen
+class Tag:
+    """Who wrote a line: the function served, the gateway's call id, a flow's request id."""
+
+    function: str
+    call_id: str | None = None
+    request_id: str | None = None
+
+
+def encode(tag: Tag, text: str) -> bytes:
     """One tagged line (without its newline)."""
-    return TAG + json.dumps({"f": function, "c": call_id, "t": text}).encode()
+    return TAG + json.dumps({"f": tag.function, "c": tag.call_id, "r": tag.request_id,
+                             "t": text}).encode()
 
 
-def decode(line: bytes) -> tuple[str | None, str | None, str]:
-    """``(function, call_id, text)`` of one line from a worker; untagged lines have no
-    function."""
+def decode(line: bytes) -> tuple[Tag | None, str]:
+    """``(tag, text)`` of one line from a worker; an untagged line has no tag."""
     line = line.rstrip(b"\r\n")
     if line.startswith(TAG):
         try:
             doc = json.loads(line[len(TAG):])
-            return str(doc["f"]), (str(doc["c"]) if doc.get("c") else None), str(doc["t"])
+            tag = Tag(str(doc["f"]), str(doc["c"]) if doc.get("c") else None,
+                      str(doc["r"]) if doc.get("r") else None)
+            return tag, str(doc["t"])
         except (ValueError, KeyError, TypeError):
             pass
-    return None, None, line.decode(errors="replace")
+    return None, line.decode(errors="replace")
 
 
 def rfc3339(timestamp: float) -> str:
@@ -75,6 +87,7 @@ class LogLine:
     timestamp: float
     text: str
     call_id: str | None = None
+    request_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": self.name, "namespace": self.namespace,
@@ -82,6 +95,8 @@ class LogLine:
                                "text": self.text}
         if self.call_id:
             doc["call_id"] = self.call_id
+        if self.request_id:
+            doc["request_id"] = self.request_id
         return doc
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from faasflow.errors import ConfigurationError, FaasflowError
-from faasflow.runtime.logbook import encode
+from faasflow.runtime.logbook import Tag, encode
 from faasflow.runtime.preflight import check_flow
 from faasflow.runtime.python3http import wsgi_app
 from faasflow.runtime.server import (
@@ -45,9 +45,11 @@ log = logging.getLogger("faasflow.worker")
 SWEEP_INTERVAL = 10.0
 
 #: The function (and call id) the current thread is serving, for tagging its output.
-_serving: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
+_serving: contextvars.ContextVar[Tag | None] = contextvars.ContextVar(
     "faasflow_serving", default=None
 )
+#: A flow's request id in the path of its routes (``/flow/<id>/...``).
+_FLOW_PATH = re.compile(r"^/flow/([^/]+)")
 
 
 class TaggedStream(io.TextIOBase):
@@ -85,8 +87,7 @@ class TaggedStream(io.TextIOBase):
 
     def _emit(self, line: str) -> None:
         serving = _serving.get()
-        data = (encode(serving[0], serving[1], line) if serving
-                else line.encode(errors="replace")) + b"\n"
+        data = (encode(serving, line) if serving else line.encode(errors="replace")) + b"\n"
         with self._lock:
             view = memoryview(data)
             while view:
@@ -111,7 +112,9 @@ class FunctionsApp:
         raw = str(environ.get("RAW_URI") or "")
         if raw.startswith(f"/{name}"):
             environ["RAW_URI"] = raw[len(name) + 1:] or "/"
-        token = _serving.set((name, environ.get("HTTP_X_CALL_ID")))
+        in_path = _FLOW_PATH.match(environ["PATH_INFO"])
+        request_id = environ.get("HTTP_X_FAAS_FLOW_REQID") or (in_path and in_path.group(1))
+        token = _serving.set(Tag(name, environ.get("HTTP_X_CALL_ID"), request_id or None))
         try:
             result = app(environ, start_response)
             try:

@@ -112,18 +112,20 @@ class WorkerProcess:
         alone = self.pool.functions[0] if len(self.pool.functions) == 1 else None
         out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
         for raw in process.stderr:
-            function, call_id, text = decode(raw)
+            tag, text = decode(raw)
             if out is not None:
                 with contextlib.suppress(OSError, ValueError):
                     out.write(text.encode(errors="replace") + b"\n")
                     out.flush()
             # a line no call wrote (start-up, background threads) belongs to the function
             # when the worker serves only one
-            name = function or alone
+            name = tag.function if tag else alone
             if name is not None:
-                settings.logs.add(LogLine(name=name, namespace=settings.namespace_of.get(name, ""),
-                                          instance=self.name, timestamp=time.time(), text=text,
-                                          call_id=call_id))
+                settings.logs.add(LogLine(
+                    name=name, namespace=settings.namespace_of.get(name, ""),
+                    instance=self.name, timestamp=time.time(), text=text,
+                    call_id=tag.call_id if tag else None,
+                    request_id=tag.request_id if tag else None))
         with contextlib.suppress(OSError):
             process.stderr.close()
 
