@@ -255,6 +255,9 @@ def test_real_requests_are_indexed_with_their_outcome(server: Server) -> None:
     assert ids(page(server, status="success")) == [rows[1]["id"]]
     assert ids(page(server, node="check")) == ids(page(server, node="0_2_check")) == [rows[0]["id"]]
     assert rows[0]["definition"] == rows[1]["definition"] != ""
+    assert len(page(server, definition=rows[0]["definition"])["requests"]) == 2
+    assert ids(page(server, definition=rows[0]["definition"], status="success")) == [rows[1]["id"]]
+    assert ids(page(server, definition="0" * 64)) == []
 
 
 @pytest.mark.parametrize(
@@ -270,6 +273,7 @@ def test_real_requests_are_indexed_with_their_outcome(server: Server) -> None:
         ({"since": str(T0 + 1), "until": str(T0)}, "since", "swap"),
         ({"sort": "asc"}, "sort", "status, limit, cursor"),
         ({"limit": ["1", "2"]}, "limit", "give it once"),
+        ({"definition": "abc"}, "definition", "64 hex digits"),
     ],
 )
 def test_a_bad_parameter_is_400_naming_it_and_the_fix(

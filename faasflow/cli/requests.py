@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          "an age such as 15m, 2h, 1d)")
     listing.add_argument("--until", help="started at or before (as --since)")
     listing.add_argument("--node", help="failed at this node")
+    listing.add_argument("--definition", help="started with this definition hash")
     listing.add_argument("-q", "--query", help="id prefix or text of the error")
     listing.add_argument("--cursor", help="the page after the one that printed this cursor")
     add_gateway_arguments(parser)
@@ -92,7 +93,7 @@ def _list_query(args: argparse.Namespace) -> str:
                 value = f"{time.time() - float(raw[:-1]) * _AGE[raw[-1]]:.6f}"
             params.append((name, value))
     for name, value in (("limit", args.limit), ("node", args.node), ("q", args.query),
-                        ("cursor", args.cursor)):
+                        ("definition", args.definition), ("cursor", args.cursor)):
         if value is not None:
             params.append((name, str(value)))
     return urlencode(params)
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
             json.dump(doc, sys.stdout, indent=2)
             print()
         elif args.action == "list":
-            filtered = any((args.status, args.since, args.until, args.node, args.query))
+            filtered = any((args.status, args.since, args.until, args.node, args.query,
+                            args.definition))
             _print_list({**doc, "filtered": filtered})
         else:
             _print_record(doc)

@@ -7,6 +7,7 @@ records, in their namespace ``faasflow/<flow>/~records/``, laid out so that one 
     ix/t/<position>            every request            value: the entry as JSON
     ix/s/<status>/<position>   by status                value: the entry as JSON
     ix/n/<node>/<position>     failed requests, by the node that failed
+    ix/d/<hash>/<position>     by the definition hash the request started with
     ix/id/<request>            where the request's keys are, so forgetting it leaves none
 
 ``<position>`` is the start time in microseconds subtracted from 10**17 (17 digits, so newer sorts
@@ -15,9 +16,11 @@ stays valid while requests are added: new ones sort before it. On sqlite and etc
 ``scan_page`` is one ranged read with a limit, a page costs the same however many are kept; on
 memory and Consul ``scan_page`` reads the prefix whole.
 
-``q`` (id prefix or error text) is not in any key: it filters what a sequence yields and stops
-after :data:`SCAN_BUDGET` entries, answering the matches found so far and a cursor where it
-stopped, so a rare match never makes one page read everything.
+A page reads the one sequence of its most selective filter (node, else definition, else
+statuses). What is left to check -- ``q`` (id prefix or error text), statuses with a
+definition, a definition with a node -- filters what that sequence yields and stops after
+:data:`SCAN_BUDGET` entries, answering the matches found so far and a cursor where it stopped,
+so a rare match never makes one page read everything.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -54,10 +57,11 @@ __all__ = [
 
 #: Where the index keys start inside the records' namespace.
 INDEX = "ix/"
-_T, _S, _N, _ID = INDEX + "t/", INDEX + "s/", INDEX + "n/", INDEX + "id/"
+_T, _S, _N, _D, _ID = (INDEX + "t/", INDEX + "s/", INDEX + "n/", INDEX + "d/",
+                       INDEX + "id/")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
-#: Entries one page of a ``q`` search reads at most before it answers with what it found.
+#: Entries a page that filters (``q``, combined filters) reads at most before it answers.
 SCAN_BUDGET = 5000
 STATUSES = ("running", "success", "failure", "stopped")
 
@@ -66,7 +70,8 @@ _WINDOW = 3600 * 1_000_000  # the first read window: an hour of start times, in 
 _SKEW = 60.0  # seconds another process's clock may be ahead
 _WIDTH = 17
 _POSITION = re.compile(r"^\d{17}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_QUERY_PARAMETERS = ("status", "limit", "cursor", "since", "until", "node", "q")
+_QUERY_PARAMETERS = ("status", "limit", "cursor", "since", "until", "node", "definition", "q")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 class InvalidQuery(FaasflowError, ValueError):
@@ -145,8 +150,9 @@ class IndexQuery:
     """Which requests, and which page of them.
 
     ``statuses`` empty means every status; ``since`` and ``until`` bound the start time
-    (inclusive, epoch seconds); ``node`` keeps the requests that failed at that node; ``text``
-    keeps ids starting with it or errors containing it (case-insensitive).
+    (inclusive, epoch seconds); ``node`` keeps the requests that failed at that node;
+    ``definition`` those started with that definition hash; ``text`` keeps ids starting with
+    it or errors containing it (case-insensitive).
     """
 
     statuses: tuple[str, ...] = ()
@@ -156,6 +162,7 @@ class IndexQuery:
     text: str | None = None
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
+    definition: str | None = None
 
     @classmethod
     def from_args(cls, args: Mapping[str, Sequence[str]]) -> IndexQuery:
@@ -192,7 +199,11 @@ class IndexQuery:
             raise InvalidQuery("since", "is after until; swap them")
         node = _one(args, "node") if args.get("node") else None
         text = _one(args, "q") if args.get("q") else None
-        return cls(tuple(statuses), since, until, node, text, limit, cursor)
+        definition = _one(args, "definition").lower() if args.get("definition") else None
+        if definition is not None and not _HASH.match(definition):
+            raise InvalidQuery("definition", "is not a definition hash; give the 64 hex digits "
+                               "an entry's `definition` shows")
+        return cls(tuple(statuses), since, until, node, text, limit, cursor, definition)
 
 
 def _one(args: Mapping[str, Sequence[str]], name: str) -> str:
@@ -271,6 +282,8 @@ class RequestIndex:
         value = entry.encode()
         where = json.dumps({"p": pos, "s": entry.status, "d": entry.definition})
         puts = {_T + pos: value, f"{_S}{entry.status}/{pos}": value}
+        if entry.definition:
+            puts[f"{_D}{entry.definition}/{pos}"] = value
         states = self.states
         if states.atomic_transactions:
             states.transaction({_ID + entry.request_id: None}, {_ID + entry.request_id: where,
@@ -313,6 +326,8 @@ class RequestIndex:
                     {"p": pos, "s": entry.status, "n": entry.node, "d": entry.definition})}
         for name in _node_names(entry.node) if entry.node else ():
             puts[f"{_N}{_node_key(name)}/{pos}"] = value
+        if entry.definition:
+            puts[f"{_D}{entry.definition}/{pos}"] = value
         return puts
 
     def remove(self, request_id: str) -> None:
@@ -333,31 +348,42 @@ class RequestIndex:
 
     def page(self, query: IndexQuery) -> IndexPage:
         """The entries ``query`` selects, newest first, and the cursor of the next page."""
+        # one sequence of keys holds what the most selective filter keeps; the others check
+        # the entries it yields
+        checks: list[Callable[[IndexEntry], bool]] = []
         if query.node is not None:
             if query.statuses and "failure" not in query.statuses:
                 return IndexPage((), None)
             sequences = [f"{_N}{_node_key(query.node)}/"]
+        elif query.definition is not None:
+            sequences = [f"{_D}{query.definition}/"]
+            if query.statuses:
+                checks.append(lambda e: e.status in query.statuses)
         elif query.statuses:
             sequences = [f"{_S}{status}/" for status in query.statuses]
         else:
             sequences = [_T]
+        if query.node is not None and query.definition is not None:
+            checks.append(lambda e: e.definition == query.definition)
         start = decode_cursor(query.cursor) if query.cursor else ""
         if query.until is not None:
             start = max(start, f"{_inverted(query.until):0{_WIDTH}d}")
         stop = None if query.since is None else f"{_inverted(query.since):0{_WIDTH}d}/~"
         text = query.text.lower() if query.text else None
-        chunk = query.limit + 1 if text is None else max(query.limit + 1, 256)
+        if text is not None:
+            checks.append(lambda e: _matches(e, text))
+        chunk = query.limit + 1 if not checks else max(query.limit + 1, 256)
         streams = [self._stream(seq, start, stop, chunk) for seq in sequences]
         merged: Iterator[tuple[str, IndexEntry]] = (
             streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda p: p[0])
         )
         found: list[IndexEntry] = []
         for examined, (position, entry) in enumerate(merged, 1):
-            if text is None or _matches(entry, text):
+            if all(check(entry) for check in checks):
                 if len(found) == query.limit:
                     return IndexPage(found, encode_cursor(found[-1].position))
                 found.append(entry)
-            if text is not None and examined >= SCAN_BUDGET:
+            if checks and examined >= SCAN_BUDGET:
                 return IndexPage(found, encode_cursor(position))
         return IndexPage(found, None)
 
@@ -397,6 +423,8 @@ def _keys_of(where: Mapping[str, Any]) -> set[str]:
     if not pos:
         return set()
     keys = {_T + pos} | {f"{_S}{status}/{pos}" for status in STATUSES}
+    if where.get("d"):
+        keys.add(f"{_D}{where['d']}/{pos}")
     for name in _node_names(where["n"]) if where.get("n") else ():
         keys.add(f"{_N}{_node_key(name)}/{pos}")
     return keys

@@ -1416,9 +1416,24 @@ class RequestIndexContract(_StoreContract[StateStore]):
         assert [e.request_id for e in index.page(IndexQuery(text="a")).entries] == ["a3", "a1"]
         assert [e.request_id for e in index.page(IndexQuery(text="DISK")).entries] == ["a1"]
 
+    def test_index_filters_by_definition_hash(self) -> None:
+        from faasflow.engine.index import IndexQuery
+
+        old, new = "a" * 64, "b" * 64
+        index = self._index()
+        index.opened(self._entry("before", 1000.0, definition=old))
+        index.opened(self._entry("after", 2000.0, definition=new))
+        index.ended(self._entry("before", 1000.0, "failure", node="0_1_x", error="e"))
+        assert [e.request_id for e in index.page(IndexQuery(definition=old)).entries] == [
+            "before"]
+        assert [e.request_id for e in index.page(
+            IndexQuery(definition=new, statuses=("running",))).entries] == ["after"]
+        assert index.page(IndexQuery(definition=old, node="x")).entries[0].definition == old
+        assert index.page(IndexQuery(definition=new, node="x")).entries == []
+
     def test_index_remove_leaves_no_key_behind(self) -> None:
         index = self._index()
-        index.opened(self._entry("r", 1000.0))
+        index.opened(self._entry("r", 1000.0, definition="c" * 64))
         index.ended(self._entry("r", 1000.0, "failure", node="0_1_a", error="x"))
         index.remove("r")
         assert self.store.scan("") == {}
