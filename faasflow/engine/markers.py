@@ -53,14 +53,14 @@ def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, An
     key = CLAIM + eid
     while True:
         now = time.time()
+        doc: dict[str, Any] = {"p": "claimed", "token": it.token, "until": now + lease,
+                               "start": now, "att": it.attempt}
+        raw = _encode(doc)
+        if it.states.create(key, raw):  # the common case first: one call
+            return RUN, raw, doc
         found = _read(it.states, key)
         if found is None:
-            doc: dict[str, Any] = {"p": "claimed", "token": it.token, "until": now + lease,
-                   "start": now, "att": it.attempt}
-            raw = _encode(doc)
-            if it.states.create(key, raw):
-                return RUN, raw, doc
-            continue  # raced (or our own create landed before an error): read it back
+            continue
         raw, doc = found
         if doc["p"] == "handed":
             raise Duplicate
@@ -119,7 +119,8 @@ def mark_done(
 
 
 def mark_handed(it: Iteration, eid: str, raw: str, doc: dict[str, Any]) -> None:
-    """Everything the node fed is durable: its stored output can go."""
+    """Everything the node fed is durable: its stored output can go, and a later copy of its
+    message has nothing left to do."""
     handed = {k: v for k, v in doc.items() if k not in ("out", "ref")}
     handed["p"] = "handed"
     try:
