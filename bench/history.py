@@ -70,14 +70,18 @@ def load(states: StateStore, first: int, last: int, newest: float) -> None:
         list(pool.map(lambda batch: states.transaction({}, batch), filter(None, batches)))
 
 
-def median_ms(fn: Callable[[], object], runs: int = RUNS) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+def medians_ms(*fns: Callable[[], object], runs: int = RUNS) -> list[float]:
+    """Median time of each of ``fns``, run in turn (interleaved, so a change of load on the
+    shared machine or server weighs on every figure alike)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, kept in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return [statistics.median(t) * 1000 for t in times]
 
 
 def page_timer(port: int, query: str) -> Callable[[], object]:
@@ -109,10 +113,11 @@ def run(backend: str, env: dict[str, str], states: StateStore, floor: Callable[[
             load(book_states, kept, size, newest)
             kept = size
             loaded = time.perf_counter() - loading
-            floor_ms = median_ms(lambda: floor(book_states))
-            port = server.port
-            first = median_ms(page_timer(port, "limit=50"))
-            failed = median_ms(page_timer(port, "status=failure&limit=50"))
+            floor_ms, first, failed = medians_ms(
+                lambda: floor(book_states),
+                page_timer(server.port, "limit=50"),
+                page_timer(server.port, "status=failure&limit=50"),
+            )
             print(f"  {size:>7,} kept (loaded in {loaded:5.1f} s): first page {first:6.2f} ms "
                   f"({first / floor_ms:4.1f}x) | status=failure {failed:6.2f} ms "
                   f"({failed / floor_ms:4.1f}x) | floor {floor_ms:5.2f} ms")
