@@ -77,7 +77,7 @@ def medians_ms(*fns: Callable[[], object], runs: int = RUNS) -> list[float]:
         fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
-        for fn, kept in zip(fns, times):
+        for fn, kept in zip(fns, times, strict=True):
             start = time.perf_counter()
             fn()
             kept.append(time.perf_counter() - start)
