@@ -47,6 +47,11 @@ def resume(core: Core, request_id: str) -> None:
         held = control.resume()
     except RequestNotFound:
         raise ended_error(core, request_id, "resume") from None
+    except RequestNotActive:
+        live = control.live()
+        if live is not None and live.state == RUNNING and live.parked:
+            forward_held(core, control, live.parked)  # an earlier resume failed half-way
+        raise
     log.info("[Request `%s`] Resumed (%d held iterations)", request_id, len(held))
     forward_held(core, control, held)
 
@@ -82,6 +87,9 @@ def stop(core: Core, request_id: str) -> None:
     if tomb is None:
         live = control.read()
         if live is not None and live[1].terminal:
+            if live[1].status == "stopped":  # an earlier stop failed after its decision
+                finalize(core, request_id, live[1], control.states, control.data)
+                core.waiters.notify(request_id)
             raise RequestNotActive(request_id, live[1].status or "ended", "stop")
         raise RequestNotActive(request_id, "ended", "stop")
     finalize(core, request_id, tomb, control.states, control.data)

@@ -105,9 +105,9 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
         raise RequestNotActive(rid, FINISHED)
     _, current = found
     if current.terminal:
-        if current.by and current.by == it.token:
-            # a redelivery of the iteration that ended the request: the ender failed after
-            # the decision, so its record and cleanup are finished here (hooks ran once)
+        if current.status == "stopped" or (current.by and current.by == it.token):
+            # a stop (no hooks to wait for), or a redelivery of the iteration that ended the
+            # request (it failed after the decision): its record and cleanup are finished here
             endings.finalize(core, rid, current, it.states, it.data)
             core.waiters.notify(rid)
         raise RequestNotActive(rid, current.status or FINISHED)

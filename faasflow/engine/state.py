@@ -19,7 +19,13 @@ import uuid
 
 import attrs
 
-from faasflow.errors import CompareFailed, KeyNotFound, RequestNotActive, RequestNotFound
+from faasflow.errors import (
+    BackendError,
+    CompareFailed,
+    KeyNotFound,
+    RequestNotActive,
+    RequestNotFound,
+)
 from faasflow.interfaces import DataStore, StateStore
 
 __all__ = ["FINISHED", "PAUSED", "RUNNING", "RequestControl", "RequestState"]
@@ -143,6 +149,13 @@ class RequestControl:
                 self.states.update(KEY, raw, tomb.encode())
             except (CompareFailed, KeyNotFound):
                 continue  # changed under us, or our own write landed before an error: re-read
+            except BackendError:
+                # the answer was lost: whether the end is ours decides who runs the hooks,
+                # so look (an error here leaves it to the redelivery, hooks skipped)
+                found = self.read()
+                if found is not None and found[1].terminal and found[1].nonce == nonce:
+                    return found[1]
+                raise
             return tomb
 
     def output_of(self, tomb: RequestState) -> bytes | None:
