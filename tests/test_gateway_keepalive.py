@@ -65,11 +65,7 @@ def burst(gateway: GatewayProcess, calls: int = 24) -> list[int]:
 
 
 def workers_of(gateway: GatewayProcess) -> list[int]:
-    assert gateway.process is not None
-    pids: list[int] = []
-    for task in Path(f"/proc/{gateway.process.pid}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
-    return pids
+    return gateway.workers()
 
 
 def test_calls_after_the_idle_timeout_all_answer_200(gateway: GatewayProcess) -> None:

@@ -3,7 +3,6 @@ is failed by a clean stop, and a second Ctrl-C stops at once; and how ``--timeou
 
 from __future__ import annotations
 
-import signal
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,8 +73,7 @@ def stack(tmp_path: Path) -> Path:
 
 
 def interrupt(gateway: GatewayProcess) -> None:
-    assert gateway.process is not None
-    gateway.process.send_signal(signal.SIGINT)
+    gateway.interrupt()
 
 
 def exit_status(gateway: GatewayProcess, timeout: float) -> int:

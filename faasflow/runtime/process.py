@@ -81,6 +81,34 @@ class GatewayProcess:
     def post(self, path: str, **kwargs: object) -> requests.Response:
         return requests.post(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
 
+    def interrupt(self) -> None:
+        """SIGINT, as Ctrl-C in a terminal: a graceful stop (a second one stops at once)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
+    def workers(self) -> list[int]:
+        """Process ids of the gateway's worker processes (Linux: from ``/proc``)."""
+        if self.process is None:
+            return []
+        pids: list[int] = []
+        try:
+            tasks = list(Path(f"/proc/{self.process.pid}/task").iterdir())
+        except OSError:
+            return pids
+        for task in tasks:
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    command = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"faasflow.runtime.worker" in command:
+                    pids.append(int(child))
+        return pids
+
     def kill(self) -> None:
         """SIGKILL the gateway alone, as a crash would (its workers notice and exit)."""
         if self.process is not None and self.process.poll() is None:
