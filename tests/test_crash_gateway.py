@@ -225,8 +225,16 @@ def read(gateway: GatewayProcess, path: str) -> Any:
 
 
 def records(gateway: GatewayProcess) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = read(gateway, "/function/fan/flow")["requests"]
-    return found
+    """Every request of the flow, page after page."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = "?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        page = read(gateway, f"/function/fan/flow{query}")
+        found += page["requests"]
+        cursor = page.get("next")
+        if not cursor:
+            return found
 
 
 def wait_done(gateway: GatewayProcess, count: int) -> list[dict[str, Any]]:
