@@ -294,20 +294,22 @@ def check_batch(
     runs: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for key, tag, _, when, _ in calls:
         runs[(key, tag)].append(when)
-    excused = 0
+    excused: collections.Counter[str] = collections.Counter()
     unexcused = []
     for (key, tag), times in runs.items():
         times.sort()
         for first, second in zip(times, times[1:], strict=False):
             if any(first <= k <= second for k in kill_times):
-                excused += 1
+                excused[tag] += 1
             else:
                 unexcused.append((key, tag, len(times)))
     assert not unexcused, (
         f"{len(unexcused)} node functions or aggregators ran again with no kill in between: "
         f"{unexcused[:5]}"
     )
-    return {"requests": len(found), "calls": len(calls), "repeats_after_a_kill": excused}
+    figures = {"requests": len(found), "calls": len(calls)}
+    figures.update({f"repeats_after_a_kill[{tag}]": n for tag, n in sorted(excused.items())})
+    return figures
 
 
 def run_batch(
