@@ -4,6 +4,7 @@ directory is locked, and a bad stack file is refused with exit code 2."""
 from __future__ import annotations
 
 import queue
+import socket
 import stat
 import subprocess
 import sys
@@ -226,3 +227,21 @@ def test_quiet_silences_the_workers_info_lines_too(stack: Path) -> None:
         assert quiet.get("/healthz").status_code == 200
         time.sleep(0.3)
         assert " INFO " not in quiet.text
+
+
+def test_flows_reach_a_gateway_listening_on_another_address(stack: Path) -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback")
+    gates = stack.parent / "gates"
+    with GatewayProcess(stack, data_dir=stack.parent / "data", extra=["--host", "::1"]) as gw:
+        assert gw.url.startswith("http://[::1]:")
+        request_id = gw.post("/function/held", data=b"v6").headers["X-Faas-Flow-Reqid"]
+        (gates / "v6-1").touch()
+
+        def ended() -> bool:
+            return bool(gw.get(f"/function/held/flow/{request_id}").json()["status"] == "success")
+
+        wait_for(ended, what="the flow to finish through the IPv6 gateway")

@@ -364,3 +364,21 @@ def test_300_connections_to_a_flow_on_sqlite_under_a_512_file_limit(tmp_path: Pa
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+@pytest.mark.parametrize(("host", "prefix"), [("0.0.0.0", "http://127.0.0.1:"),
+                                              ("::1", "http://[::1]:")])
+def test_url_is_one_a_local_client_can_use(host: str, prefix: str) -> None:
+    try:
+        running = serve(echo_app, host).start()
+    except OSError as exc:  # no IPv6 on this machine
+        pytest.skip(str(exc))
+    try:
+        assert running.url.startswith(prefix)
+        conn = http.client.HTTPConnection(running.url.split("://")[1].rsplit(":", 1)[0]
+                                          .strip("[]"), running.port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        running.close()

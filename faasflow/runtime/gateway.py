@@ -197,10 +197,10 @@ class Gateway:
             secret, self.hmac_source = hmac_secret(data_dir, self.secrets_dir,
                                                    self.settings.environ)
             self.defaults = flow_defaults(
-                f"http://127.0.0.1:{self._server.port}", data_dir.resolve(), secret
+                self._server.url, data_dir.resolve(), secret
             )
             check_multi_host(self.queue_kind, self.settings, self.defaults, self.hmac_source)
-            self.web_apps = WebMounts.from_plugins(f"http://127.0.0.1:{self._server.port}",
+            self.web_apps = WebMounts.from_plugins(self._server.url,
                                                    self.settings)
             self._start_pools()
             self._server.start()
