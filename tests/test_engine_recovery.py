@@ -500,3 +500,34 @@ def test_without_atomic_transactions_sets_are_compare_and_swapped_lists() -> Non
     assert calls == {"s": 1, "a": 1, "b": 1, "agg": 1}
     assert "arrived--0_4_j" not in h.state_keys(rid)
     h.assert_clean(rid)
+
+
+def test_a_fan_in_aggregator_is_not_run_again_when_its_node_is_taken_over() -> None:
+    calls: collections.Counter[str] = collections.Counter()
+    h = Harness(_fan_in_with_counted_join(calls), settings=NO_RETRY)
+    rid = h.start(b"x").request_id
+    # j's attempt dies after its aggregator and its function, before its done marker
+    fired = failing_once(h, lambda method, key: method == "update" and key == "node--0_4_j"
+                         and calls["j"] == 1)
+    h.drain(redeliver=True)
+    assert fired
+    assert h.engine.record(rid).output == b"xsa+xsbj"
+    assert calls["agg"] == 1  # kept in j's claim: the takeover reused it
+    assert calls["j"] == 2  # j's own function: at least once
+    h.assert_clean(rid)
+
+
+def _fan_in_with_counted_join(calls: collections.Counter[str]):
+    def define(flow, context):
+        dag = flow.dag()
+        for name in ("s", "a", "b"):
+            dag.node(name).modify(lambda d, name=name: (calls.update([name]), d + name.encode())[1])
+        dag.node(
+            "j", aggregator=lambda r: (calls.update(["agg"]), r["a"] + b"+" + r["b"])[1]
+        ).modify(lambda d: (calls.update(["j"]), d + b"j")[1])
+        dag.edge("s", "a")
+        dag.edge("s", "b")
+        dag.edge("a", "j")
+        dag.edge("b", "j")
+
+    return define

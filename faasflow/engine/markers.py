@@ -93,12 +93,52 @@ def load_output(data: DataStore, doc: dict[str, Any]) -> bytes:
     return data.get(doc["ref"])
 
 
+def keep_input(
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], value: bytes
+) -> tuple[str, dict[str, Any]]:
+    """Store a fan-in node's aggregated input in its claim, so a delivery that takes the claim
+    over (after a crash during the operations) does not run the aggregator again."""
+    if len(value) <= INLINE:
+        kept = dict(doc, **{"in": base64.b64encode(value).decode()})
+    else:
+        it.data.set(f"in--{eid}", value)
+        kept = dict(doc, in_ref=f"in--{eid}")
+    kept_raw = _encode(kept)
+    while True:
+        try:
+            it.states.update(CLAIM + eid, raw, kept_raw)
+            return kept_raw, kept
+        except KeyNotFound:
+            raise Stopped from None
+        except CompareFailed:
+            found = _read(it.states, CLAIM + eid)
+            if found is None:
+                raise Stopped from None
+            if found[0] == kept_raw:
+                return kept_raw, kept
+            if found[1].get("token") != it.token or found[1]["p"] != "claimed":
+                raise Duplicate from None
+            raw = found[0]
+
+
+def kept_input(it: Iteration, doc: dict[str, Any]) -> bytes | None:
+    """The aggregated input an earlier attempt kept, if any."""
+    if doc.get("in") is not None:
+        return base64.b64decode(doc["in"])
+    if doc.get("in_ref"):
+        return it.data.get(doc["in_ref"])
+    return None
+
+
 def mark_done(
     it: Iteration, eid: str, raw: str, doc: dict[str, Any], output: bytes, attempts: int
 ) -> tuple[str, dict[str, Any]]:
     """Store the output and move the marker from claimed to done (output first: a done marker
     always has its output)."""
-    done = dict(doc, p="done", end=time.time(), attempts=attempts, deliveries=it.attempt,
+    kept = {k: v for k, v in doc.items() if k not in ("in", "in_ref")}
+    if doc.get("in_ref"):
+        it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
+    done = dict(kept, p="done", end=time.time(), attempts=attempts, deliveries=it.attempt,
                 **store_output(it.data, eid, output))
     done_raw = _encode(done)
     while True:

@@ -154,20 +154,22 @@ def _read(it: Iteration, key: str) -> bytes:
         raise
 
 
-def _input(it: Iteration, node: Node) -> bytes:
+def _input(it: Iteration, node: Node, kept: bytes | None) -> tuple[bytes, bool]:
+    """The node's input, and whether an aggregator computed it now (``kept``: what an earlier
+    attempt's aggregator produced, used instead of running it again)."""
     msg = it.msg
     it.consumed = _input_keys(it, node)
     if msg.data is not None:
         if msg.source:
             it.view.node_input = {msg.source: msg.data}
-        return msg.data
+        return msg.data, False
     if msg.data_ref is not None:
         value = _read(it, msg.data_ref)
         if msg.source:
             it.view.node_input = {msg.source: value}
-        return value
+        return value, False
     if len(node.parents) <= 1:
-        return b""
+        return b"", False
     dag = it.graph.dags[node.dag_id]
     inputs: dict[str, bytes] = {}
     for edge in dag.in_edges(node.id):
@@ -179,8 +181,10 @@ def _input(it: Iteration, node: Node) -> bytes:
         )
     it.view.node_input = inputs
     if node.aggregator is None:
-        return b""
-    return user(node.aggregator, inputs, f"Node({node.unique_id}) aggregator")
+        return b"", False
+    if kept is not None:
+        return kept, False
+    return user(node.aggregator, inputs, f"Node({node.unique_id}) aggregator"), True
 
 
 def _run_node(core: Core, it: Iteration) -> None:
@@ -206,7 +210,9 @@ def _run_node(core: Core, it: Iteration) -> None:
             else:
                 hand_on(core, it, node, branches, output, redo=True)
         else:
-            data = _input(it, entry)
+            data, aggregated = _input(it, entry, markers.kept_input(it, doc))
+            if aggregated:
+                raw, doc = markers.keep_input(it, eid, raw, doc, data)
             it.view.node = eid
             if node.is_dynamic:
                 it.tracer.node_start(eid, node_attributes(msg, node, it.attempt))
