@@ -64,8 +64,7 @@ class FunctionRoutes:
         spec = self.gateway.stack.functions.get(name)
         if pool is None or spec is None or (namespace and spec.namespace != namespace):
             return error(request, 404, self.gateway.not_found(name, namespace or None))
-        with self.gateway._count_lock:
-            self.gateway.invocations[name] += 1
+        self.gateway.count_invocation(name)
         call_id = request.header("X-Call-Id") or str(uuid.uuid4())
         started = time.monotonic()
         if kind == "async-function":

@@ -404,6 +404,11 @@ class Gateway:
                 return answer
         return self.calls.handle(request, raw_path or path, remote)
 
+    def count_invocation(self, name: str) -> None:
+        """One more call of ``name`` (``invocationCount`` of ``/system/functions``)."""
+        with self._count_lock:
+            self.invocations[name] = self.invocations.get(name, 0) + 1
+
     def not_found(self, name: str, namespace: str | None) -> str:
         """Why ``name`` is not served, with what is."""
         where = f" in namespace {namespace!r}" if namespace else ""
