@@ -38,6 +38,7 @@ EXIT_INTERRUPTED = 130
 COMMANDS = (
     "faasflow.cli.run",
     "faasflow.cli.up",
+    "faasflow.cli.worker",
     "faasflow.cli.invoke",
     "faasflow.cli.requests",
     "faasflow.cli.sweep",

@@ -112,3 +112,39 @@ def test_an_unknown_queue_kind_names_the_known_ones(tmp_path: Path) -> None:
     assert "unknown queue kind 'kafka'" in done.stderr
     assert "nats" in done.stderr
     assert "sqlite" in done.stderr
+
+
+@pytest.mark.integration
+def test_a_faasflow_worker_delivers_a_share_of_the_gateway_calls(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    log = tmp_path / "calls.log"
+    flow = "fan" + uuid.uuid4().hex[:6]
+    stores = shared_stores()
+    gw_dir, wk_dir = tmp_path / "gw", tmp_path / "wk"
+    gw_dir.mkdir()
+    wk_dir.mkdir()
+    gw_stack = write_stack(gw_dir, log, host="gateway", sleep=0.2, flow=flow)
+    wk_stack = write_stack(wk_dir, log, host="worker", sleep=0.2, flow=flow)
+    gateway = GatewayProcess(gw_stack, data_dir=gw_dir / "data", processes=1,
+                             extra=["--queue", nats_server.url], env=environ(**stores)).start()
+    worker = GatewayProcess(wk_stack, data_dir=wk_dir / "data", processes=1,
+                            extra=["--queue", nats_server.url], env=environ(**stores))
+    worker.command[3] = "worker"  # faasflow worker takes up's options, without --port
+    del worker.command[6:8]
+    worker.start()
+    try:
+        assert "no gateway API" in worker.text
+        assert worker.url.startswith("http://127.0.0.1:")
+        bodies = [f"w{i:03d}" for i in range(12)]
+        submit([gateway.url], bodies, flow=flow)
+        records = wait_all_done(gateway.url, len(bodies), 180, flow)
+        assert Counter(r["status"] for r in records) == {"success": len(bodies)}
+        hosts = Counter(host for _, _, host in read_calls(log))
+        assert hosts["worker"] > 0, hosts
+        assert hosts["gateway"] > 0, hosts
+    except BaseException:
+        print(gateway.text[-5000:], worker.text[-5000:])
+        raise
+    finally:
+        worker.stop()
+        gateway.stop()
