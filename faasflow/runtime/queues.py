@@ -29,11 +29,14 @@ from faasflow.settings import HMAC_SECRET_NAME, EnvVars
 if TYPE_CHECKING:
     from faasflow.settings import Settings
 
-__all__ = ["QUEUE_ENV", "Queue", "QueueContext", "QueueKind", "check_multi_host", "open_queue",
-           "parse_queue", "queue_kinds"]
+__all__ = ["QUEUE_ENV", "SHARED_FILES_ENV", "Queue", "QueueContext", "QueueKind",
+           "check_multi_host", "open_queue", "parse_queue", "queue_kinds"]
 
 #: The variable selecting the queue when ``--queue`` is not given.
 QUEUE_ENV = "FAASFLOW_QUEUE"
+#: ``1`` declares that the files of host-local stores (sqlite, filesystem) are on storage every
+#: host mounts (network namespaces of one machine; a network filesystem with working locks).
+SHARED_FILES_ENV = "FAASFLOW_SHARED_FILES"
 
 
 class Queue(Protocol):
@@ -170,16 +173,20 @@ def check_multi_host(kind: QueueKind, settings: Settings, defaults: Mapping[str,
 
     environ = {**defaults, **settings.environ}
     registry = Registry.shared(settings)
+    files_shared = environ.get(SHARED_FILES_ENV, "").strip().lower() in ("1", "true", "yes")
     for backend_kind in (Kind.STATE_STORE, Kind.DATA_STORE):
         name = (environ.get(backend_kind.env_var) or "").strip().lower()
         shared = registry.get(backend_kind, name).backend.shared
+        if shared == "host" and files_shared:
+            continue  # the operator says its files are on storage every host mounts
         if shared != "network":
             example = "etcd or consul" if backend_kind is Kind.STATE_STORE else "minio"
             raise ConfigurationError(
                 f"the {kind.name} queue is shared by several hosts, and the {backend_kind.label} "
                 f"{name!r} is local to one {shared}: iterations reaching another host would "
                 f"find no request; set {backend_kind.env_var} to a store every host reaches "
-                f"(for example {example})")
+                f"(for example {example}), or set {SHARED_FILES_ENV}=1 if its files are on "
+                "storage every host mounts")
     if hmac_source != EnvVars.HMAC_SECRET and Path(hmac_source).name != HMAC_SECRET_NAME:
         raise ConfigurationError(
             f"the {kind.name} queue is shared by several hosts, and each would sign iterations "
