@@ -25,6 +25,7 @@ import signal
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.slow
 REQUESTS = int(os.environ.get("FAASFLOW_CRASH_REQUESTS", "500"))
 KILLS = int(os.environ.get("FAASFLOW_CRASH_KILLS", "12"))
 WAIT = float(os.environ.get("FAASFLOW_CRASH_WAIT", "150"))
+#: The flow's name, new for each run: the shared etcd keeps the records of earlier runs.
+FLOW = f"fan{uuid.uuid4().hex[:8]}"
 
 COUNT = """
     import os
@@ -108,7 +111,7 @@ def stack(tmp_path: Path) -> Path:
             handler: ./count
             environment:
               COUNT_LOG: {log}
-          fan:
+          {FLOW}:
             lang: faasflow
             handler: ./fan
     """))
@@ -193,7 +196,7 @@ def submit(gateway: GatewayProcess, count: int) -> list[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                reply = requests.post(f"{gateway.url}/async-function/fan", data=body, timeout=30)
+                reply = requests.post(f"{gateway.url}/async-function/{FLOW}", data=body, timeout=30)
                 if reply.status_code == 202:
                     return body
             except requests.RequestException:
@@ -230,7 +233,7 @@ def records(gateway: GatewayProcess) -> list[dict[str, Any]]:
     cursor = None
     while True:
         query = "?limit=1000" + (f"&cursor={cursor}" if cursor else "")
-        page = read(gateway, f"/function/fan/flow{query}")
+        page = read(gateway, f"/function/{FLOW}/flow{query}")
         found += page["requests"]
         cursor = page.get("next")
         if not cursor:
@@ -251,7 +254,7 @@ def wait_done(gateway: GatewayProcess, count: int) -> list[dict[str, Any]]:
 
 
 def full_record(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
-    doc: dict[str, Any] = read(gateway, f"/function/fan/flow/{request_id}")
+    doc: dict[str, Any] = read(gateway, f"/function/{FLOW}/flow/{request_id}")
     return doc
 
 
