@@ -24,7 +24,7 @@ COUNT = """
         time.sleep(float(os.environ.get("COUNT_SLEEP", "0.05")))
         tag = event.headers.get("x-tag", "?")
         body = event.body.decode()
-        line = f"{body}\\t{tag}\\t{os.environ.get('HOST_NAME', '?')}\\n"
+        line = f"{body}\\t{tag}\\t{os.environ.get('HOST_NAME', '?')}@{time.time():.6f}\\n"
         fd = os.open(os.environ["COUNT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             os.write(fd, line.encode())
@@ -101,14 +101,21 @@ def submit(urls: list[str], bodies: list[str], threads: int = 8, flow: str = "fa
         list(pool.map(one, enumerate(bodies)))
 
 
-def read_calls(log: Path) -> list[tuple[str, str, str]]:
+def read_calls_timed(log: Path) -> list[tuple[str, str, str, float]]:
+    """``(body, tag, host, time)`` of every call ``count`` answered."""
     if not log.exists():
         return []
     calls = []
     for line in log.read_text().splitlines():
-        body, tag, host = line.split("\t")
-        calls.append((body, tag, host))
+        body, tag, where = line.split("\t")
+        host, _, when = where.partition("@")
+        calls.append((body, tag, host, float(when or 0)))
     return calls
+
+
+def read_calls(log: Path) -> list[tuple[str, str, str]]:
+    """``(body, tag, host)`` of every call ``count`` answered."""
+    return [(body, tag, host) for body, tag, host, _ in read_calls_timed(log)]
 
 
 def wait_all_done(url: str, count: int, timeout: float, flow: str = "fan"
