@@ -5,8 +5,9 @@ newest a second ago, as a busy flow keeps them under the default one-day retenti
 straight into the index in bulk transactions, then the first page and a status-filtered page
 (``GET /flow?limit=50`` and ``GET /flow?status=failure&limit=50``) are timed through the same
 WSGI server `faasflow up` runs its flows on, over a kept-alive HTTP connection. It does so at
-1,000, 10,000 and 100,000 kept requests (1,000 and 10,000 with --quick), on sqlite and, when
-ETCD_ENDPOINTS is set (.ci/services), on etcd.
+1,000, 10,000 and 100,000 kept requests (1,000 and 10,000 with --quick), on sqlite and on a
+private etcd started for the run in a temporary directory (the etcd of .ci/services is shared:
+a benchmark's hundreds of thousands of writes would stay in its history until a compaction).
 
 Floors, measured in the same run: on etcd one raw range read of 51 keys with the etcd client,
 from the newest to the end of the index's range, as any client would ask (the target is a page
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -170,19 +171,51 @@ def main() -> int:
         finally:
             states.close()
 
-    endpoints = os.environ.get("ETCD_ENDPOINTS")
-    if not endpoints:
-        print("\netcd: skipped (set ETCD_ENDPOINTS, e.g. from .ci/services)")
+    if shutil.which("etcd") is None:
+        print("\netcd: skipped (no etcd binary; .ci/services installs it)")
         return 0
     from faasflow_etcd.store import EtcdStateStore
 
-    states = EtcdStateStore.from_options({"endpoints": endpoints})
-    env = {"FAASFLOW_STATE_STORE": "etcd", "FAASFLOW_ETCD_ENDPOINTS": endpoints}
-    try:
-        run("etcd", env, states, etcd_floor(endpoints.split(",")[0]), sizes)
-    finally:
-        states.close()
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        server, endpoint = private_etcd(Path(tmp))
+        server.start()
+        states = EtcdStateStore.from_options({"endpoints": endpoint})
+        env = {"FAASFLOW_STATE_STORE": "etcd", "FAASFLOW_ETCD_ENDPOINTS": endpoint}
+        try:
+            run("etcd", env, states, etcd_floor(endpoint), sizes)
+        finally:
+            states.close()
+            server.stop()
     return 0
+
+
+def private_etcd(workdir: Path) -> tuple[Any, str]:
+    """One etcd member on free loopback ports, its data in ``workdir``, and its endpoint."""
+    import urllib.request
+
+    from faasflow.testing import ServerProcess, free_port
+
+    client, peer, metrics = free_port(), free_port(), free_port()
+
+    def command() -> list[str]:
+        return [
+            "etcd", "--name", "bench", "--data-dir", str(workdir / "data"),
+            "--listen-client-urls", f"http://127.0.0.1:{client}",
+            "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
+            "--listen-metrics-urls", f"http://127.0.0.1:{metrics}", "--log-level", "warn",
+            "--logger", "zap",
+        ]
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/health", timeout=1) as answer:
+            return b'"health":"true"' in answer.read()
+
+    server = ServerProcess("bench etcd", command=command, ready=healthy,
+                           log=workdir / "etcd.log", ready_timeout=30.0)
+    return server, f"127.0.0.1:{client}"
 
 
 if __name__ == "__main__":
