@@ -22,7 +22,7 @@ iteration retries a failing store call for a few seconds) behind a queue that ne
 (OpenFaaS CE's queue-worker), on memory. The redelivery runs on memory and sqlite at every k,
 and on etcd (the server ``.ci/services`` starts) and the Consul stand-in at a sample of k
 spread over the whole request, different for each mode: ``FAASFLOW_FAULTS_POINTS_ETCD``
-(default 4) and ``FAASFLOW_FAULTS_POINTS_CONSUL`` (default 8) points per shape and mode;
+and ``FAASFLOW_FAULTS_POINTS_CONSUL`` (default 8 each) points per shape and mode;
 ``all`` runs every k there too. Test ids name shape, backend (``-ce`` for the CE delivery),
 mode and k.
 """
@@ -53,7 +53,7 @@ def _points(backend: str, default: str) -> int | None:
 POINTS = {
     "memory": None,
     "sqlite": None,
-    "etcd": _points("etcd", "4"),
+    "etcd": _points("etcd", "8"),
     "consul": _points("consul", "8"),
 }
 
