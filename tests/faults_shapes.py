@@ -227,9 +227,14 @@ def make_case(
     *,
     redeliver: bool = True,
     settings: Settings = NO_RETRY,
+    duplicate: float = 0.0,
+    reorder: bool = False,
+    seed: int = 0,
 ) -> Case:
     functions = CountingFunctions(shape.functions, clock=faults)
-    queue = RedeliveringQueue(functions, redeliver=redeliver)
+    queue = RedeliveringQueue(
+        functions, redeliver=redeliver, duplicate=duplicate, reorder=reorder, seed=seed
+    )
     hooks: list[str] = []
     name = f"sys-{shape.name}-{uuid.uuid4().hex[:8]}"
 
@@ -270,8 +275,9 @@ def _control(action: Callable[[], object], attempts: int = 50) -> None:
     raise AssertionError(f"control action still failing after {attempts} attempts")
 
 
-def drive(case: Case) -> None:
-    """Run the case's request to its end as its script says."""
+def drive(case: Case, threads: int = 1) -> None:
+    """Run the case's request to its end as its script says (the last drain from ``threads``
+    threads at once)."""
     engine, queue = case.engine, case.queue
     shape = case.shape
     started = queue.start(lambda headers: engine.start(shape.data, headers=headers))
@@ -284,7 +290,10 @@ def drive(case: Case) -> None:
     elif shape.script == "stop-during-fan-out":
         queue.deliver_one(engine.forward)
         _control(lambda: engine.stop(rid))
-    queue.drain(engine.forward)
+    if threads > 1:
+        queue.drain_concurrently(engine.forward, threads=threads)
+    else:
+        queue.drain(engine.forward)
     case.store_calls = case.faults.calls
 
 
@@ -294,12 +303,14 @@ def run_case(
     fail_at: int | None = None,
     mode: FaultMode = "raise",
     *,
-    redeliver: bool = True,
-    settings: Settings = NO_RETRY,
+    threads: int = 1,
+    **queue: Any,
 ) -> Case:
+    """One request of ``shape`` with call ``fail_at`` failing; ``queue`` takes
+    :func:`make_case`'s keywords (redeliver, settings, duplicate, reorder, seed)."""
     faults = Faults(fail_at=fail_at, mode=mode)
-    case = make_case(shape, stores, faults, redeliver=redeliver, settings=settings)
-    drive(case)
+    case = make_case(shape, stores, faults, **queue)
+    drive(case, threads)
     return case
 
 

@@ -19,12 +19,14 @@ Two deliveries: ``redelivery`` -- the engine does not retry store calls itself
 (``backend_retry=0``) and a queue redelivers every delivery that answers 5xx (OpenFaaS Pro), so
 every failure point is converged by redelivery alone; and ``ce`` -- the default settings (the
 iteration retries a failing store call for a few seconds) behind a queue that never redelivers
-(OpenFaaS CE's queue-worker), on memory. The redelivery runs on memory and sqlite at every k,
-and on etcd (the server ``.ci/services`` starts) and the Consul stand-in at a sample of k
+(OpenFaaS CE's queue-worker), on memory; and ``dup`` -- redelivery that also delivers half the
+iterations twice, in a shuffled order, on memory. The redelivery runs on memory and sqlite at
+every k, and on etcd (the server ``.ci/services`` starts) and the Consul stand-in at a sample of k
 spread over the whole request, different for each mode: ``FAASFLOW_FAULTS_POINTS_ETCD``
 and ``FAASFLOW_FAULTS_POINTS_CONSUL`` (default 8 each) points per shape and mode;
-``all`` runs every k there too. Test ids name shape, backend (``-ce`` for the CE delivery),
-mode and k.
+``all`` runs every k there too. Test ids name shape, backend (``-ce``/``-dup`` for the other
+deliveries), mode and k. Last, each shape runs without faults from four threads at once with
+duplicated, shuffled deliveries.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 pytest.param(name, "memory", "redelivery", "raise", 0, id=f"{name}-clean-{exc}")
             )
             continue
-        runs = [(backend, "redelivery") for backend in BACKENDS] + [("memory", "ce")]
+        runs = [(backend, "redelivery") for backend in BACKENDS]
+        runs += [("memory", "ce"), ("memory", "dup")]
         for backend, delivery in runs:
             label = backend if delivery == "redelivery" else f"{backend}-{delivery}"
             for phase, mode in enumerate(MODES):
@@ -225,6 +228,33 @@ def test_request_converges_after_a_fault_at_call_k(
             SHAPES[shape_name], stores, fail_at=k, mode=mode, redeliver=False, settings=DEFAULTS
         )
         assert not case.queue.dropped, "a delivery failed and CE's queue dropped it"
+    elif delivery == "dup":
+        case = run_case(
+            SHAPES[shape_name], stores, fail_at=k, mode=mode, duplicate=0.5, reorder=True, seed=k
+        )
     else:
         case = run_case(SHAPES[shape_name], stores, fail_at=k, mode=mode)
     _assert_converged(case, baseline, k)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape_name", [n for n in SHAPES if SHAPES[n].script == "plain"])
+def test_concurrent_duplicated_shuffled_deliveries_run_every_node_once(
+    shape_name: str, seed: int
+) -> None:
+    shape = SHAPES[shape_name]
+    case = run_case(
+        shape,
+        (MemoryStateStore(), MemoryDataStore()),
+        threads=4,
+        duplicate=0.5,
+        reorder=True,
+        seed=seed,
+    )
+    record = case.record()
+    assert record is not None
+    assert (record.status, record.output) == (shape.status, shape.output), record.error
+    assert case.functions.repeated(case.request_id) == {}
+    assert case.hooks == BASELINE[shape_name].hooks
+    assert case.states.scoped(case.flow, case.request_id).scan("") == {}
+    assert data_keys(case.data, f"faasflow/{case.flow}/{case.request_id}/") == []
