@@ -374,6 +374,11 @@ class _HttpOperation(Operation):
         if remaining is None:
             return self.timeout
         if self.timeout is None:
+            # the invoker's own timeout still applies: a request deadline (an hour by
+            # default) only ever shortens a call's wait, never lengthens it
+            default = getattr(call.invoker, "timeout", None)
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                return min(float(default), remaining)
             return remaining
         return min(self.timeout, remaining)
 

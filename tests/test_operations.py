@@ -496,3 +496,82 @@ def test_node_apply_builds_the_same_operation(server, invoker):
     op.execute(b"", make_call(invoker))
     seen = server.seen[0]
     assert (seen.headers["x-a"], seen.query) == ("1", {"q": ["v"]})
+
+
+def test_a_request_deadline_never_lengthens_the_invokers_own_timeout() -> None:
+    class Recording:
+        timeout = 30.0
+
+        def __init__(self) -> None:
+            self.timeouts: list[float | None] = []
+
+        def call(self, function, data, *, method="POST", headers=None, query=None, timeout=None):
+            self.timeouts.append(timeout)
+            return faasflow.Response(200, b"ok")
+
+    invoker = Recording()
+    call = Call(invoker, "f", "r", "n", idempotency_key="r/n",  # type: ignore[arg-type]
+                deadline=time.time() + 3600)
+    Apply("fn").execute(b"", call)
+    call.deadline = time.time() + 5
+    Apply("fn").execute(b"", call)
+    assert invoker.timeouts[0] == 30.0
+    assert invoker.timeouts[1] is not None and invoker.timeouts[1] <= 5
+
+
+def _answers(*steps: object):
+    """A fake invoker giving each step in turn: a status, or an exception to raise."""
+
+    class Scripted:
+        def __init__(self) -> None:
+            self.steps = list(steps)
+            self.calls = 0
+
+        def call(self, function, data, *, method="POST", headers=None, query=None, timeout=None):
+            self.calls += 1
+            step = self.steps.pop(0)
+            if isinstance(step, BaseException):
+                raise step
+            return faasflow.Response(int(step), b"body")  # type: ignore[call-overload]
+
+    return Scripted()
+
+
+def _reset() -> FunctionError:
+    try:
+        raise FunctionError("POST /function/fn failed: reset", url="/function/fn") from (
+            ConnectionResetError("peer reset")
+        )
+    except FunctionError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("steps", "calls", "ok"),
+    [
+        ((502, 200), 2, True),
+        ((503, 504, 200), 3, True),
+        ((500,), 1, False),  # the function itself failed: not transient
+        ((_reset(), 200), 2, True),
+        ((FunctionError("no such function", url="local:fn"),), 1, False),
+    ],
+)
+def test_the_default_retry_tries_only_transient_failures_again(steps, calls, ok) -> None:
+    invoker = _answers(*steps)
+    call = Call(invoker, "f", "r", "n", idempotency_key="r/n",  # type: ignore[arg-type]
+                default_retry=Retry.transient(3))
+    try:
+        Apply("fn").execute(b"", call)
+        succeeded = True
+    except FunctionError:
+        succeeded = False
+    assert (invoker.calls, succeeded) == (calls, ok)
+
+
+def test_retry_never_switches_the_default_off() -> None:
+    invoker = _answers(502, 200)
+    call = Call(invoker, "f", "r", "n", idempotency_key="r/n",  # type: ignore[arg-type]
+                default_retry=Retry.transient(3))
+    with pytest.raises(FunctionError, match="502"):
+        Apply("fn", retry=Retry.never()).execute(b"", call)
+    assert invoker.calls == 1
