@@ -123,7 +123,7 @@ class Settings:
     default_method: str = "POST"
     data_dir: str = ".faasflow"
     workers: int = 8
-    backend_retry: float = 5.0
+    backend_retry: float = 10.0
     """Seconds an iteration keeps retrying a failing store or gateway call (0: no retry)."""
     call_retries: int = 3
     """Attempts of a function call that failed transiently (reset, 502/503/504); 1: none."""
@@ -211,7 +211,7 @@ class Settings:
             data_dir=get(EnvVars.DATA_DIR) or ".faasflow",
             workers=max(1, int(_number(get(EnvVars.WORKERS) or "8", EnvVars.WORKERS, int))),
             backend_retry=_number(
-                get(EnvVars.BACKEND_RETRY) or "5", EnvVars.BACKEND_RETRY, float
+                get(EnvVars.BACKEND_RETRY) or "10", EnvVars.BACKEND_RETRY, float
             ),
             call_retries=max(1, int(
                 _number(get(EnvVars.CALL_RETRIES) or "3", EnvVars.CALL_RETRIES, int)
