@@ -138,8 +138,11 @@ def mark_done(
     kept = {k: v for k, v in doc.items() if k not in ("in", "in_ref")}
     if doc.get("in_ref"):
         it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
-    done = dict(kept, p="done", end=time.time(), attempts=attempts, deliveries=it.attempt,
-                **store_output(it.data, eid, output))
+    end = time.time()
+    lease = float(doc.get("until", end)) - float(doc.get("start", end))
+    # the lease starts again for the hand-on: a node that ran long is still not taken over
+    done = dict(kept, p="done", end=end, until=end + lease, attempts=attempts,
+                deliveries=it.attempt, **store_output(it.data, eid, output))
     done_raw = _encode(done)
     while True:
         try:
