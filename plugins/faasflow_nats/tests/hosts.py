@@ -78,16 +78,18 @@ class Host:
         c = self.cluster
         routes = ", ".join(f"nats-route://{h.addr}:{h.route_port}" for h in c.hosts)
         conf = self.dir / "nats.conf"
+        cluster = textwrap.dedent(f"""
+            cluster {{ name: ffn
+              listen: {self.addr}:{self.route_port}
+              routes: [ {routes} ] }}
+        """) if len(c.hosts) > 1 else ""  # one server alone is no cluster
         conf.write_text(textwrap.dedent(f"""
             server_name: n{self.index}
             listen: {self.addr}:{self.nats_port}
             http: {self.addr}:{self.monitor_port}
             jetstream {{ store_dir: "{self.dir / 'js'}", max_memory_store: 64MB,
                          max_file_store: 1GB }}
-            cluster {{ name: ffn
-              listen: {self.addr}:{self.route_port}
-              routes: [ {routes} ] }}
-        """))
+        """) + cluster)
         self.spawn("nats", [nats_binary(), "-c", str(conf)])
 
     def start_etcd(self) -> None:

@@ -40,7 +40,8 @@ def get(urls: list[str], path: str) -> Any:
     raise SystemExit(f"GET {path}: {last}")
 
 
-def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float) -> None:
+def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float,
+        repost: bool = False) -> None:
     submitted: dict[str, float] = {}
 
     def one(index: int) -> None:
@@ -65,6 +66,16 @@ def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float) -> 
     started = time.time()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(one, range(count)))
+    reposted = 0
+    for index in range(0, count, 10 if repost else count + 1):
+        # the same start again on another gateway: the same call id must not make a request
+        url = urls[(index + 1) % len(urls)]
+        try:
+            reply = requests.post(f"{url}/async-function/{flow}", data=f"{prefix}{index:05d}",
+                                  headers={"X-Call-Id": f"start-{prefix}{index}"}, timeout=15)
+            reposted += reply.status_code == 202
+        except requests.RequestException:
+            pass
     deadline = time.monotonic() + timeout
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -79,7 +90,8 @@ def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float) -> 
 
     with ThreadPoolExecutor(8) as pool:
         records = list(pool.map(full, found))
-    print(json.dumps({"started": started, "submitted": submitted, "records": records}))
+    print(json.dumps({"started": started, "submitted": submitted, "records": records,
+                      "reposted": reposted}))
 
 
 def main() -> None:
@@ -87,7 +99,12 @@ def main() -> None:
     if command == "ready":
         ready(args[0])
     elif command == "run":
-        run(args[0], int(args[1]), args[2], args[3].split(","), float(args[4]))
+        run(args[0], int(args[1]), args[2], args[3].split(","), float(args[4]),
+            args[5:6] == ["repost"])
+    elif command == "consumer":  # the monitor's view of the durable consumer
+        query = "accounts=true&streams=true&consumers=true"
+        with requests.get(f"{args[0]}/jsz?{query}", timeout=10) as reply:
+            print(reply.text)
     elif command == "queue":
         print(json.dumps(get(args[0].split(","), "/system/queue")))
 
