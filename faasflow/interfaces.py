@@ -90,6 +90,15 @@ class StateStore(_Namespaced, ABC):
     Keys are relative to the configured request namespace; values are ``str`` (JSON or decimal
     integers). Every operation is atomic on its own and visible at once to every other process
     using the same backend (read-your-writes across processes): fan-in correctness depends on it.
+
+    What the engine needs of each step (docs/engine.md): ``create`` to claim a node instance,
+    a request id or a start's call id (exactly one racer wins); ``update`` (compare-and-swap)
+    to move a node's marker forward, to end a request with its tombstone and to add to a
+    fan-in or branch set; ``get``, ``scan`` (node runs) and ``cleanup``. Any call may fail with
+    :class:`~faasflow.errors.BackendError`, also after it was applied: the engine retries and
+    recognises its own writes. :meth:`transaction`, where ``atomic_transactions`` says it is
+    atomic, records a set member and the set's counter in one step (constant work per member);
+    without it the engine keeps each set as one compare-and-swapped list.
     """
 
     #: True when :meth:`transaction` is atomic across keys (etcd txn, sqlite transaction,
@@ -300,7 +309,9 @@ class Invoker(ABC):
     cannot be reached or does not answer in time (``timeout`` attribute set); a non-2xx answer
     is returned, not raised: status handling, retries and failure handlers belong to the
     operation. ``forward`` must not lose an accepted iteration: it returns only once the
-    iteration is queued (on OpenFaaS: the gateway answered 202).
+    iteration is queued (on OpenFaaS: the gateway answered 202). It may deliver an iteration
+    more than once (the engine drops the copies); a transient failure is a
+    :class:`~faasflow.errors.BackendError`, which the engine retries.
     """
 
     #: True when ``forward`` runs iterations inside this process (through :meth:`bind`); the
