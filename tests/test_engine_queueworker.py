@@ -159,3 +159,26 @@ def test_without_the_retry_pro_redelivers_the_503_into_its_own_claim(stack) -> N
     assert record["output"] == "n1n2n3"
     assert s.calls == {"n1": 1, "n2": 1, "n3": 1}
     assert sorted(d.attempts for d in s.worker.deliveries) == [1, 2]  # n2 took two
+
+
+
+def test_a_copy_of_a_done_iteration_is_answered_200_duplicate() -> None:
+    from engine_harness import Harness
+
+    calls: collections.Counter[str] = collections.Counter()
+    h = Harness(chain(calls))
+    app = FlowApp(h.flow, h.settings, engine_factory=lambda flow, settings: h.engine)
+    server = serve(app).start()
+    try:
+        rid = h.start(b"").request_id
+        to_n2 = h.invoker.queue.popleft()
+        h.deliver(to_n2)  # n2 runs and hands on
+        request = urllib.request.Request(
+            f"{server.url}/flow/{rid}/forward", data=to_n2.body, method="POST",
+            headers=dict(to_n2.headers),
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+            assert (reply.status, reply.read()) == (200, b"duplicate\n")
+    finally:
+        server.close()
+    assert calls["n2"] == 1

@@ -399,8 +399,9 @@ class FlowApp:
                          f"to /flow/{request_id}/forward", request_id)
 
         def run() -> Response:
-            engine.forward(request.body, dict(request.headers))
-            return text("")
+            outcome = engine.forward(request.body, dict(request.headers))
+            # 200 either way: a queue must ack a copy whose work is done or in hand
+            return text("duplicate\n" if outcome == "duplicate" else "")
 
         return self._call(request, request_id, run, action="forward")
 
