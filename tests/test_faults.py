@@ -81,6 +81,19 @@ def test_failing_store_fails_at_any_of_several_calls() -> None:
     assert outcomes == ["fault", "ok", "fault", "ok"]
 
 
+def test_failing_store_takes_fault_points_from_any_iterable() -> None:
+    faults = Faults(fail_at=(k for k in (2, 3)))
+    store = FailingStore.wrap(MemoryStateStore(), faults).scoped("f", "r")
+    outcomes = []
+    for index in range(4):
+        try:
+            store.set(f"k{index}", "v")
+            outcomes.append("ok")
+        except InjectedFault:
+            outcomes.append("fault")
+    assert outcomes == ["ok", "fault", "fault", "ok"]
+
+
 def test_failing_store_counts_only_the_named_methods() -> None:
     faults = Faults(fail_at=1, methods=frozenset({"increment"}))
     store = FailingStore.wrap(MemoryStateStore(), faults).scoped("f", "r")

@@ -61,6 +61,14 @@ class InjectedFault(BackendError):
         super().__init__("fault injection", f"{method} {key!r}", f"call {call}", what)
 
 
+def _targets(value: int | Iterable[int] | None) -> int | frozenset[int] | None:
+    return value if value is None or isinstance(value, int) else frozenset(value)
+
+
+def _names(value: Iterable[str] | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(value)
+
+
 @attrs.define(eq=False)
 class Faults:
     """The plan and the call counter shared by every handle of the wrapped stores.
@@ -69,10 +77,10 @@ class Faults:
     they happen; with ``methods`` set only calls of those method names count (and can fail).
     """
 
-    fail_at: int | Iterable[int] | None = None
+    fail_at: int | frozenset[int] | None = attrs.field(default=None, converter=_targets)
     """The call number (1-based) that fails, several numbers, or None for no fault."""
     mode: FaultMode = "raise"
-    methods: frozenset[str] | None = None
+    methods: frozenset[str] | None = attrs.field(default=None, converter=_names)
     """Only calls of these method names count (and can fail); None counts every call."""
     calls: int = 0
     """Calls counted so far."""
@@ -90,8 +98,8 @@ class Faults:
     ) -> None:
         """Start counting from zero with a new plan."""
         with self._lock:
-            self.fail_at, self.mode = fail_at, mode
-            self.methods = None if methods is None else frozenset(methods)
+            self.fail_at, self.mode = _targets(fail_at), mode
+            self.methods = _names(methods)
             self.calls = 0
             self.log = []
             self.injected = []
@@ -107,7 +115,7 @@ class Faults:
             targets = self.fail_at
             if targets is None:
                 return None
-            hit = number == targets if isinstance(targets, int) else number in set(targets)
+            hit = number == targets if isinstance(targets, int) else number in targets
             return number if hit else None
 
     def _around(self, method: str, key: str, call: Callable[[], Any]) -> Any:
