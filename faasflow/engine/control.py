@@ -9,9 +9,10 @@ import time
 
 from faasflow.errors import FaasflowError, RequestNotActive, RequestNotFound
 
-from .endings import finalize, node_runs
+from .endings import finalize, graph_of, node_marks, node_runs
 from .ids import REQUEST_ID_HEADER
 from .iteration import Core
+from .nodestates import held_instances, node_states
 from .records import RequestRecord
 from .retrying import retry_backend
 from .state import FINISHED, PAUSED, RUNNING, RequestControl
@@ -175,16 +176,26 @@ def record(core: Core, request_id: str) -> RequestRecord | None:
     if entry["status"] == "running":
         ctl = core.control(request_id)
         read = ctl.read()
+        marks = node_marks(ctl.states)
+        digest = read[1].definition_hash if read is not None else str(entry.get("digest", ""))
+        graph = graph_of(core, request_id, digest) if read is not None else None
         if read is None or not read[1].terminal:
             paused = read is not None and read[1].state == PAUSED
+            held = []
+            if read is not None and read[1].parked:
+                bodies = [ctl.parked_body(key) for key in read[1].parked]
+                held = held_instances(b for b in bodies if b is not None)
             return RequestRecord(
                 request_id, core.name, "paused" if paused else "running",
-                float(entry["created"]), nodes=node_runs(ctl.states),
+                float(entry["created"]), nodes=node_runs(ctl.states, marks),
+                states=node_states(graph, marks, ended=None, held=held),
             )
         tomb = read[1]  # decided, the record is being written
         return RequestRecord(
             request_id, core.name, tomb.status or "failure", float(entry["created"]),
-            tomb.ended, ctl.output_of(tomb), tomb.error, node_runs(ctl.states),
+            tomb.ended, ctl.output_of(tomb), tomb.error, node_runs(ctl.states, marks),
+            node_states(graph, marks, ended=tomb.status or "failure",
+                        failed_node=tomb.error_node, ended_at=tomb.ended),
         )
     for _ in range(50):  # the full record lands right after the status claim
         loaded = core.records.load(request_id)

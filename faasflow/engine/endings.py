@@ -17,31 +17,72 @@ from typing import Any
 
 from faasflow.context import running
 from faasflow.errors import FlowFailure
+from faasflow.graph import Graph
 from faasflow.interfaces import DataStore, StateStore
 
 from .ids import CLAIM, REQUEST_ID_HEADER
 from .iteration import Core, Iteration
+from .nodestates import instance_node, node_states
 from .records import NodeRun, RequestRecord
 from .state import RequestControl, RequestState
 
-__all__ = ["fail", "finalize", "finish", "node_runs"]
+__all__ = ["fail", "finalize", "finish", "graph_of", "node_marks", "node_runs"]
 
 log = logging.getLogger("faasflow.engine")
 
 
-def node_runs(states: StateStore) -> dict[str, NodeRun]:
-    """The node instances that completed, from their markers."""
-    runs = {}
+def node_marks(states: StateStore) -> dict[str, dict[str, Any]]:
+    """Every node instance's marker by execution id (one scan)."""
+    marks = {}
     for key, raw in states.scan(CLAIM).items():
-        eid = key[len(CLAIM) :]
         try:
             doc = json.loads(raw)
-            if doc["p"] == "claimed":
-                continue
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "p" in doc:
+            marks[key[len(CLAIM) :]] = doc
+    return marks
+
+
+def node_runs(
+    states: StateStore, marks: dict[str, dict[str, Any]] | None = None
+) -> dict[str, NodeRun]:
+    """The node instances that completed, from their markers."""
+    runs = {}
+    for eid, doc in (node_marks(states) if marks is None else marks).items():
+        if doc["p"] == "claimed":
+            continue
+        try:
             runs[eid] = NodeRun.from_json(eid, doc)
         except (ValueError, KeyError, TypeError):
             continue
     return runs
+
+
+def graph_of(core: Core, rid: str, digest: str) -> Graph | None:
+    """The request's graph when it can be rebuilt without its query (a definition that does
+    not vary per request, or does not use the query) and is the one the request started with."""
+    try:
+        graph = core.flow.graph("", rid)
+    except Exception:  # a per-request define() that needs its query: show what ran only
+        return None
+    return graph if graph.definition_hash == digest else None
+
+
+def failed_run(
+    tomb: RequestState, marks: dict[str, dict[str, Any]]
+) -> tuple[str, NodeRun] | None:
+    """The failed node's run: its real start and attempt from its claim (when it got one)."""
+    node = tomb.error_node
+    if not node:
+        return None
+    at = tomb.ended or time.time()
+    for eid, doc in marks.items():
+        if doc.get("p") == "claimed" and instance_node(eid) == node:
+            return eid, NodeRun(eid, float(doc.get("start", at)), at,
+                                attempts=int(doc.get("att", 1)), status="failure",
+                                error=tomb.error, deliveries=int(doc.get("att", 1)))
+    return node, NodeRun(node, at, at, status="failure", error=tomb.error)
 
 
 def created(core: Core, rid: str) -> float:
@@ -50,18 +91,23 @@ def created(core: Core, rid: str) -> float:
 
 
 def finalize(
-    core: Core, rid: str, tomb: RequestState, states: StateStore, data: DataStore
+    core: Core, rid: str, tomb: RequestState, states: StateStore, data: DataStore,
+    graph: Graph | None = None,
 ) -> None:
     """Write the record of an ended request and clean its namespace (idempotent)."""
     control = RequestControl(rid, states, data)
-    nodes = node_runs(states)
-    if tomb.error_node:
-        at = tomb.ended or time.time()
-        nodes[tomb.error_node] = NodeRun(tomb.error_node, at, at, status="failure",
-                                         error=tomb.error)
+    marks = node_marks(states)
+    nodes = node_runs(states, marks)
+    failed = failed_run(tomb, marks)
+    if failed is not None:
+        nodes[failed[0]] = failed[1]
+    if graph is None:
+        graph = graph_of(core, rid, tomb.definition_hash)
     record = RequestRecord(
         rid, core.name, tomb.status or "failure", created(core, rid), tomb.ended,
         control.output_of(tomb), tomb.error, nodes,
+        node_states(graph, marks, ended=tomb.status or "failure",
+                    failed_node=tomb.error_node, ended_at=tomb.ended),
     )
     if not core.records.close(record):
         found = core.records.entry(rid)
@@ -102,7 +148,7 @@ def finish(core: Core, it: Iteration, output: bytes) -> None:
         return
     it.view.state = "success"
     hook(it.graph.finally_, "success", rid)
-    finalize(core, rid, tomb, it.states, it.data)
+    finalize(core, rid, tomb, it.states, it.data, it.graph)
     it.tracer.request_end({"faasflow.status": "success"})
     it.ended = True
     log.info("[Request `%s`] Completed successfully", rid)
@@ -125,7 +171,7 @@ def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
         it.view.state = "failure"
         hook(it.graph.on_failure, error, rid)
         hook(it.graph.finally_, "failure", rid)
-    finalize(core, rid, tomb, it.states, it.data)
+    finalize(core, rid, tomb, it.states, it.data, it.graph)
     it.tracer.request_failure(error)
     it.ended = True
     core.waiters.notify(rid)

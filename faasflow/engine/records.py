@@ -53,6 +53,7 @@ class NodeRun:
             "attempts": self.attempts,
             "status": self.status,
             "deliveries": self.deliveries,
+            "state": "succeeded" if self.status == "success" else "failed",
         }
         if self.error:
             doc["error"] = self.error
@@ -84,6 +85,8 @@ class RequestRecord:
     output: bytes | None = None
     error: str | None = None
     nodes: Mapping[str, NodeRun] = attrs.field(factory=dict)
+    states: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    """Every node of the graph by unique id: its state (see ``nodestates``)."""
 
     @property
     def done(self) -> bool:
@@ -99,6 +102,7 @@ class RequestRecord:
             "ended": self.ended,
             "error": self.error,
             "nodes": {k: v.to_json() for k, v in self.nodes.items()},
+            "states": {k: dict(v) for k, v in self.states.items()},
         }
         if self.output is None:
             doc["output"] = None
@@ -129,6 +133,7 @@ class RequestRecord:
             output=output,
             error=doc.get("error"),
             nodes={k: NodeRun.from_json(k, v) for k, v in (doc.get("nodes") or {}).items()},
+            states=dict(doc.get("states") or {}),
         )
 
 
