@@ -9,7 +9,7 @@ import time
 
 from faasflow.errors import FaasflowError, RequestNotActive, RequestNotFound
 
-from .endings import finalize, graph_of, node_marks, node_runs
+from .endings import failure_of, finalize, graph_of, node_marks, node_runs
 from .ids import REQUEST_ID_HEADER
 from .iteration import Core
 from .nodestates import held_instances, node_states
@@ -194,6 +194,7 @@ def record(core: Core, request_id: str) -> RequestRecord | None:
         return RequestRecord(
             request_id, core.name, tomb.status or "failure", float(entry["created"]),
             tomb.ended, ctl.output_of(tomb), tomb.error, node_runs(ctl.states, marks),
+            failure_of(tomb),
             node_states(graph, marks, ended=tomb.status or "failure",
                         failed_node=tomb.error_node, ended_at=tomb.ended),
         )

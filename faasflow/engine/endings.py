@@ -9,6 +9,7 @@ for a request whose ender crashed: its record and cleanup are finished, its hook
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from faasflow.errors import FlowFailure
 from faasflow.graph import Graph
 from faasflow.interfaces import DataStore, StateStore
 
+from .failures import details
 from .ids import CLAIM, REQUEST_ID_HEADER
 from .iteration import Core, Iteration
 from .nodestates import instance_node, node_states
@@ -69,6 +71,17 @@ def graph_of(core: Core, rid: str, digest: str) -> Graph | None:
     return graph if graph.definition_hash == digest else None
 
 
+def failure_of(tomb: RequestState) -> dict[str, Any] | None:
+    """The record's ``failure`` member: the failed node and what its failure kept."""
+    if tomb.status != "failure":
+        return None
+    doc: dict[str, Any] = {"node": tomb.error_node}
+    if tomb.failure:
+        with contextlib.suppress(ValueError):  # a tombstone of an older version
+            doc.update(json.loads(tomb.failure))
+    return doc
+
+
 def failed_run(
     tomb: RequestState, marks: dict[str, dict[str, Any]]
 ) -> tuple[str, NodeRun] | None:
@@ -106,6 +119,7 @@ def finalize(
     record = RequestRecord(
         rid, core.name, tomb.status or "failure", created(core, rid), tomb.ended,
         control.output_of(tomb), tomb.error, nodes,
+        failure_of(tomb),
         node_states(graph, marks, ended=tomb.status or "failure",
                     failed_node=tomb.error_node, ended_at=tomb.ended),
     )
@@ -160,13 +174,17 @@ def finish(core: Core, it: Iteration, output: bytes) -> None:
 def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
     """End the request as failed (once); hooks run in the winner only."""
     rid = it.msg.request_id
+    found = details(error)
     tomb = it.control.end(
-        "failure", error=str(error), error_node=error.node or None, by=it.token
+        "failure", error=str(error), error_node=error.node or None, by=it.token,
+        failure=json.dumps(found) if found else "",
     )
     if tomb is None:
         clean_if_ended(it)
         return  # another branch already failed it, or it was stopped: hooks ran once
-    log.warning("[Request `%s`] Failed: %s", rid, error)
+    trace = found.get("traceback")
+    log.warning("[Request `%s`] Failed at %s: %s%s", rid, error.node or "start", error,
+                f"\n{trace}" if trace else "")
     with running(it.view):
         it.view.state = "failure"
         hook(it.graph.on_failure, error, rid)

@@ -85,6 +85,8 @@ class RequestRecord:
     output: bytes | None = None
     error: str | None = None
     nodes: Mapping[str, NodeRun] = attrs.field(factory=dict)
+    failure: Mapping[str, Any] | None = None
+    """A failure's node, function status and answer (first 4 KiB), user traceback."""
     states: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     """Every node of the graph by unique id: its state (see ``nodestates``)."""
 
@@ -103,6 +105,7 @@ class RequestRecord:
             "error": self.error,
             "nodes": {k: v.to_json() for k, v in self.nodes.items()},
             "states": {k: dict(v) for k, v in self.states.items()},
+            "failure": None if self.failure is None else dict(self.failure),
         }
         if self.output is None:
             doc["output"] = None
@@ -133,6 +136,7 @@ class RequestRecord:
             output=output,
             error=doc.get("error"),
             nodes={k: NodeRun.from_json(k, v) for k, v in (doc.get("nodes") or {}).items()},
+            failure=doc.get("failure"),
             states=dict(doc.get("states") or {}),
         )
 

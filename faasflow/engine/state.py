@@ -58,6 +58,8 @@ class RequestState:
     by: str = ""
     """The delivery token of the iteration that ended the request: a redelivery of it (the
     ender failed after the decision) finishes the record and cleanup at once."""
+    failure: str = ""
+    """JSON of a failure's details (function status and answer, user traceback; ``failures``)."""
 
     @property
     def terminal(self) -> bool:
@@ -75,6 +77,8 @@ class RequestState:
                 status=self.status, ended=self.ended, error=self.error, node=self.error_node,
                 output=self.output, nonce=self.nonce, by=self.by,
             )
+            if self.failure:
+                doc["failure"] = self.failure
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -89,7 +93,7 @@ def _decode(raw: str) -> RequestState:
     return RequestState(
         doc["state"], doc["hash"], doc.get("deadline"), tuple(doc.get("parked", ())),
         doc.get("status"), doc.get("ended"), doc.get("error"), doc.get("node"),
-        doc.get("output"), doc.get("nonce", ""), doc.get("by", ""),
+        doc.get("output"), doc.get("nonce", ""), doc.get("by", ""), doc.get("failure", ""),
     )
 
 
@@ -125,6 +129,7 @@ class RequestControl:
         error_node: str | None = None,
         output: bytes | None = None,
         by: str = "",
+        failure: str = "",
     ) -> RequestState | None:
         """CAS the state to a terminal tombstone; the tombstone if this call won, else None."""
         nonce = os.urandom(8).hex()
@@ -144,6 +149,7 @@ class RequestControl:
             tomb = attrs.evolve(
                 current, state=FINISHED, status=status, ended=time.time(), error=error,
                 error_node=error_node, output=inline, nonce=nonce, by=by,
+                failure=failure,
             )
             try:
                 self.states.update(KEY, raw, tomb.encode())
