@@ -25,10 +25,12 @@ from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
 from faasflow.settings import Settings
 
 from . import control, runner
+from .delivery import _fail as fail_after_attempts
 from .delivery import deliver
 from .ids import (
     ATTEMPT_HEADER,
     CALL_ID_HEADER,
+    DEAD_LETTER_HEADER,
     check_request_id,
     header,
     new_request_id,
@@ -201,7 +203,9 @@ class Engine:
         """Run one forwarded iteration; the message must be signed with this flow's key.
 
         Returns ``ran``, ``parked`` or ``duplicate`` (another delivery of the same work did or
-        is doing it). The delivery token is the gateway's ``X-Call-Id`` (the same across
+        is doing it), or ``failed`` when the gateway's queue gave up on the iteration
+        (``X-Faas-Flow-Dead-Letter``: its request fails with that cause). The delivery token
+        is the gateway's ``X-Call-Id`` (the same across
         redeliveries of one queued message), else the message's own id."""
         headers = headers or {}
         sent = self.core.sent
@@ -217,6 +221,10 @@ class Engine:
         self.maybe_sweep()
         raw_attempt = header(headers, ATTEMPT_HEADER)
         attempt = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else 1
+        given_up = header(headers, DEAD_LETTER_HEADER)
+        if given_up:  # the queue will not deliver this iteration again: fail its request
+            fail_after_attempts(self.core, message, max(1, attempt - 1), RuntimeError(given_up))
+            return "failed"
         return runner.iterate(
             self.core, msg, message, first=False,
             token=header(headers, CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),

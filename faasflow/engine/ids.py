@@ -19,6 +19,7 @@ __all__ = [
     "CALLBACK_HEADER",
     "CALL_ID_HEADER",
     "CLAIM",
+    "DEAD_LETTER_HEADER",
     "REQUEST_ID_HEADER",
     "check_request_id",
     "encode_key",
@@ -33,6 +34,9 @@ CALLBACK_HEADER = "X-Faas-Flow-Callback-Url"
 CALL_ID_HEADER = "X-Call-Id"
 #: The gateway queue's delivery attempt of a forwarded iteration (1 for the first).
 ATTEMPT_HEADER = "X-Faas-Flow-Attempt"
+#: Set by a gateway queue that gave up on a forwarded iteration (the cause): the request
+#: then fails instead of waiting for its deadline.
+DEAD_LETTER_HEADER = "X-Faas-Flow-Dead-Letter"
 
 #: ``node--<eid>``: a node instance's marker (claimed, done, handed on); see ``markers``.
 CLAIM = "node--"

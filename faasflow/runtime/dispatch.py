@@ -11,12 +11,14 @@ at WARNING with the call id and the function.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
 
 import requests
 
+from faasflow.engine.ids import DEAD_LETTER_HEADER
 from faasflow.runtime.queue import Job
 from faasflow.runtime.queues import Queue
 from faasflow.runtime.upstream import Unreachable
@@ -30,6 +32,7 @@ log = logging.getLogger("faasflow.gateway")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: The header carrying the delivery's attempt number (1, 2, ...).
 ATTEMPT_HEADER = "X-Faas-Flow-Attempt"
+_FORWARD = re.compile(r"^/flow/[^/]+/forward$")
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer",
     "proxy-authorization", "proxy-authenticate", "host", "content-length",
@@ -119,9 +122,29 @@ class Dispatcher:
         if job.callback:
             self._callback(job, status, out_headers, body, time.monotonic() - started)
         if status in RETRY_STATUSES and job.attempts + 1 >= self.max_attempts:
+            self._give_up(job, pool, target, f"status {status}")
             self.queue.dead_letter(job, f"status {status}")
         else:
             self.queue.done(job)
+
+    def _give_up(self, job: Job, pool: WorkerPool, target: str, why: str) -> None:
+        """Tell a flow that its iteration is a dead letter, so the request fails with the
+        cause instead of running until its deadline (the flow checks the message's signature
+        as for any forward)."""
+        if not _FORWARD.match(job.path):
+            return
+        headers = dict(job.headers)
+        headers[ATTEMPT_HEADER] = str(job.attempts + 2)
+        headers[DEAD_LETTER_HEADER] = (f"delivery given up after {job.attempts + 1} attempts "
+                                       f"({why})")
+        for attempt in range(3):  # another call's crash may have taken the worker down
+            try:
+                pool.call(job.method, target, headers, job.body)
+                return
+            except Unreachable as exc:
+                if attempt == 2 or self.closing.wait(0.5):
+                    log.warning("cannot fail the request of dead letter %s: %s", job.id, exc)
+                    return
 
     def _retry(self, job: Job, why: str) -> bool:
         attempt = job.attempts + 1
