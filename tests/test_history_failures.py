@@ -77,7 +77,12 @@ def test_an_exception_in_an_aggregator_keeps_its_traceback() -> None:
     assert doc["failure"]["traceback"].endswith("KeyError: 'missing-branch'")
 
 
-def test_the_failure_log_line_carries_the_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="faasflow.engine"):
+def test_the_failure_log_names_the_users_line_and_holds_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="faasflow.engine"):
         run("modifier")
-    assert any("in broken_modifier" in r.getMessage() for r in caplog.records)
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"(at {__file__}:22 in broken_modifier)" in warning
+    assert any(r.levelno == logging.INFO and "in broken_modifier" in r.getMessage()
+               and "Traceback" in r.getMessage() for r in caplog.records)

@@ -48,7 +48,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="show finished nodes on stderr (default: when it is a terminal)")
     parser.add_argument("--json", action="store_true",
                         help="print the request record as JSON instead of the output")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on a failure, print the traceback of the user code that raised "
+                             "(modifier, aggregator, condition, foreach function, define())")
     parser.set_defaults(func=run)
+
+
+def _print_traceback(args: argparse.Namespace, trace: str | None) -> None:
+    if args.traceback and trace:
+        sys.stderr.write(trace + "\n")
+        sys.stderr.flush()
 
 
 def http_function(handle: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -148,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from faasflow.cli import EXIT_FAILED, EXIT_USAGE, interrupted
     from faasflow.cli.targets import TargetError, default_stack_file, resolve
     from faasflow.engine import Engine
+    from faasflow.engine.failures import user_traceback
     from faasflow.errors import FaasflowError
     from faasflow.runtime.client import fail
     from faasflow.runtime.stack import Stack
@@ -176,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
                                       settings.with_backends(invoker="local"),
                                       functions=functions)
     except FaasflowError as exc:
+        _print_traceback(args, user_traceback(exc))  # define() raised
         return fail(str(exc), EXIT_USAGE)
     try:
         started = engine.start(body, request_id=args.request_id, query=args.query,
@@ -184,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         interrupted()  # the first node (or a sync flow) was still running
     except FaasflowError as exc:
         engine.close()
+        _print_traceback(args, user_traceback(exc))
         return fail(str(exc), EXIT_FAILED)
     try:
         record = None
@@ -228,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     if status != "success":
+        if record is not None and record.failure:
+            _print_traceback(args, record.failure.get("traceback"))
         outcome = {"failure": "failed", "stopped": "was stopped"}.get(status, status)
         code = fail(f"request {started.request_id} {outcome}: {error or 'no error recorded'}",
                     EXIT_FAILED)

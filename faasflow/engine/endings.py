@@ -183,8 +183,12 @@ def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
         clean_if_ended(it)
         return  # another branch already failed it, or it was stopped: hooks ran once
     trace = found.get("traceback")
-    log.warning("[Request `%s`] Failed at %s: %s%s", rid, error.node or "start", error,
-                f"\n{trace}" if trace else "")
+    # the warning names where the user's code raised; the whole traceback is an info line
+    # (shown by `faasflow up`, and by `faasflow run --traceback`)
+    where = f" (at {found['where']})" if trace else ""
+    log.warning("[Request `%s`] Failed: %s%s", rid, error, where)
+    if trace:
+        log.info("[Request `%s`] %s", rid, trace)
     with running(it.view):
         it.view.state = "failure"
         hook(it.graph.on_failure, error, rid)

@@ -45,14 +45,18 @@ def _users(filename: str) -> bool:
     return not path.startswith(_RUNTIME) or "site-packages" in path
 
 
+def _user_frames(exc: BaseException) -> tuple[BaseException, list[traceback.FrameSummary]]:
+    found = [e for e in _chain(exc) if not isinstance(e, FaasflowError)]
+    if not found:
+        return exc, []
+    origin = found[0]
+    return origin, [f for f in traceback.extract_tb(origin.__traceback__) if _users(f.filename)]
+
+
 def user_traceback(exc: BaseException) -> str | None:
     """The traceback of the innermost non-faasflow exception, trimmed to the user's frames
     and its exception line; None when no user code raised it."""
-    found = [e for e in _chain(exc) if not isinstance(e, FaasflowError)]
-    if not found:
-        return None
-    origin = found[0]
-    frames = [f for f in traceback.extract_tb(origin.__traceback__) if _users(f.filename)]
+    origin, frames = _user_frames(exc)
     if not frames:
         return None
     lines = ["Traceback (most recent call last, user code only):\n"]
@@ -83,6 +87,8 @@ def details(exc: BaseException) -> dict[str, Any]:
     trace = user_traceback(exc)
     if trace:
         out["traceback"] = trace
+        last = _user_frames(exc)[1][-1]
+        out["where"] = f"{last.filename}:{last.lineno} in {last.name}"
     return out
 
 
