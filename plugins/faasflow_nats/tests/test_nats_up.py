@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections import Counter
@@ -147,4 +148,56 @@ def test_a_faasflow_worker_delivers_a_share_of_the_gateway_calls(
         raise
     finally:
         worker.stop()
+        gateway.stop()
+
+
+POISON = """
+    import os
+
+    def crash_on_poison(data):
+        if b"poison" in data:
+            os._exit(1)  # the worker dies mid-iteration, every delivery
+        return data
+
+    def define(flow, context):
+        dag = flow.dag()
+        dag.node("a").modify(lambda data: data + b".a")
+        for branch in ("p", "q"):
+            dag.node(branch).modify(crash_on_poison)
+            dag.edge("a", branch)
+"""
+
+
+def test_a_poison_iteration_on_jetstream_ends_as_a_failed_request_with_the_cause(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    (tmp_path / "poison").mkdir()
+    (tmp_path / "poison" / "handler.py").write_text(textwrap.dedent(POISON).lstrip())
+    stack = tmp_path / "stack.yml"
+    stack.write_text("functions:\n  poison:\n    lang: faasflow\n    handler: ./poison\n")
+    gateway = GatewayProcess(
+        stack, data_dir=tmp_path / "data", processes=1,
+        extra=["--queue", nats_server.url, "--max-attempts", "3"],
+        # one host: its sqlite and filesystem stores are seen by every process of it
+        env=environ(FAASFLOW_SHARED_FILES="1", FAASFLOW_HMAC_SECRET="poison-test")).start()
+    try:
+        reply = gateway.post("/async-function/poison", data=b"poison")
+        assert reply.status_code == 202, reply.text
+        deadline = time.monotonic() + 90
+        doc: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            listing = requests.get(f"{gateway.url}/function/poison/flow", timeout=10)
+            if listing.status_code == 200 and listing.json()["requests"]:
+                doc = listing.json()["requests"][0]
+                if doc["status"] not in ("running", "paused"):
+                    break
+            time.sleep(0.3)
+        assert doc.get("status") == "failure", doc
+        assert "delivery given up after 3 attempts" in str(doc.get("error")), doc
+        queue = gateway.get("/system/queue").json()
+        assert queue["dead"] >= 1
+        assert queue["pending"] == 0
+    except BaseException:
+        print(gateway.text[-8000:])
+        raise
+    finally:
         gateway.stop()
