@@ -39,40 +39,14 @@ from nats.js import JetStreamContext, api
 
 from faasflow.errors import ConfigurationError
 from faasflow.runtime.queue import CallIdInUse, Job
+from faasflow_nats.messages import decode, encode, subject_token
 from faasflow_nats.options import NatsOptions
 
-__all__ = ["NatsQueue", "decode", "encode"]
+__all__ = ["NatsQueue"]
 
 log = logging.getLogger("faasflow.nats")
 
 T = TypeVar("T")
-
-
-def encode(job: Job, **extra: object) -> bytes:
-    """The message body: one JSON line describing the call, then the call's own body."""
-    meta = {
-        "id": job.id, "function": job.function, "path": job.path, "query": job.query,
-        "method": job.method, "headers": [list(h) for h in job.headers],
-        "callback": job.callback, "enqueued": job.enqueued, "digest": job.digest, **extra,
-    }
-    return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + job.body
-
-
-def decode(data: bytes, attempts: int = 0) -> tuple[Job, dict[str, Any]]:
-    head, _, body = data.partition(b"\n")
-    meta = json.loads(head)
-    job = Job(
-        id=str(meta["id"]), function=str(meta["function"]), path=str(meta["path"]),
-        query=str(meta["query"]), method=str(meta["method"]),
-        headers=tuple((str(k), str(v)) for k, v in meta["headers"]), body=body,
-        callback=meta.get("callback"), enqueued=float(meta["enqueued"]), attempts=attempts,
-    )
-    return job, meta
-
-
-def subject_token(function: str) -> str:
-    """A function name as one subject token (``.``, ``*``, ``>`` and blanks have meanings)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in function) or "_"
 
 
 class NatsQueue:
