@@ -1,0 +1,312 @@
+"""faasflow's side of the peer comparison (W1-W3 of issue 17): `python bench/workloads.py`.
+
+The same workloads as bench/peers/: W1 a chain of N steps, W2 a fan-out of N branches into one
+aggregator, W3 a 10x10 nested foreach aggregated at both levels. Every step adds 1 to its
+input, so each result is checked (W1 = N, W2 = N, W3 = 100). Four deployments:
+
+  memory   in-process engine, memory stores (steps are inline `modify` nodes)
+  sqlite   in-process engine, sqlite state + filesystem data (steps inline)
+  up       `faasflow up` (2 worker processes, sqlite + filesystem), every step a call of a
+           python3-http function through the gateway, the request waited for with
+           X-Faas-Flow-Wait
+  up-etcd  the same on the etcd state store of .ci/services (only when ETCD_ENDPOINTS is set)
+
+Prints one JSON object {deployment: {workload: [seconds, ...]}} on stdout (--json) or a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from faasflow import Flow
+from faasflow.backends import Kind
+from faasflow.engine import Backends, Engine
+from faasflow.plugins import Registry
+from faasflow.runtime.process import GatewayProcess
+from faasflow.settings import Settings
+
+#: (name, flow source key, N, units the time is divided by, the checked output)
+WORKLOADS: list[tuple[str, str, int, int, int]] = [
+    ("W1 10", "chain", 10, 10, 10),
+    ("W1 100", "chain", 100, 100, 100),
+    ("W2 100", "fan", 100, 100, 100),
+    ("W2 1000", "fan", 1000, 1000, 1000),
+    ("W3 10x10", "nested", 10, 100, 100),
+]
+
+# The flows as handler source: `step(node)` makes a node one no-op step; in-process it is an
+# inline modifier, behind `faasflow up` a call of the python3-http function `inc`.
+FLOWS = {
+    "chain": '''
+def define(flow, context):
+    dag = flow.dag()
+    dag.node("n0").modify(lambda d: b"0")
+    for i in range(1, N + 1):
+        step(dag.node(f"n{i}"))
+        dag.edge(f"n{i - 1}", f"n{i}")
+''',
+    "fan": '''
+def define(flow, context):
+    dag = flow.dag()
+    dag.node("start").modify(lambda d: b"0")
+    dag.node("join", aggregator=lambda found: str(sum(int(v) for v in found.values())).encode())
+    for i in range(N):
+        step(dag.node(f"b{i}"))
+        dag.edge("start", f"b{i}")
+        dag.edge(f"b{i}", "join")
+''',
+    "nested": '''
+def total(found):
+    return str(sum(int(v) for v in found.values())).encode()
+
+
+def define(flow, context):
+    dag = flow.dag()
+    outer = dag.foreach_branch("outer", lambda d: {str(i): b"0" for i in range(N)},
+                               aggregator=total)
+    inner = outer.foreach_branch("inner", lambda d: {str(i): b"0" for i in range(N)},
+                                 aggregator=total)
+    step(inner.node("leaf"))
+''',
+}
+
+INLINE_STEP = '''
+def step(node):
+    node.modify(lambda d: str(int(d) + 1).encode())
+'''
+CALL_STEP = '''
+def step(node):
+    node.apply("inc")
+'''
+INC = '''
+def handle(event, context):
+    return str(int(event.body) + 1)
+'''
+
+
+def flow_source(key: str, n: int, step: str) -> str:
+    return f"N = {n}\n" + step + textwrap.dedent(FLOWS[key])
+
+
+def define_of(key: str, n: int) -> Callable[[Any, Any], None]:
+    namespace: dict[str, Any] = {}
+    exec(compile(flow_source(key, n, INLINE_STEP), f"<{key}>", "exec"), namespace)
+    return namespace["define"]  # type: ignore[no-any-return]
+
+
+def check(got: bytes, expected: int, what: str) -> None:
+    if got.strip() != str(expected).encode():
+        raise SystemExit(f"faasflow {what}: output {got[:200]!r}, expected {expected}")
+
+
+def in_process(stores: str, repeat: int, workdir: Path) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    for name, key, n, _, expected in WORKLOADS:
+        times = []
+        for i in range(repeat + 1):  # the first is a warm-up
+            env = {"FAASFLOW_LOCAL_WORKERS": "8"}
+            if stores == "sqlite":
+                run_dir = workdir / f"{key}-{n}-{i}"
+                env.update(FAASFLOW_SQLITE_PATH=str(run_dir / "state.db"),
+                           FAASFLOW_FILESYSTEM_PATH=str(run_dir / "data"))
+            settings = Settings(environ=env)
+            registry = Registry.shared(settings)
+            backends = Backends(
+                registry.create(Kind.STATE_STORE, settings, stores),
+                registry.create(Kind.DATA_STORE, settings,
+                                "filesystem" if stores == "sqlite" else "memory"),
+                registry.create(Kind.TRACER, settings, "none"),
+                registry.create(Kind.INVOKER, settings, "local"),
+            )
+            engine = Engine(Flow(define_of(key, n), name=f"w-{key}"), settings, backends)
+            try:
+                t0 = time.perf_counter()
+                started = engine.start(b"")
+                record = engine.wait(started.request_id, timeout=600)
+                elapsed = time.perf_counter() - t0
+            finally:
+                engine.close()
+            if record is None or record.status != "success":
+                raise SystemExit(f"faasflow {stores} {name}: request did not succeed: {record}")
+            check(record.output or b"", expected, f"{stores} {name}")
+            if i:
+                times.append(elapsed)
+        results[name] = times
+    return results
+
+
+def write_stack(root: Path, environment: dict[str, str] | None) -> Path:
+    lines = ["version: 1.0", "provider:", "  name: openfaas", "functions:"]
+    for key, n in {(key, n) for _, key, n, _, _ in WORKLOADS}:
+        name = f"w-{key}-{n}"
+        (root / name).mkdir(parents=True)
+        (root / name / "handler.py").write_text(flow_source(key, n, CALL_STEP))
+        lines += [f"  {name}:", "    lang: faasflow", f"    handler: ./{name}"]
+        if environment:
+            lines.append("    environment:")
+            lines += [f"      {k}: {json.dumps(v)}" for k, v in environment.items()]
+    (root / "inc").mkdir(parents=True)
+    (root / "inc" / "handler.py").write_text(INC.lstrip())
+    lines += ["  inc:", "    lang: python3-http", "    handler: ./inc"]
+    stack = root / "stack.yml"
+    stack.write_text("\n".join(lines) + "\n")
+    return stack
+
+
+def start_gateway(workdir: Path, environment: dict[str, str] | None) -> GatewayProcess:
+    stack = write_stack(workdir / "stack", environment)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
+    return GatewayProcess(stack, data_dir=workdir / "data", processes=2, env=env,
+                          extra=["--concurrency", "8", "--quiet"]).start()
+
+
+def through_up(repeat: int, workdir: Path,
+               environment: dict[str, str] | None = None) -> dict[str, list[float]]:
+    gateway = start_gateway(workdir, environment)
+    session = requests.Session()
+    results: dict[str, list[float]] = {}
+    try:
+        for name, key, n, _, expected in WORKLOADS:
+            url = f"{gateway.url}/function/w-{key}-{n}"
+            times = []
+            for i in range(repeat + 1):
+                t0 = time.perf_counter()
+                answer = session.post(url, data=b"", headers={"X-Faas-Flow-Wait": "600"},
+                                      timeout=660)
+                elapsed = time.perf_counter() - t0
+                if answer.status_code != 200:
+                    raise SystemExit(f"faasflow up {name}: {answer.status_code} {answer.text}")
+                check(answer.content, expected, f"up {name}")
+                if i:
+                    times.append(elapsed)
+            results[name] = times
+    finally:
+        session.close()
+        gateway.stop()
+    return results
+
+
+def etcd_environment() -> dict[str, str] | None:
+    endpoints = os.environ.get("ETCD_ENDPOINTS")
+    if not endpoints:
+        return None
+    return {"FAASFLOW_STATE_STORE": "etcd", "FAASFLOW_ETCD_ENDPOINTS": endpoints,
+            "FAASFLOW_ETCD_PREFIX": f"bench-peers-{uuid.uuid4().hex[:8]}/"}
+
+
+def median_ms(call: Callable[[int], object], n: int, warmup: int = 20) -> float:
+    for i in range(warmup):
+        call(i)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def floors(workdir: Path, n: int = 300) -> dict[str, float]:
+    """The costs a step must pay, measured in this run (ms, median of n)."""
+    out: dict[str, float] = {}
+    gateway = start_gateway(workdir / "floors", None)
+    session = requests.Session()
+    try:
+        sync = f"{gateway.url}/function/inc"
+        asynchronous = f"{gateway.url}/async-function/inc"
+
+        def call(i: int) -> None:
+            answer = session.post(sync, data=b"1", timeout=30)
+            if answer.status_code != 200 or answer.content != b"2":
+                raise SystemExit(f"floor call: {answer.status_code} {answer.content!r}")
+
+        def accepted(i: int) -> None:
+            answer = session.post(asynchronous, data=b"1", timeout=30)
+            if answer.status_code != 202:
+                raise SystemExit(f"floor async call: {answer.status_code} {answer.text}")
+
+        out["python3-http call via gateway"] = median_ms(call, n)
+        out["async call accepted (202)"] = median_ms(accepted, n)
+    finally:
+        session.close()
+        gateway.stop()
+    db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB)")
+    out["sqlite write (WAL)"] = median_ms(
+        lambda i: db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (f"k{i}", b"v")), n)
+    db.close()
+    endpoints = os.environ.get("ETCD_ENDPOINTS")
+    if endpoints:
+        import pyetcd
+
+        host, port = endpoints.split(",")[0].rsplit("/", 1)[-1].rsplit(":", 1)
+        client = pyetcd.client(host, int(port))
+        key = f"bench-peers/{uuid.uuid4().hex}"
+        client.put(key, "0")
+        tx = client.transactions
+        out["etcd txn CAS"] = median_ms(lambda i: client.transaction(
+            compare=[tx.value(key) == "0"], success=[tx.put(key, "0")], failure=[]), n)
+        client.delete(key)
+        client.close()
+    return out
+
+
+def units() -> dict[str, int]:
+    return {name: unit for name, _, _, unit, _ in WORKLOADS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", action="append", help="memory, sqlite, up, up-etcd")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--floors", action="store_true", help="also measure the floors")
+    args = parser.parse_args(argv)
+    chosen = args.only or ["memory", "sqlite", "up", "up-etcd"]
+    out: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="faasflow-workloads-") as tmp:
+        work = Path(tmp)
+        floor = floors(work) if args.floors else {}
+        for deployment in chosen:
+            (work / deployment).mkdir()
+            if deployment in ("memory", "sqlite"):
+                out[deployment] = in_process(deployment, args.repeat, work / deployment)
+            elif deployment == "up":
+                out[deployment] = through_up(args.repeat, work / deployment)
+            elif deployment == "up-etcd":
+                environment = etcd_environment()
+                if environment is None:
+                    print("up-etcd skipped: ETCD_ENDPOINTS not set (run .ci/services up)",
+                          file=sys.stderr)
+                    continue
+                out[deployment] = through_up(args.repeat, work / deployment, environment)
+    if args.json:
+        print(json.dumps({"faasflow": out, "floors": floor}))
+    else:
+        per = units()
+        for deployment, results in out.items():
+            cells = [f"{name} {statistics.median(t) / per[name] * 1e3:.3f}"
+                     for name, t in results.items()]
+            print(f"{deployment:<8} ms per unit: " + "  ".join(cells))
+        for what, ms in floor.items():
+            print(f"floor    {what}: {ms:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
