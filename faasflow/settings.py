@@ -44,6 +44,7 @@ class EnvVars:
     CALL_RETRIES = "FAASFLOW_CALL_RETRIES"
     ITERATION_ATTEMPTS = "FAASFLOW_ITERATION_ATTEMPTS"
     CLAIM_LEASE = "FAASFLOW_CLAIM_LEASE"
+    REDRIVE = "FAASFLOW_REDRIVE"
     SWEEP_INTERVAL = "FAASFLOW_SWEEP_INTERVAL"
     MAX_BODY = "FAASFLOW_MAX_BODY"
     REPLICAS = "FAASFLOW_REPLICAS"
@@ -130,6 +131,8 @@ class Settings:
     iteration_attempts: int = 5
     """Deliveries of an in-process iteration before its request fails."""
     claim_lease: float = 300.0
+    redrive: bool = False
+    """Keep a failed request's state and its input until its record expires (redrive, rerun)."""
     """Seconds a node instance stays claimed by a delivery that went silent."""
     sweep_interval: float = 60.0
     """Seconds between opportunistic sweeps by a serving flow (0: only on demand)."""
@@ -220,6 +223,7 @@ class Settings:
                 get(EnvVars.ITERATION_ATTEMPTS) or "5", EnvVars.ITERATION_ATTEMPTS, int
             ))),
             claim_lease=_number(get(EnvVars.CLAIM_LEASE) or "300", EnvVars.CLAIM_LEASE, float),
+            redrive=_bool(get(EnvVars.REDRIVE) or "false", EnvVars.REDRIVE),
             sweep_interval=_number(
                 get(EnvVars.SWEEP_INTERVAL) or "60", EnvVars.SWEEP_INTERVAL, float
             ),

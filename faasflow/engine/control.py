@@ -14,6 +14,7 @@ from .ids import REQUEST_ID_HEADER
 from .iteration import Core
 from .nodestates import held_instances, node_states
 from .records import RequestRecord
+from .redrive import keeps, release
 from .retrying import retry_backend
 from .state import FINISHED, PAUSED, RUNNING, RequestControl
 
@@ -126,11 +127,19 @@ def _sweep_one(
     control = core.control(rid)
     if entry["status"] != "running":
         found = control.read()
-        if found is not None and found[1].terminal:
-            finalize(core, rid, found[1], control.states, control.data)  # a crash mid-cleanup
-            return True
         expires = entry.get("expires")
-        if isinstance(expires, (int, float)) and expires < now:
+        expired = isinstance(expires, (int, float)) and expires < now
+        if found is not None and found[1].terminal:
+            if not keeps(core, found[1]):
+                finalize(core, rid, found[1], control.states, control.data)  # crash mid-cleanup
+                return True
+            if not expired:  # a failure kept for a redrive
+                if core.records.load(rid) is None:
+                    finalize(core, rid, found[1], control.states, control.data)
+                    return True
+                return False
+            release(control)
+        if expired:
             core.records.forget(rid)
             forgotten.add(rid)
             return True

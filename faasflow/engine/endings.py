@@ -26,6 +26,7 @@ from .ids import CLAIM, REQUEST_ID_HEADER
 from .iteration import Core, Iteration
 from .nodestates import instance_node, node_states
 from .records import NodeRun, RequestRecord
+from .redrive import keep_iteration, keeps
 from .state import RequestControl, RequestState
 
 __all__ = ["fail", "finalize", "finish", "graph_of", "node_marks", "node_runs"]
@@ -129,6 +130,8 @@ def finalize(
             core.records.load(rid) is None
         ):
             core.records.save(record)  # an ender crashed between the status and the record
+    if keeps(core, tomb):
+        return  # kept for a redrive until the record expires (``redrive``)
     data.cleanup()
     states.cleanup()
 
@@ -142,10 +145,16 @@ def hook(fn: Callable[[Any], object] | None, arg: Any, rid: str) -> None:
         log.exception("[Request `%s`] %s hook raised", rid, getattr(fn, "__name__", "flow"))
 
 
-def callback(core: Core, url: str, rid: str, output: bytes) -> None:
+STATUS_HEADER = "X-Faas-Flow-Status"
+
+
+def callback(core: Core, url: str, rid: str, output: bytes, status: str = "success") -> None:
+    """POST the outcome to the request's callback URL: the output of a success, the error of
+    a failure, told apart by ``X-Faas-Flow-Status``."""
     try:
         response = core.invoker.request(
-            "POST", url, output, headers={REQUEST_ID_HEADER: rid}, timeout=30.0
+            "POST", url, output, headers={REQUEST_ID_HEADER: rid, STATUS_HEADER: status},
+            timeout=30.0,
         )
         if not response.ok:
             log.warning("[Request `%s`] callback %s answered %s", rid, url, response.status)
@@ -182,6 +191,8 @@ def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
     if tomb is None:
         clean_if_ended(it)
         return  # another branch already failed it, or it was stopped: hooks ran once
+    if keeps(core, tomb):
+        keep_iteration(it)  # before the record: a redrive finds what to forward
     trace = found.get("traceback")
     # the warning names where the user's code raised; the whole traceback is an info line
     # (shown by `faasflow up`, and by `faasflow run --traceback`)
@@ -196,6 +207,8 @@ def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
     finalize(core, rid, tomb, it.states, it.data, it.graph)
     it.tracer.request_failure(error)
     it.ended = True
+    if it.msg.callback:  # a caller waiting on its callback hears of the failure too
+        callback(core, it.msg.callback, rid, str(error).encode(), "failure")
     core.waiters.notify(rid)
 
 

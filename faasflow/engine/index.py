@@ -305,8 +305,8 @@ class RequestIndex:
         pos = entry.position
         puts = self.keys_of_ended(entry)
         stale = {f"{_S}{status}/{pos}" for status in STATUSES if status != entry.status}
-        if where.get("p") and where["p"] != pos:  # started at another time: a repaired entry
-            stale |= _keys_of(where)
+        if where.get("p"):  # a repaired entry (started at another time), or a redrive's
+            stale |= _keys_of(where)  # running again: what indexed it before goes
         stale -= set(puts)
         if states.atomic_transactions:
             states.transaction({}, puts, sorted(stale))

@@ -27,6 +27,7 @@ __all__ = ["RECORDS", "RecordBook", "RequestRecord"]
 RECORDS = "~records"
 _KEY = "rec--"
 _CALL = "call--"
+_INPUT = "input--"
 
 RUNNING = "running"
 TERMINAL = ("success", "failure", "stopped")
@@ -243,6 +244,34 @@ class RecordBook:
             watcher.request_ended(record)
         return True
 
+    def reopen(
+        self, request_id: str, raw: str, entry: dict[str, Any], deadline: float | None
+    ) -> bool:
+        """Claim a redrive of a failed request: its entry goes back to running (exactly one
+        caller gets True)."""
+        opened = {k: v for k, v in entry.items() if k not in ("ended", "expires")}
+        opened.update(status=RUNNING, deadline=deadline)
+        try:
+            self.states.update(_KEY + request_id, raw, json.dumps(opened))
+        except (CompareFailed, KeyNotFound):
+            return False
+        if self.index is not None:
+            self.index.ended(IndexEntry(request_id, RUNNING, float(entry["created"])))
+        return True
+
+    def keep_input(self, request_id: str, data: bytes, query: str,
+                   callback: str | None) -> None:
+        """Keep a request's input until its record expires (re-run)."""
+        doc = {"body": base64.b64encode(data).decode(), "query": query, "callback": callback}
+        self.data.set(_INPUT + request_id, json.dumps(doc).encode())
+
+    def input_of(self, request_id: str) -> tuple[bytes, str, str | None] | None:
+        try:
+            doc = json.loads(self.data.get(_INPUT + request_id))
+        except KeyNotFound:
+            return None
+        return base64.b64decode(doc["body"]), str(doc.get("query") or ""), doc.get("callback")
+
     def save(self, record: RequestRecord, body: bytes | None = None) -> None:
         """Write the full record of an ended request (again, when a crash lost it)."""
         if body is None:
@@ -270,6 +299,7 @@ class RecordBook:
             self.index.remove(request_id)
         self.states.delete(_KEY + request_id)
         self.data.delete(_KEY + request_id)
+        self.data.delete(_INPUT + request_id)
 
     def forget_calls(self, request_ids: set[str]) -> None:
         """Drop the call-id entries of forgotten requests."""

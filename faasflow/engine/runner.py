@@ -32,6 +32,7 @@ from .iteration import (
     user,
 )
 from .message import Message
+from .redrive import keep_iteration, keeps
 from .state import FINISHED, PAUSED, RequestControl
 
 __all__ = ["DUPLICATE", "PARKED", "RAN", "iterate", "run_operations"]
@@ -76,6 +77,7 @@ def iterate(
             tracer.request_end({"faasflow.status": "running"})
     except Stopped:
         log.info("[Request `%s`] ended while %s ran", rid, msg.node)
+        _keep_if_failed(core, it)
         endings.clean_if_ended(it)
     except Duplicate:
         log.info("[Request `%s`] duplicate delivery of %s: its work is done or in hand", rid,
@@ -110,6 +112,8 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
             # request (it failed after the decision): its record and cleanup are finished here
             endings.finalize(core, rid, current, it.states, it.data)
             core.waiters.notify(rid)
+        elif keeps(core, current) and not first:
+            keep_iteration(it)  # refused because the request failed: a redrive sends it again
         raise RequestNotActive(rid, current.status or FINISHED)
     if current.state == PAUSED and not first and it.control.park(body):
         log.info("[Request `%s`] paused: iteration %s held", rid, it.msg.node)
@@ -126,6 +130,13 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
     if current.deadline is not None and time.time() > current.deadline:
         raise FlowFailure(f"request {rid} passed its deadline", request_id=rid)
     return True
+
+
+def _keep_if_failed(core: Core, it: Iteration) -> None:
+    """An iteration interrupted by its request's failure is kept for a redrive."""
+    found = it.control.read()
+    if found is not None and found[1].terminal and keeps(core, found[1]):
+        keep_iteration(it)
 
 
 def _input_keys(it: Iteration, node: Node) -> list[str]:

@@ -88,6 +88,8 @@ def start_dag(
         return as_started(core, rid)
     ctl.states.init()
     ctl.data.init()
+    if core.settings.redrive and existing is None:  # for a re-run, until the record expires
+        core.records.keep_input(rid, data, query, callback_url)
     event = core.waiters.watch(rid)
     if existing is None:
         log.info("[Request `%s`] Created (flow %s)", rid, core.name)

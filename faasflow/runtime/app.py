@@ -12,6 +12,8 @@ Routes (faas-flow v0.6's documented surface, plus the request record and the wai
 ``GET /flow/ID/state``                 ``RUNNING`` / ``PAUSED`` / ``FINISHED``
 ``POST /flow/ID/forward``              one iteration (signed message; internal)
 ``POST /flow/ID/execute``              start a request with id ``ID``
+``POST /flow/ID/redrive``              continue a failed request from its failed node(s)
+``POST /flow/ID/rerun``                start a new request with the same input
 ``GET /flow/ID``                       the request record as JSON
 ``GET /flow``                          a page of requests, newest first (``status``, ``limit``,
                                        ``cursor``, ``since``, ``until``, ``node``, ``q``)
@@ -279,8 +281,13 @@ class FlowApp:
             if request.method != "POST":
                 return not_allowed(request, "POST")
             return self._start(engine, request, request_id)
+        if action in ("redrive", "rerun"):
+            if request.method != "POST":
+                return not_allowed(request, "POST")
+            return self._again(engine, request, action, request_id)
         return error(request, 404, f"no route {request.method} {request.path}: unknown action "
-                     f"{action!r} (pause, resume, stop, state, forward, execute)")
+                     f"{action!r} (pause, resume, stop, state, forward, execute, redrive, "
+                     "rerun)")
 
     # -- routes --------------------------------------------------------------------------------
 
@@ -362,6 +369,30 @@ class FlowApp:
                 return text(engine.state(request_id))
             getattr(engine, action)(request_id)
             return text(f"Successfully {_DONE_WORDS[action]} request {request_id}")
+
+        return self._call(request, request_id, act, action=action)
+
+    def _again(self, engine: Engine, request: Request, action: str, request_id: str) -> Response:
+        """Redrive a failed request from its failed node(s), or re-run any request anew."""
+        from faasflow.engine.redrive import redrive
+
+        def act() -> Response:
+            if action == "redrive":
+                sent = redrive(engine.core, request_id)
+                return json_response({"request_id": request_id, "status": "running",
+                                      "redriven": sent}, 202)
+            kept = engine.records.input_of(request_id)
+            if kept is None:
+                if engine.records.entry(request_id) is None:
+                    raise RequestNotFound(request_id, "rerun")
+                return error(request, 409, f"cannot re-run request {request_id}: its input was "
+                             "not kept (set FAASFLOW_REDRIVE=true to keep every request's input "
+                             "until its record expires)", request_id)
+            body, query, callback = kept
+            started = engine.start(body, query=query, callback_url=callback)
+            return json_response({"request_id": started.request_id, "rerun_of": request_id,
+                                  "status": started.status}, 202,
+                                 (REQID, started.request_id))
 
         return self._call(request, request_id, act, action=action)
 

@@ -122,6 +122,7 @@ def flow_defaults(gateway_url: str, data_dir: Path, hmac_secret: str) -> dict[st
         EnvVars.GATEWAY_URL: gateway_url,
         EnvVars.DATA_DIR: str(data_dir),
         EnvVars.HMAC_SECRET: hmac_secret,
+        EnvVars.REDRIVE: "true",  # a failed request can be redriven or re-run from the CLI
         EnvVars.option("sqlite", "path"): str(data_dir / "state.db"),
         EnvVars.option("filesystem", "path"): str(data_dir / "data"),
     }
