@@ -73,7 +73,7 @@ class GatewayClient:
         except requests.ConnectionError:
             raise Unreachable(
                 f"cannot reach the gateway at {self.url}: is `faasflow up` running? "
-                "(pass --gateway URL or set FAASFLOW_GATEWAY_URL)"
+                "(pass --gateway URL or set OPENFAAS_URL)"
             ) from None
         except requests.Timeout:
             raise Unreachable(f"the gateway at {self.url} did not answer in time") from None
