@@ -41,6 +41,7 @@ COMMANDS = (
     "faasflow.cli.worker",
     "faasflow.cli.invoke",
     "faasflow.cli.requests",
+    "faasflow.cli.logs",
     "faasflow.cli.sweep",
     "faasflow.cli.graph",
     "faasflow.cli.plugins",

@@ -13,16 +13,18 @@ from faasflow.cli.gateways import add_arguments as add_gateway_arguments
 
 __all__ = ["register"]
 
-_ACTIONS = ("list", "show", "pause", "resume", "stop", "state")
+_ACTIONS = ("list", "show", "pause", "resume", "stop", "state", "redrive", "rerun")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "requests",
-        help="list, show, pause, resume or stop the requests of a flow",
+        help="list, show, pause, resume, stop, redrive or re-run the requests of a flow",
         description=(
             "Talk to a flow through a gateway (faasflow up, or OpenFaaS): list its requests, "
-            "show one (status, output, error, node timings), or pause / resume / stop it. "
+            "show one (status, output, error, node states and timings), pause / resume / stop "
+            "it, redrive a failed one from its failed node(s), or re-run one with the same "
+            "input (both need FAASFLOW_REDRIVE=true, the default under faasflow up). "
             "The gateway is found as for `faasflow invoke`. Exit codes: 0 done, 1 the action "
             "failed, 2 bad input (e.g. resume of a request that is not paused), 3 no such "
             "request or flow, 4 gateway unreachable."
@@ -108,6 +110,13 @@ def _print_record(doc: dict[str, Any]) -> None:
         print(f"ended    {_when(doc.get('ended'))} ({_duration(doc)})")
     if doc.get("error"):
         print(f"error    {doc['error']}")
+    failure = doc.get("failure") or {}
+    if failure.get("status") is not None:
+        print(f"answer   HTTP {failure['status']}: {str(failure.get('body', ''))[:300]}")
+    if failure.get("traceback"):
+        print("traceback")
+        for line in str(failure["traceback"]).splitlines():
+            print(f"  {line}")
     if doc.get("output") is not None:
         output = str(doc["output"])
         shown = output if len(output) <= 500 else output[:500] + "..."
@@ -123,6 +132,14 @@ def _print_record(doc: dict[str, Any]) -> None:
             tries = f"  ({attempts} attempts)" if attempts and attempts > 1 else ""
             print(f"  {node:<32} {run.get('status', ''):<8} "
                   f"{run.get('duration_ms', 0):>10.1f} ms{tries}{extra}")
+    states = {k: v for k, v in (doc.get("states") or {}).items()
+              if v.get("state") != "succeeded" or v.get("counts")}
+    if states:
+        print("states")
+        for node, state in states.items():
+            counts = state.get("counts")
+            shown = ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else ""
+            print(f"  {node:<32} {state.get('state', '')}" + (f"  ({shown})" if shown else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,6 +193,20 @@ def run(args: argparse.Namespace) -> int:
             _print_list({**doc, "filtered": filtered})
         else:
             _print_record(doc)
+        return 0
+    if args.action in ("redrive", "rerun"):
+        try:
+            doc = reply.json()
+        except ValueError:
+            doc = {}
+        if args.json:
+            json.dump(doc, sys.stdout, indent=2)
+            print()
+        elif args.action == "redrive":
+            print(f"request {args.request_id} redriven ({doc.get('redriven', '?')} iterations "
+                  f"sent again); faasflow requests show {args.flow} {args.request_id}")
+        else:
+            print(doc.get("request_id", ""))
         return 0
     print(reply.text.strip())
     return 0
