@@ -1,4 +1,4 @@
-"""The peer comparison of issue 17: `python bench/peers/run.py [--repeat 5]` (scripts/bench --peers).
+"""Issue 17's peer comparison: `python bench/peers/run.py [--repeat 5]` (scripts/bench --peers).
 
 Runs W1-W3 on Celery + Redis (prefork, 2 workers) and on DBOS (SQLite), each in its own venv
 under bench/.venvs/ (created here, versions pinned), then faasflow's side (bench/workloads.py:
@@ -78,7 +78,7 @@ def free_port() -> int:
 def run_json(command: list[str], env: dict[str, str] | None = None,
              cwd: Path | None = None) -> Any:
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=1800)
+                          timeout=1800, check=False)
     if done.returncode != 0:
         raise SystemExit(f"`{' '.join(command)}` failed ({done.returncode}):\n"
                          f"{done.stderr[-3000:]}")
@@ -191,24 +191,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per workload")
     parser.add_argument("--json", type=Path, help="also write the raw seconds here")
+    parser.add_argument("--resume", type=Path,
+                        help="a --json file of an interrupted run: reuse the peers it holds")
     args = parser.parse_args(argv)
     systems: dict[str, tuple[str, dict[str, list[float]]]] = {}
-    loads = []
+    loads: list[str] = []
+    if args.resume and args.resume.exists():
+        kept = json.loads(args.resume.read_text())
+        for name in PEERS:
+            if name in kept.get("systems", {}):
+                systems[name] = (PEERS[name][1], kept["systems"][name])
+        loads = [entry for entry in kept.get("load", []) if entry.split()[0] in systems]
+
+    def save(floors: dict[str, float] | None = None) -> None:
+        if args.json:
+            args.json.write_text(json.dumps({"systems": {k: v[1] for k, v in systems.items()},
+                                             "floors": floors or {}, "load": loads}, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="faasflow-peers-") as tmp:
         work = Path(tmp)
         for name, runner in (("celery", celery), ("dbos", dbos)):
+            if name in systems:
+                continue
             loads.append(f"{name} {load()}")
             print(f"running {PEERS[name][1]} ...", file=sys.stderr, flush=True)
             systems[name] = (PEERS[name][1], runner(args.repeat, work))
+            save()
         loads.append(f"faasflow {load()}")
         print("running faasflow ...", file=sys.stderr, flush=True)
         ours = faasflow(args.repeat)
     for key, results in ours["faasflow"].items():
         systems[key] = (FAASFLOW[key], results)
+    save(ours["floors"])
     report(systems, ours["floors"], args.repeat, loads)
-    if args.json:
-        args.json.write_text(json.dumps({"systems": {k: v[1] for k, v in systems.items()},
-                                         "floors": ours["floors"], "load": loads}, indent=1))
     return 0
 
 
