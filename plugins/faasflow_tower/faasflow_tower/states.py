@@ -1,8 +1,8 @@
 """Node states of one request, derived from its record and the flow's plan.
 
-The record lists only the node runs that finished (start, end, attempts, status, error); there
-is no live node state yet. So the state of a node is inferred here, in one place, to be
-replaced when the engine reports node states itself:
+A record of a current faasflow carries every node's state (``states``, derived by the engine
+from its node markers): it is used as it is. An older record lists only the node runs that
+finished (start, end, attempts, status, error), so the state is inferred from them:
 
 - a node with runs: ``failed`` if one of them failed, else ``succeeded`` (a foreach node
   still waiting for branches while the request runs is ``running``);
@@ -23,6 +23,12 @@ import attrs
 from faasflow_tower.plan import Plan
 
 __all__ = ["STATES", "NodeRun", "NodeState", "derive", "runs_of"]
+
+#: The engine's node states (``GET /flow/<id>``'s ``states``) as this page names them: a
+#: node interrupted by the request's end ("stopped") was not reached to its end.
+_REPORTED = {"pending": "pending", "running": "running", "held": "held",
+             "succeeded": "succeeded", "failed": "failed", "skipped": "skipped",
+             "stopped": "not-reached"}
 
 #: Every state a node can be shown in, in legend order.
 STATES = ("pending", "running", "held", "succeeded", "failed", "skipped", "not-reached")
@@ -85,9 +91,19 @@ def derive(plan: Plan, record: Mapping[str, Any]) -> dict[str, NodeState]:
         by_node.setdefault(run.node, []).append(run)
     preds = plan.predecessors()
     succ = plan.successors()
+    reported = record.get("states")
+    reported = reported if isinstance(reported, Mapping) else {}
     states: dict[str, NodeState] = {}
     for key in plan.keys:
         runs = tuple(by_node.get(key, ()))
+        given = reported.get(key)
+        if isinstance(given, Mapping) and given.get("state") in _REPORTED:
+            # the engine's own state (faasflow >= the live node states): no guessing
+            state = _REPORTED[str(given["state"])]
+            if state == "pending" and status not in ACTIVE:
+                state = "not-reached"
+            states[key] = NodeState(state, runs)
+            continue
         if runs:
             if any(r.status != "success" for r in runs):
                 state = "failed"

@@ -1,0 +1,39 @@
+"""The tower shows the engine's own node states when the record carries them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from faasflow.export import export_definition
+
+plan_module = pytest.importorskip("faasflow_tower.plan")
+states_module = pytest.importorskip("faasflow_tower.states")
+
+
+def define(flow: Any, context: Any) -> None:
+    dag = flow.dag()
+    dag.node("a").modify(lambda d: d)
+    dag.node("b").modify(lambda d: d)
+    dag.node("c").modify(lambda d: d)
+    dag.edge("a", "b")
+    dag.edge("b", "c")
+
+
+def test_the_records_states_win_over_the_derived_ones() -> None:
+    plan = plan_module.Plan.from_export(export_definition(define, "t"))
+    record = {"status": "running", "nodes": {},
+              "states": {"0_1_a": {"state": "held"}, "0_2_b": {"state": "skipped"},
+                         "0_3_c": {"state": "pending"}}}
+    got = {k: s.state for k, s in states_module.derive(plan, record).items()}
+    assert got == {"0_1_a": "held", "0_2_b": "skipped", "0_3_c": "pending"}
+
+
+def test_a_pending_node_of_an_ended_request_shows_as_not_reached() -> None:
+    plan = plan_module.Plan.from_export(export_definition(define, "t"))
+    record = {"status": "failure", "nodes": {},
+              "states": {"0_1_a": {"state": "failed"}, "0_2_b": {"state": "pending"},
+                         "0_3_c": {"state": "stopped"}}}
+    got = {k: s.state for k, s in states_module.derive(plan, record).items()}
+    assert got == {"0_1_a": "failed", "0_2_b": "not-reached", "0_3_c": "not-reached"}
