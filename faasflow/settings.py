@@ -45,6 +45,9 @@ class EnvVars:
     ITERATION_ATTEMPTS = "FAASFLOW_ITERATION_ATTEMPTS"
     CLAIM_LEASE = "FAASFLOW_CLAIM_LEASE"
     REDRIVE = "FAASFLOW_REDRIVE"
+    CAPTURE = "FAASFLOW_CAPTURE"
+    CAPTURE_LIMIT = "FAASFLOW_CAPTURE_LIMIT"
+    CAPTURE_REDACT = "FAASFLOW_CAPTURE_REDACT"
     SWEEP_INTERVAL = "FAASFLOW_SWEEP_INTERVAL"
     MAX_BODY = "FAASFLOW_MAX_BODY"
     REPLICAS = "FAASFLOW_REPLICAS"
@@ -92,6 +95,13 @@ def _bool(raw: str, name: str) -> bool:
     raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
+def _choice(raw: str, name: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigurationError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def _number(raw: str, name: str, kind: type[float] | type[int]) -> float:
     try:
         value = kind(raw)
@@ -132,6 +142,11 @@ class Settings:
     """Deliveries of an in-process iteration before its request fails."""
     claim_lease: float = 300.0
     redrive: bool = False
+    capture: str = "none"
+    """``none``, ``errors`` or ``all``: which node inputs and outputs the record keeps."""
+    capture_limit: int = 65536
+    capture_redact: str | None = None
+    """``module:function`` applied to every captured payload before it is stored."""
     """Keep a failed request's state and its input until its record expires (redrive, rerun)."""
     """Seconds a node instance stays claimed by a delivery that went silent."""
     sweep_interval: float = 60.0
@@ -224,6 +239,11 @@ class Settings:
             ))),
             claim_lease=_number(get(EnvVars.CLAIM_LEASE) or "300", EnvVars.CLAIM_LEASE, float),
             redrive=_bool(get(EnvVars.REDRIVE) or "false", EnvVars.REDRIVE),
+            capture=_choice(get(EnvVars.CAPTURE) or "none", EnvVars.CAPTURE,
+                            ("none", "errors", "all")),
+            capture_limit=int(_number(get(EnvVars.CAPTURE_LIMIT) or "65536",
+                                      EnvVars.CAPTURE_LIMIT, int)),
+            capture_redact=get(EnvVars.CAPTURE_REDACT) or None,
             sweep_interval=_number(
                 get(EnvVars.SWEEP_INTERVAL) or "60", EnvVars.SWEEP_INTERVAL, float
             ),

@@ -9,6 +9,7 @@ import time
 
 from faasflow.errors import FaasflowError, RequestNotActive, RequestNotFound
 
+from .capture import forget as forget_captured
 from .endings import failure_of, finalize, graph_of, node_marks, node_runs
 from .ids import REQUEST_ID_HEADER
 from .iteration import Core
@@ -141,6 +142,8 @@ def _sweep_one(
             release(control)
         if expired:
             core.records.forget(rid)
+            if core.settings.capture != "none":
+                forget_captured(core, rid)
             forgotten.add(rid)
             return True
         return False

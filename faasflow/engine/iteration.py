@@ -109,6 +109,8 @@ class Iteration:
     consumed: list[str] = attrs.field(factory=list)
     ended: bool = False
     """The request ended in this iteration (the tracer has been told)."""
+    node_input: tuple[str, bytes] | None = None
+    """(execution id, input) of the node running, for the capture of a failure."""
 
 
 def user(fn: Callable[..., object], arg: object, what: str) -> bytes:

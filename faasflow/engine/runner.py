@@ -19,6 +19,7 @@ from faasflow.interfaces import Tracer
 from faasflow.operations import Call, Retry
 
 from . import endings, markers
+from .capture import capture_node
 from .coordination import decode_branches, encode_branches, hand_on, select_branches, send_branches
 from .ids import exec_id
 from .iteration import (
@@ -84,10 +85,12 @@ def iterate(
                  msg.node)
         return DUPLICATE
     except FlowFailure as exc:
+        _capture_failed(core, it)
         endings.fail(core, it, exc)
     except (BackendError, RequestNotActive):
         raise
     except Exception as exc:  # user code outside operations, or an engine fault
+        _capture_failed(core, it)
         endings.fail(core, it, FlowFailure(
             f"Node({msg.node}): {type(exc).__name__}: {exc}", node=msg.node, request_id=rid
         ))
@@ -130,6 +133,11 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
     if current.deadline is not None and time.time() > current.deadline:
         raise FlowFailure(f"request {rid} passed its deadline", request_id=rid)
     return True
+
+
+def _capture_failed(core: Core, it: Iteration) -> None:
+    if core.settings.capture != "none" and it.node_input is not None:
+        capture_node(core, it.msg.request_id, it.node_input[0], it.node_input[1], None)
 
 
 def _keep_if_failed(core: Core, it: Iteration) -> None:
@@ -236,10 +244,13 @@ def _run_node(core: Core, it: Iteration) -> None:
                 send_branches(core, it, node, branches, items)
                 it.tracer.node_end(eid, {"faasflow.branches": len(items)})
             else:
+                it.node_input = (eid, data)
                 output, attempts = run_operations(
                     core, msg, node, data, it.tracer, it.view, it.control, it.attempt
                 )
                 raw, doc = markers.mark_done(it, eid, raw, doc, output, attempts)
+                if core.settings.capture == "all":
+                    capture_node(core, msg.request_id, eid, data, output)
                 hand_on(core, it, node, branches, output)
     markers.mark_handed(it, eid, raw, doc)
     for key in it.consumed:

@@ -22,7 +22,7 @@ from faasflow.errors import FlowFailure, RequestIdInUse, RequestNotActive
 from faasflow.graph import Graph
 from faasflow.interfaces import DataStore
 
-from . import control, endings, runner
+from . import capture, control, endings, runner
 from .iteration import Core
 from .message import Message
 from .state import RUNNING, RequestState
@@ -90,6 +90,8 @@ def start_dag(
     ctl.data.init()
     if core.settings.redrive and existing is None:  # for a re-run, until the record expires
         core.records.keep_input(rid, data, query, callback_url)
+    if existing is None:
+        capture.capture_request(core, rid, data)
     event = core.waiters.watch(rid)
     if existing is None:
         log.info("[Request `%s`] Created (flow %s)", rid, core.name)

@@ -14,7 +14,8 @@ Routes (faas-flow v0.6's documented surface, plus the request record and the wai
 ``POST /flow/ID/execute``              start a request with id ``ID``
 ``POST /flow/ID/redrive``              continue a failed request from its failed node(s)
 ``POST /flow/ID/rerun``                start a new request with the same input
-``GET /flow/ID``                       the request record as JSON
+``GET /flow/ID``                       the request record as JSON (``?payloads=true``: with
+                                       the captured inputs and outputs)
 ``GET /flow``                          a page of requests, newest first (``status``, ``limit``,
                                        ``cursor``, ``since``, ``until``, ``node``, ``q``)
 ``GET /metrics``                       Prometheus metrics of the process (docs/history.md)
@@ -412,11 +413,21 @@ class FlowApp:
         return self._call(request, None, get)
 
     def _record(self, engine: Engine, request: Request, request_id: str) -> Response:
+        raw = (request.args.get("payloads") or ["false"])[0].lower()
+        if raw not in ("true", "false"):
+            return error(request, 400, f"query parameter 'payloads': {raw!r}; use true or false")
+
         def get() -> Response:
             record = engine.record(request_id)
             if record is None:
                 raise RequestNotFound(request_id)
-            return json_response(record.to_json())
+            doc = record.to_json()
+            if raw == "true":  # the captured inputs and outputs (FAASFLOW_CAPTURE)
+                from faasflow.engine.capture import payloads
+
+                eids = [*record.nodes, *(k for k in record.states if k not in record.nodes)]
+                doc["payloads"] = payloads(engine.core, request_id, eids)
+            return json_response(doc)
 
         return self._call(request, request_id, get)
 

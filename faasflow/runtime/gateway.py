@@ -123,6 +123,7 @@ def flow_defaults(gateway_url: str, data_dir: Path, hmac_secret: str) -> dict[st
         EnvVars.DATA_DIR: str(data_dir),
         EnvVars.HMAC_SECRET: hmac_secret,
         EnvVars.REDRIVE: "true",  # a failed request can be redriven or re-run from the CLI
+        EnvVars.CAPTURE: "all",  # records show node inputs and outputs (docs/history.md)
         EnvVars.option("sqlite", "path"): str(data_dir / "state.db"),
         EnvVars.option("filesystem", "path"): str(data_dir / "data"),
     }
