@@ -42,6 +42,12 @@ CATEGORIES = [
 ]
 
 
+# Leaf frames that are a thread blocked, not running: py-spy --nonblocking cannot always tell
+# them from work, so they are counted apart and left out of the CPU shares.
+WAITS = ("server.py:308)", "EpollSelector.select", "Condition.wait", "SocketIO.readinto",
+         "Event.wait", "Thread.join", "SimpleQueue.get", "Queue.get", "time.sleep")
+
+
 def tree_cpu(root: int) -> float:
     """utime + stime (seconds) of ``root`` and its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -112,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             path, _, count = line.rpartition(" ")
             if path and count.isdigit():
                 stacks.append((path.split(";"), int(count)))
+        waiting = sum(c for frames, c in stacks if any(w in frames[-1] for w in WAITS))
+        stacks = [(f, c) for f, c in stacks if not any(w in f[-1] for w in WAITS)]
         total = sum(c for _, c in stacks) or 1
         by_cat: collections.Counter[str] = collections.Counter()
         own: collections.Counter[str] = collections.Counter()
@@ -122,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             for frame in set(frames):
                 inclusive[frame] += count
         per_step = cpu / steps * 1e3
-        print(f"\n{total} samples; share by category (ms/step = share x CPU per step):")
+        print(f"\n{total} samples at work ({waiting} more in blocking waits, left out); "
+              "share by category (ms/step = share x CPU per step):")
         for name, count in by_cat.most_common():
             print(f"  {name:<34}{count / total:>7.1%}{count / total * per_step:>8.3f} ms")
         print(f"\ntop {args.top} by own time:")
