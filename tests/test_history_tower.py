@@ -37,3 +37,23 @@ def test_a_pending_node_of_an_ended_request_shows_as_not_reached() -> None:
                          "0_3_c": {"state": "stopped"}}}
     got = {k: s.state for k, s in states_module.derive(plan, record).items()}
     assert got == {"0_1_a": "failed", "0_2_b": "not-reached", "0_3_c": "not-reached"}
+
+
+def test_the_request_page_shows_the_captured_payloads() -> None:
+    detail = pytest.importorskip("faasflow_tower.detail")
+    record = {"payloads": {"capture": "all",
+                           "request": {"data": "in", "size": 2, "truncated": False},
+                           "nodes": {"0_1_a": {"input": {"data": "in<b>", "size": 5},
+                                               "output": {"data": "x" * 10, "size": 99,
+                                                          "truncated": True}}}}}
+    html = detail._payloads(record)
+    assert 'id="payloads"' in html
+    assert "in&lt;b&gt;" in html  # escaped
+    assert "99 (cut)" in html
+
+
+def test_the_request_page_shows_no_payloads_section_without_captures() -> None:
+    detail = pytest.importorskip("faasflow_tower.detail")
+    assert detail._payloads({"payloads": {"capture": "none", "request": None,
+                                          "nodes": {}}}) == ""
+    assert detail._payloads({}) == ""

@@ -141,7 +141,9 @@ class GatewayClient:
 
     def record(self, flow: str, request_id: str) -> dict[str, Any] | None:
         path = self._flow(flow, f"/flow/{quote(request_id, safe='')}")
-        answer = self.call("GET", path, headers=self._signed(path, "", b""))
+        # with the captured inputs and outputs (FAASFLOW_CAPTURE); older flows ignore it
+        answer = self.call("GET", path + "?payloads=true",
+                           headers=self._signed(path, "payloads=true", b""))
         if answer.status in (404, 410):
             return None
         if answer.status == 400:

@@ -134,6 +134,29 @@ def _output(record: Mapping[str, Any]) -> str:
             f'<pre id="output" class="panel">{esc(text[:16384])}</pre>')
 
 
+def _payloads(record: Mapping[str, Any]) -> str:
+    """The captured request input and node inputs and outputs, when the flow captured any."""
+    captured = record.get("payloads")
+    if not isinstance(captured, Mapping):
+        return ""
+    rows = []
+    request = captured.get("request")
+    if isinstance(request, Mapping):
+        rows.append(("request", "input", request))
+    for eid, doc in (captured.get("nodes") or {}).items():
+        for side in ("input", "output"):
+            if isinstance(doc, Mapping) and isinstance(doc.get(side), Mapping):
+                rows.append((str(eid), side, doc[side]))
+    if not rows:
+        return ""
+    cells = "".join(
+        f"<tr><td class=\"mono\">{esc(who)}</td><td>{side}</td><td>{esc(str(p.get('size')))}"
+        f"{' (cut)' if p.get('truncated') else ''}</td>"
+        f"<td><pre>{esc(str(p.get('data', ''))[:4096])}</pre></td></tr>" for who, side, p in rows)
+    return ('<h2>Payloads</h2><table id="payloads"><thead><tr><th>node</th><th></th>'
+            f"<th>bytes</th><th>data</th></tr></thead><tbody>{cells}</tbody></table>")
+
+
 def live_fragment(page: Page, flow: str, record: Mapping[str, Any], plan: Plan, svg: str,
                   states: Mapping[str, NodeState], extra_actions: Sequence[str]) -> str:
     """The part of the request page that changes; it polls itself only while the request runs."""
@@ -162,7 +185,8 @@ def live_fragment(page: Page, flow: str, record: Mapping[str, Any], plan: Plan, 
             f"{_controls(page, flow, rid, status, extra_actions)}"
             f'<div class="panel" id="dag">{coloured}</div>{legend()}'
             f'<h2>Timeline</h2><div class="panel" id="timeline">{timeline}</div>'
-            f"<h2>Nodes</h2>{_node_table(plan, states)}{_output(record)}</div>")
+            f"<h2>Nodes</h2>{_node_table(plan, states)}{_output(record)}"
+            f"{_payloads(record)}</div>")
 
 
 def request_page(page: Page, flow: str, rid: str, fragment: str, flash: str = "") -> str:
