@@ -360,9 +360,11 @@ class ConsulStateStore(StateStore):
                         {"Verb": "check-index", "Key": self._key(key), "Index": entry.index}
                     )
             ops = [{"KV": op} for op in checks + writes]
-            status, body = self._call(
-                "transaction", label, lambda kv, ops=ops: self._send_txn(ops), idempotent=False
-            )
+
+            def send(_kv: Any, ops: list[dict[str, Any]] = ops) -> tuple[int, str]:
+                return self._send_txn(ops)
+
+            status, body = self._call("transaction", label, send, idempotent=False)
             if status == 200:
                 return True
             failed = {e.get("OpIndex") for e in (json.loads(body).get("Errors") or ())}
