@@ -205,15 +205,10 @@ def _engine(
     )
 
 
-#: Known loss, kept visible: a process killed just after the CAS that ends the request (the
-#: request state swapped to its terminal tombstone) leaves the record and the cleanup to the
-#: next delivery, which finishes both but never runs the flow's finally hook.
-HOOK_LOST = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="kill after the ending CAS applied: the next process ends the record and cleans up "
-    "but the finally hook never runs",
-)
+#: Points where the flow's finally hook may run twice: the kill fell after the hook ran and
+#: before its ``hooks-done`` marker was written, so the redelivered ender runs it again (hooks
+#: are at least once across a crash of their ender; exactly once at every other point).
+HOOKS_MAY_REPEAT: set[tuple[str, str, int]] = set()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -231,14 +226,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             number for number, method, key in clean.faults.log
             if method == "update" and key.endswith("/request-state")
         }
+        marker = {
+            number for number, method, key in clean.faults.log
+            if method == "create" and key.endswith("/hooks-done")
+        }
+        assert marker, f"{name}: the ender wrote no hooks-done marker"
         for phase, mode in enumerate(MODES):
             points = set(fault_points(clean.store_calls, POINTS, phase / len(MODES)))
-            points |= {k for end in ending for k in (end, end + 1) if k <= clean.store_calls}
+            points |= {
+                k for end in ending | marker for k in (end, end + 1) if k <= clean.store_calls
+            }
             for k in sorted(points):
-                marks = [HOOK_LOST] if mode == "kill-applied" and k in ending else []
-                params.append(
-                    pytest.param(name, mode, k, id=f"{name}-{mode}-k{k:02d}", marks=marks)
-                )
+                if mode == "kill" and k in marker:
+                    HOOKS_MAY_REPEAT.add((name, mode, k))
+                params.append(pytest.param(name, mode, k, id=f"{name}-{mode}-k{k:02d}"))
     metafunc.parametrize(("shape_name", "mode", "crash_k"), params)
 
 
@@ -269,7 +270,11 @@ def test_request_ends_once_after_a_kill_at_call_k(
         )
         log = tmp_path / "hooks.log"
         hooks = log.read_text().splitlines() if log.exists() else []
-        assert hooks == [f"finally:{shape.status}"], "hooks ran a different number of times"
+        once = [f"finally:{shape.status}"]
+        if (shape_name, mode, crash_k) in HOOKS_MAY_REPEAT:
+            assert hooks in (once, once * 2), "hooks ran neither once nor twice"
+        else:
+            assert hooks == once, "hooks ran a different number of times"
         counts: dict[tuple[str, str], int] = {}
         for key, function in run.calls():
             counts[(key, function)] = counts.get((key, function), 0) + 1

@@ -3,8 +3,11 @@
 Whoever wins the CAS of ``request-state`` to its terminal tombstone (see ``state``) runs the
 hooks and the callback; then the record is written and the namespace cleaned. Everything after
 the CAS can be redone by :func:`finalize` from the tombstone alone, which is what the sweep does
-for a request whose ender crashed: its record and cleanup are finished, its hooks and callback
-(which ran at most once, in the crashed process) are not run again.
+for a request whose ender crashed: its record and cleanup are finished. A redelivery of the
+ending iteration itself runs the hooks again when they had not finished (no ``hooks-done``
+marker yet; :func:`redo_hooks`): at least once across a crash of the ender, twice only if it
+died between its hooks and the marker. The sweep does not run hooks (on OpenFaaS CE, which
+never redelivers, hooks of a crashed ender are lost).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from faasflow.context import running
-from faasflow.errors import FlowFailure
+from faasflow.errors import FlowFailure, KeyNotFound
 from faasflow.graph import Graph
 from faasflow.interfaces import DataStore, StateStore
 
@@ -29,9 +32,13 @@ from .records import NodeRun, RequestRecord
 from .redrive import keep_iteration, keeps
 from .state import RequestControl, RequestState
 
-__all__ = ["fail", "finalize", "finish", "graph_of", "node_marks", "node_runs"]
+__all__ = ["fail", "finalize", "finish", "graph_of", "node_marks", "node_runs", "redo_hooks"]
 
 log = logging.getLogger("faasflow.engine")
+
+#: Written by the ender once the hooks ran, so a redelivery of a crashed ender knows whether to
+#: run them again (only a crash between the hooks and this write runs them twice).
+HOOKS_DONE = "hooks-done"
 
 
 def node_marks(states: StateStore) -> dict[str, dict[str, Any]]:
@@ -171,6 +178,7 @@ def finish(core: Core, it: Iteration, output: bytes) -> None:
         return
     it.view.state = "success"
     hook(it.graph.finally_, "success", rid)
+    _hooks_ran(it)
     finalize(core, rid, tomb, it.states, it.data, it.graph)
     it.tracer.request_end({"faasflow.status": "success"})
     it.ended = True
@@ -204,12 +212,48 @@ def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
         it.view.state = "failure"
         hook(it.graph.on_failure, error, rid)
         hook(it.graph.finally_, "failure", rid)
+    _hooks_ran(it)
     finalize(core, rid, tomb, it.states, it.data, it.graph)
     it.tracer.request_failure(error)
     it.ended = True
     if it.msg.callback:  # a caller waiting on its callback hears of the failure too
         callback(core, it.msg.callback, rid, str(error).encode(), "failure")
     core.waiters.notify(rid)
+
+
+def redo_hooks(core: Core, it: Iteration, tomb: RequestState) -> None:
+    """``it`` is a redelivery of the iteration that ended the request with ``tomb``: its
+    process died after the decision. The ender runs the hooks before it writes the record, so
+    while the record still says running they may not have run: run them now. Hooks therefore
+    run once when nothing crashes and at least once across a crash of their ender, when its
+    iteration is delivered again (the local gateway's queue, OpenFaaS Pro)."""
+    rid = it.msg.request_id
+    found = core.records.entry(rid)
+    if found is None or found[1]["status"] != "running":
+        return
+    try:
+        it.states.get(HOOKS_DONE)
+        return
+    except KeyNotFound:
+        pass
+    log.info("[Request `%s`] ended by an iteration that did not finish: its hooks run again", rid)
+    with running(it.view):
+        if tomb.status == "success":
+            it.view.state = "success"
+            hook(it.graph.finally_, "success", rid)
+        elif tomb.status == "failure":
+            it.view.state = "failure"
+            error = FlowFailure(
+                tomb.error or f"request {rid} failed", node=tomb.error_node or "", request_id=rid
+            )
+            hook(it.graph.on_failure, error, rid)
+            hook(it.graph.finally_, "failure", rid)
+    _hooks_ran(it)
+
+
+def _hooks_ran(it: Iteration) -> None:
+    if it.graph.finally_ is not None or it.graph.on_failure is not None:
+        it.states.create(HOOKS_DONE, "1")
 
 
 def clean_if_ended(it: Iteration) -> None:

@@ -104,9 +104,10 @@ def _reopen_state(control: RequestControl, deadline: float | None) -> None:
         running = RequestState(RUNNING, tomb.definition_hash, deadline)
         try:
             control.states.update("request-state", raw, running.encode())
-            return
         except (CompareFailed, KeyNotFound):
             continue
+        control.states.delete("hooks-done")  # the redriven request's own end runs them again
+        return
 
 
 def _forward(core: Core, control: RequestControl, key: str, deadline: float | None) -> None:

@@ -112,7 +112,10 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
     if current.terminal:
         if current.status == "stopped" or (current.by and current.by == it.token):
             # a stop (no hooks to wait for), or a redelivery of the iteration that ended the
-            # request (it failed after the decision): its record and cleanup are finished here
+            # request (it failed after the decision): its hooks (when they may not have run),
+            # record and cleanup are finished here
+            if current.status != "stopped":
+                endings.redo_hooks(core, it, current)
             endings.finalize(core, rid, current, it.states, it.data)
             core.waiters.notify(rid)
         elif keeps(core, current) and not first:
