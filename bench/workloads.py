@@ -276,7 +276,7 @@ def floors(workdir: Path, n: int = 300) -> dict[str, float]:
     db.close()
     endpoints = os.environ.get("ETCD_ENDPOINTS")
     if endpoints:
-        import pyetcd
+        import pyetcd  # type: ignore[import-untyped]
 
         host, port = endpoints.split(",")[0].rsplit("/", 1)[-1].rsplit(":", 1)
         client = pyetcd.client(host, int(port))

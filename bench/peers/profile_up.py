@@ -113,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.requests} x chain of {STEPS} through faasflow up: wall "
               f"{wall / steps * 1e3:.2f} ms/step, CPU {cpu / steps * 1e3:.2f} ms/step "
               f"(gateway + workers, /proc utime+stime)")
-        stacks = []
+        stacks: list[tuple[list[str], int]] = []
         for line in raw.read_text().splitlines():
-            path, _, count = line.rpartition(" ")
-            if path and count.isdigit():
-                stacks.append((path.split(";"), int(count)))
+            path, _, samples = line.rpartition(" ")
+            if path and samples.isdigit():
+                stacks.append((path.split(";"), int(samples)))
         waiting = sum(c for frames, c in stacks if any(w in frames[-1] for w in WAITS))
         stacks = [(f, c) for f, c in stacks if not any(w in f[-1] for w in WAITS)]
         total = sum(c for _, c in stacks) or 1
