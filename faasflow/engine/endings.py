@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from faasflow.context import running
-from faasflow.errors import FlowFailure, KeyNotFound
+from faasflow.errors import BackendError, FlowFailure, KeyNotFound
 from faasflow.graph import Graph
 from faasflow.interfaces import DataStore, StateStore
 
@@ -252,8 +252,14 @@ def redo_hooks(core: Core, it: Iteration, tomb: RequestState) -> None:
 
 
 def _hooks_ran(it: Iteration) -> None:
-    if it.graph.finally_ is not None or it.graph.on_failure is not None:
+    if it.graph.finally_ is None and it.graph.on_failure is None:
+        return
+    try:
         it.states.create(HOOKS_DONE, "1")
+    except BackendError as exc:
+        # the hooks did run: failing the iteration here would run them again on redelivery,
+        # while a missing marker matters only if this process also dies before the record
+        log.warning("[Request `%s`] could not mark its hooks done: %s", it.msg.request_id, exc)
 
 
 def clean_if_ended(it: Iteration) -> None:
