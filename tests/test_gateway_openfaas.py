@@ -411,6 +411,16 @@ def test_system_logs_answers_ndjson_lines_tagged_with_the_call(gateway: GatewayP
         gateway.get("/system/logs?name=echo").text))
 
 
+def test_the_terminal_shows_each_line_under_its_function(gateway: GatewayProcess) -> None:
+    gateway.post("/function/talker", data=b"on-screen")
+
+    def shown() -> list[str]:
+        return [line for line in gateway.text.splitlines() if line.endswith("said on-screen")]
+
+    lines = wait_for(shown, what="the talker's line on the terminal")
+    assert re.match(r"^talker +\| said on-screen$", lines[0]), lines
+
+
 def test_flow_log_lines_carry_the_request_id(gateway: GatewayProcess) -> None:
     reply = gateway.post("/function/noisy", data=b"x",
                          headers={"X-Faas-Flow-Reqid": "noisy-1", "X-Faas-Flow-Wait": "30"})

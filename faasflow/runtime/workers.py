@@ -111,15 +111,19 @@ class WorkerProcess:
         settings = self.pool.settings
         alone = self.pool.functions[0] if len(self.pool.functions) == 1 else None
         out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+        # the terminal shows each line under the function that wrote it, as docker compose
+        # and faas-cli local-run do, names padded to one column
+        width = max((len(n) for n in settings.namespace_of), default=0)
         for raw in process.stderr:
             tag, text = decode(raw)
-            if out is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    out.write(text.encode(errors="replace") + b"\n")
-                    out.flush()
             # a line no call wrote (start-up, background threads) belongs to the function
             # when the worker serves only one
             name = tag.function if tag else alone
+            if out is not None:
+                shown = f"{name:<{width}} | {text}" if name else text
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(shown.encode(errors="replace") + b"\n")
+                    out.flush()
             if name is not None:
                 settings.logs.add(LogLine(
                     name=name, namespace=settings.namespace_of.get(name, ""),
