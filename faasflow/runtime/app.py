@@ -105,6 +105,7 @@ class FlowApp:
         functions: Mapping[str, Any] | None = None,
         engine_factory: Callable[[Flow, Settings], Engine] | None = None,
         processes: int = 1,
+        report_invalid: bool = True,
     ) -> None:
         self.settings = settings or Settings.from_env()
         check_stores(self.settings, processes=processes)
@@ -121,8 +122,10 @@ class FlowApp:
             try:  # configuration errors show at start-up, not per request
                 self.engine(self.flow_name)
             except DefinitionError as exc:
-                # an invalid definition still serves its export (is-valid: false) and a 500
-                log.error("flow %s is invalid: %s", self.flow_name, exc)
+                # an invalid definition still serves its export (is-valid: false) and a 500;
+                # under `faasflow up` its start-up check said so once for every worker
+                log.log(logging.ERROR if report_invalid else logging.DEBUG,
+                        "flow %s is invalid: %s", self.flow_name, exc)
 
     # -- engines -------------------------------------------------------------------------------
 

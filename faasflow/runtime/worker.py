@@ -152,7 +152,8 @@ def build_app(spec: FunctionSpec, defaults: Mapping[str, str]) -> WSGIApp:
             )
         from faasflow.runtime.app import FlowApp
 
-        return FlowApp(define, flow_settings(spec, defaults))
+        # the gateway's start-up check already printed an invalid definition, once
+        return FlowApp(define, flow_settings(spec, defaults), report_invalid=False)
     handle = getattr(module, "handle", None)
     if not callable(handle):
         raise ConfigurationError(
