@@ -24,8 +24,10 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
+import attrs
+
 from faasflow.runtime.web import BodyError, Request, Response, json_response
-from faasflow_tower import detail, pages
+from faasflow_tower import detail, logs, pages
 from faasflow_tower.client import GatewayClient, GatewayError, Unauthorized
 from faasflow_tower.config import READ_ONLY, TowerConfig
 from faasflow_tower.graph import SvgCache
@@ -59,6 +61,7 @@ _ROUTES = [
     ("POST", re.compile(rf"^/flows/{_FLOW}/requests/stop$"), "bulk_stop"),
     ("GET", re.compile(rf"^/flows/{_FLOW}/requests/{_RID}$"), "request"),
     ("GET", re.compile(rf"^/flows/{_FLOW}/requests/{_RID}/live$"), "live"),
+    ("GET", re.compile(rf"^/flows/{_FLOW}/requests/{_RID}/logs$"), "request_logs"),
     ("POST", re.compile(rf"^/flows/{_FLOW}/requests/{_RID}/(?P<action>{_ACTIONS})$"), "control"),
 ]
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "authorization", "cookie"}
@@ -129,6 +132,7 @@ class TowerApp:
                 return self.static(match["name"])
             auth = self._authorization(request)
             functions = self.client.functions(auth)
+            page = attrs.evolve(page, authorization=auth)
             if method == "POST":
                 refused = self._refuse_post(request, page)
                 if refused is not None:
@@ -269,14 +273,17 @@ class TowerApp:
             return None
         plan, svg = self._plan(flow)
         extra = self._extra_actions(flow, rid)
-        # the same record, picture and buttons for the same user render the same fragment
-        digest = hashlib.sha256(json.dumps([record, plan.definition_hash, extra, page.csrf],
+        lines = logs.gather(self.client, plan, flow, rid, page.authorization)
+        # the same record, picture, buttons and log lines for the same user render the same
+        # fragment
+        digest = hashlib.sha256(json.dumps([record, plan.definition_hash, extra, page.csrf,
+                                            attrs.asdict(lines)],
                                            sort_keys=True, default=str).encode())
         tag = f'"{digest.hexdigest()[:32]}"'
         if tag == etag:
             return "", tag
         states = derive(plan, record)
-        return detail.live_fragment(page, flow, record, plan, svg, states, extra), tag
+        return detail.live_fragment(page, flow, record, plan, svg, states, extra, lines), tag
 
     def _extra_actions(self, flow: str, rid: str) -> tuple[str, ...]:
         cached = self._routes.get(flow)
@@ -323,6 +330,20 @@ class TowerApp:
             return Response(304, b"", cache)
         return Response(200, view[0].encode(),
                         (("Content-Type", "text/html; charset=utf-8"), *cache))
+
+    def request_logs(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
+                     flow: str, rid: str) -> Response:
+        """Every kept line of the request (``?node=<label>``: only the lines of that node)."""
+        self._flow_fn(functions, flow)
+        plan, _ = self._plan(flow)
+        node = (request.args.get("node") or [""])[0]
+        labels = {v.label for v in plan.vertices}
+        if node and node not in labels:
+            return _html(pages.error_page(page, 400, f"node={node[:80]!r}: flow {flow} has no "
+                                          f"such node; use one of {', '.join(sorted(labels))}"),
+                         400)
+        found = logs.gather(self.client, plan, flow, rid, page.authorization)
+        return _html(detail.logs_page(page, flow, rid, found, node))
 
     def control(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
                 flow: str, rid: str, action: str) -> Response:

@@ -95,6 +95,27 @@ class GatewayClient:
             raise GatewayError("the function list is not a JSON list")
         return [f for f in doc if isinstance(f, dict) and isinstance(f.get("name"), str)]
 
+    def logs(self, function: str, authorization: str | None) -> list[dict[str, Any]]:
+        """The lines the gateway keeps of one function (``GET /system/logs``, NDJSON), with the
+        user's credentials. A gateway without the route, or a function it has no lines of,
+        gives no lines rather than an error: logs are a part of the page, not the page."""
+        headers = {"Authorization": authorization} if authorization else {}
+        answer = self.call("GET", "/system/logs?" + urlencode([("name", function)]),
+                           headers=headers)
+        if answer.status == 401:
+            raise Unauthorized
+        if answer.status >= 400:
+            return []
+        lines = []
+        for raw in answer.body.splitlines():
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                lines.append(doc)
+        return lines
+
     # -- one flow ------------------------------------------------------------------------------
 
     @staticmethod

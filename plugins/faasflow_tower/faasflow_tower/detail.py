@@ -10,6 +10,7 @@ from typing import Any
 
 from faasflow_tower.gantt import gantt_svg
 from faasflow_tower.graph import colour
+from faasflow_tower.logs import RequestLogs, logs_section, logs_table, per_node
 from faasflow_tower.pages import (
     Page,
     badge,
@@ -24,7 +25,7 @@ from faasflow_tower.pages import (
 from faasflow_tower.plan import Plan
 from faasflow_tower.states import STATES, NodeState, runs_of
 
-__all__ = ["execute_result", "flow_page", "live_fragment", "request_page"]
+__all__ = ["execute_result", "flow_page", "live_fragment", "logs_page", "request_page"]
 
 ACTIVE = ("running", "paused")
 
@@ -101,7 +102,10 @@ def _controls(page: Page, flow: str, rid: str, status: str, extra: Sequence[str]
     return f'<div class="actions" id="controls">{"".join(buttons)}</div>'
 
 
-def _node_table(plan: Plan, states: Mapping[str, NodeState]) -> str:
+def _node_table(page: Page, flow: str, rid: str, plan: Plan,
+                states: Mapping[str, NodeState], logs: RequestLogs) -> str:
+    counts = per_node(logs)
+    base = page.url(f"/flows/{q(flow)}/requests/{q(rid)}/logs")
     rows = []
     for v in plan.vertices:
         st = states.get(v.key) or NodeState("pending")
@@ -116,9 +120,21 @@ def _node_table(plan: Plan, states: Mapping[str, NodeState]) -> str:
         rows.append(f'<tr class="node-row" data-node="{esc(v.key)}" data-state="{esc(st.state)}">'
                     f"<td>{esc(v.label)}</td><td>{badge(shown)} {esc(count)}</td>"
                     f"<td>{attempts or ''}</td><td class=\"nowrap\">{fmt_duration(took)}</td>"
-                    f"<td>{errors}</td></tr>")
+                    f"<td>{errors}</td><td>{_log_cell(base, v.label, v.functions, counts)}</td>"
+                    "</tr>")
     return ('<table id="nodes"><thead><tr><th>node</th><th>state</th><th>attempts</th>'
-            f"<th>time</th><th>error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            "<th>time</th><th>error</th><th>log lines</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _log_cell(base: str, label: str, functions: Sequence[str], counts: Mapping[str, int]
+              ) -> str:
+    if not functions:  # the flow's own code: its lines carry no node
+        return '<span class="muted" title="per-node attribution is not available">—</span>'
+    count = counts.get(label, 0)
+    if not count:
+        return "0"
+    return f'<a class="node-logs" href="{base}?node={q(label)}">{count}</a>'
 
 
 def _output(record: Mapping[str, Any]) -> str:
@@ -134,31 +150,43 @@ def _output(record: Mapping[str, Any]) -> str:
             f'<pre id="output" class="panel">{esc(text[:16384])}</pre>')
 
 
-def _payloads(record: Mapping[str, Any]) -> str:
-    """The captured request input and node inputs and outputs, when the flow captured any."""
+def _payloads(plan: Plan, record: Mapping[str, Any]) -> str:
+    """The captured request input and each node's input and output, when the flow captured
+    any (FAASFLOW_CAPTURE); with ``errors`` only the failed node's input is there."""
     captured = record.get("payloads")
     if not isinstance(captured, Mapping):
         return ""
+    labels = {v.key: v.label for v in plan.vertices}
     rows = []
     request = captured.get("request")
     if isinstance(request, Mapping):
-        rows.append(("request", "input", request))
-    for eid, doc in (captured.get("nodes") or {}).items():
+        rows.append(("request", "", "input", request))
+    nodes = captured.get("nodes") or {}
+    order = {key: n for n, key in enumerate(plan.keys)}
+    for eid in sorted(nodes, key=lambda k: (order.get(str(k).split("/")[0], len(order)), k)):
+        doc = nodes[eid]
         for side in ("input", "output"):
             if isinstance(doc, Mapping) and isinstance(doc.get(side), Mapping):
-                rows.append((str(eid), side, doc[side]))
+                label = labels.get(str(eid), labels.get(str(eid).split("/")[0], ""))
+                rows.append((label, str(eid), side, doc[side]))
     if not rows:
         return ""
     cells = "".join(
-        f"<tr><td class=\"mono\">{esc(who)}</td><td>{side}</td><td>{esc(str(p.get('size')))}"
-        f"{' (cut)' if p.get('truncated') else ''}</td>"
-        f"<td><pre>{esc(str(p.get('data', ''))[:4096])}</pre></td></tr>" for who, side, p in rows)
-    return ('<h2>Payloads</h2><table id="payloads"><thead><tr><th>node</th><th></th>'
-            f"<th>bytes</th><th>data</th></tr></thead><tbody>{cells}</tbody></table>")
+        f'<tr class="payload" data-node="{esc(eid)}" data-side="{side}"><td>{esc(who)} '
+        f'<span class="muted mono">{esc(eid)}</span></td><td>{side}</td>'
+        f"<td>{esc(str(p.get('size')))}{' (cut)' if p.get('truncated') else ''}"
+        f"{' base64' if p.get('encoding') == 'base64' else ''}</td>"
+        f"<td><pre>{esc(str(p.get('data', ''))[:4096])}</pre></td></tr>"
+        for who, eid, side, p in rows)
+    mode = esc(str(captured.get("capture") or ""))
+    return (f'<h2>Inputs and outputs <span class="muted">(captured: {mode})</span></h2>'
+            '<table id="payloads"><thead><tr><th>node</th><th></th><th>bytes</th>'
+            f"<th>data</th></tr></thead><tbody>{cells}</tbody></table>")
 
 
 def live_fragment(page: Page, flow: str, record: Mapping[str, Any], plan: Plan, svg: str,
-                  states: Mapping[str, NodeState], extra_actions: Sequence[str]) -> str:
+                  states: Mapping[str, NodeState], extra_actions: Sequence[str],
+                  logs: RequestLogs) -> str:
     """The part of the request page that changes; it polls itself only while the request runs."""
     rid = str(record.get("id") or "")
     status = str(record.get("status") or "running")
@@ -185,8 +213,9 @@ def live_fragment(page: Page, flow: str, record: Mapping[str, Any], plan: Plan, 
             f"{_controls(page, flow, rid, status, extra_actions)}"
             f'<div class="panel" id="dag">{coloured}</div>{legend()}'
             f'<h2>Timeline</h2><div class="panel" id="timeline">{timeline}</div>'
-            f"<h2>Nodes</h2>{_node_table(plan, states)}{_output(record)}"
-            f"{_payloads(record)}</div>")
+            f"<h2>Nodes</h2>{_node_table(page, flow, rid, plan, states, logs)}"
+            f"{_output(record)}{_payloads(plan, record)}"
+            f"{logs_section(page.base, flow, rid, logs)}</div>")
 
 
 def request_page(page: Page, flow: str, rid: str, fragment: str, flash: str = "") -> str:
@@ -196,3 +225,17 @@ def request_page(page: Page, flow: str, rid: str, fragment: str, flash: str = ""
     return layout(page, f"Request {rid}", body, [
         (f"/flows/{q(flow)}", flow), (f"/flows/{q(flow)}/requests", "requests"),
         (f"/flows/{q(flow)}/requests/{q(rid)}", rid)])
+
+
+def logs_page(page: Page, flow: str, rid: str, logs: RequestLogs, node: str) -> str:
+    lines = [line for line in logs.lines if not node or node in line.nodes]
+    what = f" of node {esc(node)}" if node else ""
+    back = page.url(f"/flows/{q(flow)}/requests/{q(rid)}")
+    body = (f'<h1>Logs{what} of request <span class="mono">{esc(rid)}</span></h1>'
+            f'<p class="muted">{len(lines)} line(s) from the logs the gateway keeps of '
+            f"{esc(', '.join(logs.functions))} · <a href=\"{back}\">back to the request</a></p>"
+            f"{logs_table(lines)}")
+    return layout(page, f"Logs of {rid}", body, [
+        (f"/flows/{q(flow)}", flow), (f"/flows/{q(flow)}/requests", "requests"),
+        (f"/flows/{q(flow)}/requests/{q(rid)}", rid),
+        (f"/flows/{q(flow)}/requests/{q(rid)}/logs", "logs")])

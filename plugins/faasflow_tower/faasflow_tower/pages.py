@@ -63,6 +63,8 @@ class Page:
     """The app's mount path (``SCRIPT_NAME``), without the trailing slash."""
     csrf: str
     read_only: bool = False
+    authorization: str | None = None
+    """The credentials this page's calls to the gateway's ``/system/*`` carry."""
 
     def url(self, path: str, params: Iterable[tuple[str, str]] = ()) -> str:
         query = urlencode([(k, v) for k, v in params if v])

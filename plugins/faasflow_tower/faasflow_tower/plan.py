@@ -26,6 +26,8 @@ class Vertex:
     """What the node does, in a few words (its functions or modifiers)."""
     cluster: str | None = None
     """The key of the innermost cluster holding it."""
+    functions: tuple[str, ...] = ()
+    """The gateway functions the node calls (whose log lines can be laid at its door)."""
 
 
 @attrs.frozen
@@ -110,6 +112,11 @@ def _detail(node: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _functions(node: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(op.get("function") or op.get("name")) for op in
+                 node.get("operations") or () if op.get("kind") == "function")
+
+
 @attrs.define
 class _Builder:
     vertices: list[Vertex] = attrs.field(factory=list)
@@ -125,7 +132,8 @@ class _Builder:
         for node_id, node in nodes.items():
             key = key_of[node_id]
             kind = str(node.get("kind") or "operations")
-            self.vertices.append(Vertex(key, str(node_id), kind, _detail(node), cluster))
+            self.vertices.append(Vertex(key, str(node_id), kind, _detail(node), cluster,
+                                        _functions(node)))
             exits[node_id] = [key]
             nested: list[tuple[str, str, Mapping[str, Any]]] = []
             if isinstance(node.get("foreach-dag"), Mapping):

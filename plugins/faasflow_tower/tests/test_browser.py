@@ -122,7 +122,7 @@ def test_a_failed_request_shows_its_error_and_the_failing_node(page: Any, ui: st
                                                                 start: Start,
                                                                 wait_record: Wait,
                                                                 shot: Shot) -> None:
-    rid = start("broken", b"<img src=x onerror=alert(1)>")
+    rid = start("broken", b"  <img src=x onerror=alert(1)>  ")
     wait_record("broken", rid, lambda d: d["status"] == "failure")
     page.goto(f"{ui}/flows/broken/requests?status=failure")
     page.get_by_role("link", name=rid).click()
@@ -134,10 +134,40 @@ def test_a_failed_request_shows_its_error_and_the_failing_node(page: Any, ui: st
     expect(page.locator('tr.node-row[data-node="0_3_store"]')).to_have_attribute(
         "data-state", "not-reached")
     expect(page.locator("#dag g.node.st-failed > title")).to_have_text("0_2_check")
+    # the captured output of the node before it (load strips the body), shown as text
+    load_out = page.locator('#payloads tr.payload[data-node="0_1_load"][data-side="output"]')
+    expect(load_out.locator("pre")).to_have_text("<img src=x onerror=alert(1)>")
+    check_in = page.locator('#payloads tr.payload[data-node="0_2_check"][data-side="input"]')
+    expect(check_in.locator("pre")).to_have_text("<img src=x onerror=alert(1)>")
     expect(page.get_by_role("button", name="Pause")).to_be_disabled()
-    # no flow serves redrive or re-run yet: no button for them, not even a disabled one
-    expect(page.locator("#controls button")).to_have_count(3)
+    # the flows serve redrive and re-run: offered, and enabled because the request failed
+    expect(page.locator("#controls button")).to_have_count(5)
+    expect(page.get_by_role("button", name="Redrive")).to_be_enabled()
+    expect(page.get_by_role("button", name="Rerun")).to_be_enabled()
     shot("request-failed")
+
+
+def test_a_request_page_shows_its_log_lines_and_those_of_a_node(page: Any, ui: str,
+                                                                 start: Start,
+                                                                 wait_record: Wait) -> None:
+    rid = start("broken", b"<i>logged</i>")
+    wait_record("broken", rid, lambda d: d["status"] == "failure")
+    page.goto(f"{ui}/flows/broken/requests/{rid}")
+    logs = page.locator("#logs")
+    # the line of `reject`, called by the node check, is laid at that node's door
+    called = logs.locator('tr.log-line[data-function="reject"]')
+    expect(called).to_contain_text("reject: checking <<i>logged</i>>")
+    expect(called.locator("td").nth(2)).to_have_text("check")
+    # the flow's own line (the engine's) names no node
+    own = logs.locator('tr.log-line[data-function="broken"]', has_text="Failed: Node(0_2_check)")
+    expect(own.locator("td").nth(2)).to_have_text("flow")
+    expect(page.locator("#logs i")).to_have_count(0)  # text, never markup
+    check = page.locator('tr.node-row[data-node="0_2_check"] a.node-logs')
+    expect(check).to_have_text("1")
+    check.click()
+    expect(page).to_have_url(re.compile(rf"/requests/{rid}/logs\?node=check$"))
+    expect(page.locator("#logs tr.log-line")).to_have_count(1)
+    expect(page.locator("#logs")).to_contain_text("reject: checking")
 
 
 def test_bulk_stop_stops_the_selected_requests(page: Any, ui: str, start: Start,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,18 @@ def test_the_users_credentials_are_forwarded_to_a_gateway_with_basic_auth(
                               timeout=10)
         assert answer.status_code == 200
         assert re.search(r'href="/ui/flows/report"', answer.text)
+        # the request page reads /system/logs with the same credentials
+        started = requests.post(gateway.url + "/function/broken", data=b"x", timeout=10,
+                                headers={"Authorization": f"Basic {token}"})
+        rid = started.headers["X-Faas-Flow-Reqid"]
+        text = ""
+        for _ in range(50):
+            text = requests.get(f"{gateway.url}/ui/flows/broken/requests/{rid}", timeout=10,
+                                headers={"Authorization": f"Basic {token}"}).text
+            if "reject: checking &lt;x&gt;" in text:
+                break
+            time.sleep(0.2)
+        assert "reject: checking &lt;x&gt;" in text, text
 
 
 def test_the_request_page_has_a_json_twin_with_every_node_state(ui: str, start: Start,
@@ -207,3 +220,18 @@ def test_stop_all_matching_stops_every_running_request_of_the_filter(
     for rid in ids:
         assert wait_record("slow", rid, lambda d: d["status"] != "running")["status"] == "stopped"
     assert wait_record("slow", done, lambda d: True)["status"] == "success"
+
+
+def test_the_logs_page_of_an_unknown_node_answers_400_naming_the_nodes(
+        ui: str, start: Start, wait_record: Wait) -> None:
+    rid = start("broken", b"ok")
+    wait_record("broken", rid, lambda d: d["status"] == "success")
+    answer = requests.get(f"{ui}/flows/broken/requests/{rid}/logs", params={"node": "<nope>"},
+                          timeout=10)
+    assert answer.status_code == 400
+    assert "&lt;nope&gt;" in answer.text
+    assert "<nope>" not in answer.text
+    assert "check, load, store" in answer.text
+    every = requests.get(f"{ui}/flows/broken/requests/{rid}/logs", timeout=10)
+    assert every.status_code == 200
+    assert "reject: checking &lt;ok&gt;" in every.text
