@@ -149,7 +149,8 @@ def test_a_failed_request_shows_its_error_and_the_failing_node(page: Any, ui: st
 
 def test_a_request_page_shows_its_log_lines_and_those_of_a_node(page: Any, ui: str,
                                                                  start: Start,
-                                                                 wait_record: Wait) -> None:
+                                                                 wait_record: Wait,
+                                                                 shot: Shot) -> None:
     rid = start("broken", b"<i>logged</i>")
     wait_record("broken", rid, lambda d: d["status"] == "failure")
     page.goto(f"{ui}/flows/broken/requests/{rid}")
@@ -168,6 +169,7 @@ def test_a_request_page_shows_its_log_lines_and_those_of_a_node(page: Any, ui: s
     expect(page).to_have_url(re.compile(rf"/requests/{rid}/logs\?node=check$"))
     expect(page.locator("#logs tr.log-line")).to_have_count(1)
     expect(page.locator("#logs")).to_contain_text("reject: checking")
+    shot("request-logs")
 
 
 def test_bulk_stop_stops_the_selected_requests(page: Any, ui: str, start: Start,
