@@ -228,7 +228,8 @@ def request_page(page: Page, flow: str, rid: str, fragment: str, flash: str = ""
 
 
 def logs_page(page: Page, flow: str, rid: str, logs: RequestLogs, node: str) -> str:
-    lines = [line for line in logs.lines if not node or node in line.nodes]
+    # only the lines laid at this node alone, as its count on the request page
+    lines = [line for line in logs.lines if not node or line.nodes == (node,)]
     what = f" of node {esc(node)}" if node else ""
     back = page.url(f"/flows/{q(flow)}/requests/{q(rid)}")
     body = (f'<h1>Logs{what} of request <span class="mono">{esc(rid)}</span></h1>'
