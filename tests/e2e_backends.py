@@ -268,13 +268,15 @@ class Deployment:
         assert self.state_keys(role, request_id) == {}
         assert self.raw_state_keys(f"faasflow/{flow}/{request_id}/") == []
         assert self.data_objects(role, request_id) == []
-        # nor any earlier request of this flow: only records remain under the flow's prefix
+        # nor any earlier request of this flow: only records remain under the flow's prefix,
+        # with the payloads `faasflow up` captures (they expire with their record)
         kept = f"faasflow/{flow}/~records/"
+        captured = f"faasflow/{flow}/~capture-"
         assert [k for k in self.raw_state_keys(f"faasflow/{flow}/")
                 if not k.startswith(kept)] == []
         assert [str(o.object_name) for o in self.s3.list_objects(
             self.bucket, prefix=f"faasflow/{flow}/", recursive=True)
-            if not str(o.object_name).startswith(kept)] == []
+            if not str(o.object_name).startswith((kept, captured))] == []
 
 
 def remove_bucket(client: Any, bucket: str) -> None:
@@ -297,6 +299,9 @@ def s3_environ(bucket: str) -> dict[str, str]:
         "FAASFLOW_MINIO_BUCKET": bucket,
         # no payload rides inside a message: every edge's data goes through the bucket
         "FAASFLOW_INLINE_LIMIT": "0",
+        # a failed request's state is not kept for a redrive: every request here must leave
+        # nothing but its record behind (redrive has its own tests, tests/test_history_redrive)
+        "FAASFLOW_REDRIVE": "false",
     }
 
 

@@ -24,9 +24,9 @@ iterations twice, in a shuffled order, on memory. The redelivery runs on memory 
 every k, and so does it on etcd (the server ``.ci/services`` starts) and the Consul stand-in
 (about 40 s each); ``FAASFLOW_FAULTS_POINTS_ETCD`` / ``FAASFLOW_FAULTS_POINTS_CONSUL`` = N
 samples N points per shape and mode instead, spread over the whole request and different for
-each mode (``all``, the default, runs every k). Test ids name shape, backend (``-ce``/``-dup`` for the other
-deliveries), mode and k. Last, each shape runs without faults from four threads at once with
-duplicated, shuffled deliveries.
+each mode (``all``, the default, runs every k). Test ids name shape, backend (``-ce``/``-dup``
+for the other deliveries), mode and k. Last, each shape runs without faults from four threads at
+once with duplicated, shuffled deliveries.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, An
     while True:
         now = time.time()
         doc: dict[str, Any] = {"p": "claimed", "token": it.token, "until": now + lease,
-                               "start": now, "att": it.attempt}
+                               "start": now, "att": it.attempt, "n": it.nonce}
         raw = _encode(doc)
         if it.states.create(key, raw):  # the common case first: one call
             return RUN, raw, doc
@@ -68,8 +68,13 @@ def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, An
         if not mine and doc.get("until", 0) > now:
             raise Duplicate  # another delivery is working on it right now
         if mine and doc.get("att") == it.attempt and doc["p"] == "claimed":
-            return RUN, raw, doc  # our own create, applied although it reported an error
-        new = dict(doc, token=it.token, until=now + lease, att=it.attempt)
+            if doc.get("n") == it.nonce:
+                return RUN, raw, doc  # our own create, applied although it reported an error
+            if it.attempt_known and doc.get("until", 0) > now:
+                # the same numbered delivery twice at once (a queue's duplicate): a redelivery
+                # after a crash would carry the next number
+                raise Duplicate
+        new = dict(doc, token=it.token, until=now + lease, att=it.attempt, n=it.nonce)
         new_raw = _encode(new)
         try:
             it.states.update(key, raw, new_raw)

@@ -126,7 +126,9 @@ class RedeliveringQueue(Invoker):
     ``duplicate`` is the probability that a delivery is also queued a second time;
     ``reorder=True`` takes a random queued delivery each time instead of the oldest. After
     ``max_attempts`` failed attempts a delivery is given up (see ``abandoned``) so a test that
-    never converges ends. Every delivery carries ``X-Call-Id: <token>``.
+    never converges ends. Every delivery carries ``X-Call-Id: <token>`` and, with
+    ``numbered=True`` (the local gateway's and NATS's queues; OpenFaaS Pro's sends none),
+    ``X-Faas-Flow-Attempt`` (1 for a first delivery and its duplicates, 2 for the redelivery...).
     """
 
     in_process = True
@@ -140,7 +142,9 @@ class RedeliveringQueue(Invoker):
         reorder: bool = False,
         max_attempts: int = 50,
         seed: int = 0,
+        numbered: bool = True,
     ) -> None:
+        self.numbered = numbered
         self.functions = (
             functions if isinstance(functions, CountingFunctions)
             else CountingFunctions(functions or {})
@@ -229,8 +233,11 @@ class RedeliveringQueue(Invoker):
         if item is None:
             return False
         item.attempts += 1
+        headers = item.headers
+        if self.numbered:
+            headers = {**headers, "X-Faas-Flow-Attempt": str(item.attempts)}
         try:
-            outcome: object = target(item.body, item.headers)
+            outcome: object = target(item.body, headers)
         except Exception as exc:
             outcome = exc
         if isinstance(outcome, BaseException):
