@@ -228,7 +228,6 @@ class Engine:
         return runner.iterate(
             self.core, msg, message, first=False,
             token=header(headers, CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),
-            attempt_known=bool(raw_attempt and raw_attempt.isdigit()),
         )
 
     def _deliver(

@@ -107,9 +107,6 @@ class Iteration:
     token: str
     """The delivery this iteration is: the same across redeliveries of one message."""
     attempt: int = 1
-    attempt_known: bool = False
-    """The queue numbered this delivery (``X-Faas-Flow-Attempt``): a copy with the same token
-    and the same number is a concurrent duplicate, not a redelivery."""
     nonce: str = attrs.field(factory=lambda: uuid.uuid4().hex)
     """This delivery, in this process: tells a claim it wrote itself from a concurrent copy."""
     consumed: list[str] = attrs.field(factory=list)

@@ -67,13 +67,8 @@ def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, An
         mine = doc.get("token") == it.token
         if not mine and doc.get("until", 0) > now:
             raise Duplicate  # another delivery is working on it right now
-        if mine and doc.get("att") == it.attempt and doc["p"] == "claimed":
-            if doc.get("n") == it.nonce:
-                return RUN, raw, doc  # our own create, applied although it reported an error
-            if it.attempt_known and doc.get("until", 0) > now:
-                # the same numbered delivery twice at once (a queue's duplicate): a redelivery
-                # after a crash would carry the next number
-                raise Duplicate
+        if mine and doc["p"] == "claimed" and doc.get("n") == it.nonce:
+            return RUN, raw, doc  # our own create, applied although it reported an error
         new = dict(doc, token=it.token, until=now + lease, att=it.attempt, n=it.nonce)
         new_raw = _encode(new)
         try:

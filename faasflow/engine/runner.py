@@ -54,7 +54,6 @@ def iterate(
     carrier: dict[str, str] | None = None,
     token: str,
     attempt: int = 1,
-    attempt_known: bool = False,
 ) -> str:
     """Run one iteration; RAN, DUPLICATE (another delivery did or does the work) or PARKED.
 
@@ -66,8 +65,7 @@ def iterate(
     control = RequestControl(rid, states, store)
     tracer = core.tracer.scoped(core.name, rid)
     view = RequestView(core.name, rid, Query(msg.query), data_store=store)
-    it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt,
-                   attempt_known)
+    it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt)
     if first:
         tracer.request_start(carrier or {})
     else:

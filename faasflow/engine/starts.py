@@ -23,6 +23,7 @@ from faasflow.graph import Graph
 from faasflow.interfaces import DataStore
 
 from . import capture, control, endings, runner
+from .ids import ATTEMPT_HEADER, header
 from .iteration import Core
 from .message import Message
 from .state import RUNNING, RequestState
@@ -99,9 +100,11 @@ def start_dag(
         rid, core.name, graph.definition_hash, graph.root.nodes[graph.root.start].unique_id,
         data=data, query=query, callback=callback_url, deadline=deadline, mid=f"start-{rid}",
     )
+    raw_attempt = header(headers, ATTEMPT_HEADER) or ""
     try:
         runner.iterate(core, msg, b"", first=True, carrier=dict(headers),
-                       token=call_id or f"start:{rid}")
+                       token=call_id or f"start:{rid}",
+                       attempt=int(raw_attempt) if raw_attempt.isdigit() else 1)
     except RequestNotActive:
         return as_started(core, rid)
     if event.is_set() or existing is not None:

@@ -78,8 +78,8 @@ class CountingFunctions:
 
 @attrs.define(eq=False)
 class Delivery:
-    """One forwarded iteration; its ``token`` stays the same across redeliveries and duplicates
-    (a gateway's ``X-Call-Id``)."""
+    """One forwarded iteration; its ``token`` (a gateway's ``X-Call-Id``) stays the same across
+    its redeliveries, while a duplicate copy arrives as a call of its own."""
 
     flow: str
     request_id: str
@@ -224,7 +224,12 @@ class RedeliveringQueue(Invoker):
                 self.pending.rotate(-self.random.randrange(len(self.pending)))
             item = self.pending.popleft()
             if self.duplicate and self.random.random() < self.duplicate:
-                self.pending.append(attrs.evolve(item))
+                # a second copy of a message reaches a gateway as a new call (a re-done
+                # hand-on forwards it again): a token of its own; a redelivery keeps the token
+                copy = attrs.evolve(item, token=f"{item.token}+{len(self.delivered)}",
+                                    attempts=0)
+                copy = attrs.evolve(copy, headers={**item.headers, "X-Call-Id": copy.token})
+                self.pending.append(copy)
             return item
 
     def deliver_one(self, target: Target) -> bool:
