@@ -44,12 +44,16 @@ def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float,
         repost: bool = False) -> None:
     submitted: dict[str, float] = {}
 
+    sent_again: set[str] = set()
+
     def one(index: int) -> None:
         body = f"{prefix}{index:05d}"
         deadline = time.monotonic() + 120
         attempt = 0
         while True:
             url = urls[(index + attempt) % len(urls)]
+            if attempt:
+                sent_again.add(body)
             try:
                 reply = requests.post(f"{url}/async-function/{flow}", data=body, timeout=15,
                                       headers={"X-Call-Id": f"start-{prefix}{index}"})
@@ -70,6 +74,7 @@ def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float,
     for index in range(0, count, 10 if repost else count + 1):
         # the same start again on another gateway: the same call id must not make a request
         url = urls[(index + 1) % len(urls)]
+        sent_again.add(f"{prefix}{index:05d}")
         try:
             reply = requests.post(f"{url}/async-function/{flow}", data=f"{prefix}{index:05d}",
                                   headers={"X-Call-Id": f"start-{prefix}{index}"}, timeout=15)
@@ -91,7 +96,7 @@ def run(flow: str, count: int, prefix: str, urls: list[str], timeout: float,
     with ThreadPoolExecutor(8) as pool:
         records = list(pool.map(full, found))
     print(json.dumps({"started": started, "submitted": submitted, "records": records,
-                      "reposted": reposted}))
+                      "reposted": reposted, "sent_again": sorted(sent_again)}))
 
 
 def main() -> None:
