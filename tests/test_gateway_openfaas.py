@@ -433,6 +433,23 @@ def test_flow_log_lines_carry_the_request_id(gateway: GatewayProcess) -> None:
 
     found = wait_for(lines, what="both nodes' lines")
     assert found["noisy a"]["request_id"] == found["noisy b"]["request_id"] == "noisy-1"
+    assert (found["noisy a"]["node"], found["noisy b"]["node"]) == ("0_1_a", "0_2_b")
+
+
+def test_flow_log_lines_of_a_request_started_without_an_id_carry_the_one_it_got(
+    gateway: GatewayProcess,
+) -> None:
+    reply = gateway.post("/function/noisy", data=b"x", headers={"X-Faas-Flow-Wait": "30"})
+    assert reply.status_code == 200
+    rid = reply.headers["X-Faas-Flow-Reqid"]
+
+    def lines() -> dict[str, dict[str, Any]]:
+        found = {line["text"]: line for line in ndjson(gateway.get("/system/logs?name=noisy")
+                                                        .text) if line.get("request_id") == rid}
+        return found if {"noisy a", "noisy b"} <= set(found) else {}
+
+    found = wait_for(lines, what="the first node's line under the new request's id")
+    assert found["noisy a"]["node"] == "0_1_a"
 
 
 def test_system_logs_tail_and_since_select_lines(gateway: GatewayProcess) -> None:

@@ -4,8 +4,8 @@ Worker processes serve several functions from one process, so a worker tags ever
 handlers write with the function (and call) being served: the line goes to the worker's stderr
 as ``<TAG>{json}``. The gateway reads each worker's stderr, keeps a bounded ring of lines per
 function and answers ``/system/logs`` with faas-provider's NDJSON log messages
-(``{"name", "namespace", "instance", "timestamp", "text"}``, plus ``call_id`` and a flow's
-``request_id`` when known).
+(``{"name", "namespace", "instance", "timestamp", "text"}``, plus ``call_id``, and a flow's
+``request_id`` and ``node`` when known).
 """
 
 from __future__ import annotations
@@ -30,17 +30,19 @@ LINES_PER_FUNCTION = 2000
 
 @attrs.frozen
 class Tag:
-    """Who wrote a line: the function served, the gateway's call id, a flow's request id."""
+    """Who wrote a line: the function served, the gateway's call id, a flow's request id and
+    the node (execution id) it was running."""
 
     function: str
     call_id: str | None = None
     request_id: str | None = None
+    node: str | None = None
 
 
 def encode(tag: Tag, text: str) -> bytes:
     """One tagged line (without its newline)."""
     return TAG + json.dumps({"f": tag.function, "c": tag.call_id, "r": tag.request_id,
-                             "t": text}).encode()
+                             "n": tag.node, "t": text}).encode()
 
 
 def decode(line: bytes) -> tuple[Tag | None, str]:
@@ -50,7 +52,8 @@ def decode(line: bytes) -> tuple[Tag | None, str]:
         try:
             doc = json.loads(line[len(TAG):])
             tag = Tag(str(doc["f"]), str(doc["c"]) if doc.get("c") else None,
-                      str(doc["r"]) if doc.get("r") else None)
+                      str(doc["r"]) if doc.get("r") else None,
+                      str(doc["n"]) if doc.get("n") else None)
             return tag, str(doc["t"])
         except (ValueError, KeyError, TypeError):
             pass
@@ -88,6 +91,7 @@ class LogLine:
     text: str
     call_id: str | None = None
     request_id: str | None = None
+    node: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": self.name, "namespace": self.namespace,
@@ -97,6 +101,8 @@ class LogLine:
             doc["call_id"] = self.call_id
         if self.request_id:
             doc["request_id"] = self.request_id
+        if self.node:
+            doc["node"] = self.node
         return doc
 
 

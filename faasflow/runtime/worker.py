@@ -23,6 +23,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
+
+from faasflow.context import current
 from faasflow.errors import ConfigurationError, FaasflowError
 from faasflow.runtime.logbook import Tag, encode
 from faasflow.runtime.preflight import check_flow
@@ -87,6 +90,10 @@ class TaggedStream(io.TextIOBase):
 
     def _emit(self, line: str) -> None:
         serving = _serving.get()
+        running = current()  # the request (and node) this thread runs, once the engine knows it
+        if serving is not None and running is not None and running.request_id:
+            serving = attrs.evolve(serving, request_id=serving.request_id or running.request_id,
+                                   node=running.node or None)
         data = (encode(serving, line) if serving else line.encode(errors="replace")) + b"\n"
         with self._lock:
             view = memoryview(data)

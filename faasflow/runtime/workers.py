@@ -129,7 +129,8 @@ class WorkerProcess:
                     name=name, namespace=settings.namespace_of.get(name, ""),
                     instance=self.name, timestamp=time.time(), text=text,
                     call_id=tag.call_id if tag else None,
-                    request_id=tag.request_id if tag else None))
+                    request_id=tag.request_id if tag else None,
+                    node=tag.node if tag else None))
         with contextlib.suppress(OSError):
             process.stderr.close()
 
