@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from faasflow.dsl import Dag, HttpRequest, Retry
     from faasflow.engine.local import RunResult
     from faasflow.flow import Flow
+    from faasflow.results import Result, Status
     from faasflow.runs import arun, run
 
 # Heavier parts load on first use so that `import faasflow` (and every plugin) stays cheap.
@@ -47,6 +48,8 @@ _LAZY = {
     "run": "faasflow.runs",
     "arun": "faasflow.runs",
     "RunResult": "faasflow.engine.local",
+    "Result": "faasflow.results",
+    "Status": "faasflow.results",
     "Codec": "faasflow.codecs",
     "CodecError": "faasflow.codecs",
     "BYTES": "faasflow.codecs",
@@ -96,10 +99,12 @@ __all__ = [
     "RequestNotActive",
     "RequestNotFound",
     "Response",
+    "Result",
     "Retry",
     "RunResult",
     "SignatureError",
     "StateStore",
+    "Status",
     "Tracer",
     "UnknownBackendError",
     "arun",

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from faasflow.codecs import BYTES, CodecError
-from faasflow.engine.local import RunResult
 from faasflow.engine.local import run as run_bytes
 from faasflow.flow import Define, Flow
+from faasflow.results import Result
 from faasflow.settings import Settings
 
 __all__ = ["arun", "run"]
@@ -30,7 +30,7 @@ def run(
     request_id: str | None = None,
     timeout: float | None = None,
     settings: Settings | None = None,
-) -> RunResult:
+) -> Result:
     """Run a flow (a :class:`faasflow.Flow` or a ``define(flow, context)`` function) on
     ``data`` and return its final output.
 
@@ -65,7 +65,7 @@ async def arun(
     request_id: str | None = None,
     timeout: float | None = None,
     settings: Settings | None = None,
-) -> RunResult:
+) -> Result:
     """:func:`run` for asyncio callers: the request runs on a worker thread (the engine's
     stores and invokers block), so the event loop stays free while it runs."""
     call = functools.partial(

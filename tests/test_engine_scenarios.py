@@ -139,7 +139,7 @@ def test_async_chain_posts_result_to_callback_and_cleans_up(callback_server) -> 
 
     h = Harness(define, functions={"sink": lambda d: (sink.append(d), b"")[1]})
     result = h.start(b"x", callback_url=url)
-    assert (result.status, result.output) == ("running", None)
+    assert (result.status, result.output) == ("running", b"")
     rid = result.request_id
     assert len(h.invoker.forwards) == 1
     h.drain()

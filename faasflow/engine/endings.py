@@ -23,6 +23,7 @@ from faasflow.context import running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound
 from faasflow.graph import Graph
 from faasflow.interfaces import DataStore, StateStore
+from faasflow.results import remember_failure
 
 from .failures import details
 from .ids import CLAIM, REQUEST_ID_HEADER
@@ -199,6 +200,8 @@ def fail(core: Core, it: Iteration, error: FlowFailure) -> None:
     if tomb is None:
         clean_if_ended(it)
         return  # another branch already failed it, or it was stopped: hooks ran once
+    if core.invoker.in_process:  # faasflow.run hands the exception to its caller
+        remember_failure(rid, error)
     if keeps(core, tomb):
         keep_iteration(it)  # before the record: a redrive finds what to forward
     trace = found.get("traceback")

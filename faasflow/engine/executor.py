@@ -22,6 +22,7 @@ from faasflow.errors import (
     RequestNotFound,
 )
 from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
+from faasflow.results import Result
 from faasflow.settings import Settings
 
 from . import control, runner
@@ -166,7 +167,7 @@ class Engine:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         idempotency_key: str | None = None,
-    ) -> StartResult:
+    ) -> Result:
         """Start a request. Sync flows run to the end here; DAG flows run their first node
         here and continue through the invoker.
 
@@ -275,7 +276,9 @@ class Engine:
         control.stop(self.core, request_id)
 
     def state(self, request_id: str) -> str:
-        """``RUNNING``, ``PAUSED`` or ``FINISHED`` (also for unknown ids, as faas-flow)."""
+        """``RUNNING``, ``PAUSED`` or ``FINISHED`` (also for unknown ids, as faas-flow): the text
+        of faas-flow's state route (``GET /flow/<id>/state``); everything else answers the
+        lower-case :class:`faasflow.Status` (``start``, ``record``, ``faasflow.run``)."""
         return control.state(self.core, request_id)
 
     def sweep(self, now: float | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -11,6 +10,7 @@ import attrs
 
 from faasflow.backends import Kind
 from faasflow.interfaces import Invoker, Response
+from faasflow.results import Result, Status, take_failure
 from faasflow.settings import Settings
 
 from .executor import Backends, Engine
@@ -18,28 +18,8 @@ from .executor import Backends, Engine
 __all__ = ["RunResult", "run"]
 
 
-@attrs.frozen
-class RunResult:
-    """The outcome of :func:`run`."""
-
-    request_id: str
-    status: str
-    """``success``, ``failure`` or ``stopped``."""
-    output: bytes = b""
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-    @property
-    def text(self) -> str:
-        """The output decoded as UTF-8."""
-        return self.output.decode()
-
-    def json(self) -> Any:
-        """The output parsed as JSON (a flow with ``codec=faasflow.JSON`` returns JSON)."""
-        return json.loads(self.output)
+RunResult = Result
+"""Deprecated alias of :class:`faasflow.Result` (what ``faasflow.run`` answers)."""
 
 
 @attrs.define
@@ -83,7 +63,7 @@ def run(
     request_id: str | None = None,
     timeout: float | None = None,
     settings: Settings | None = None,
-) -> RunResult:
+) -> Result:
     """Run a flow (a :class:`faasflow.Flow` or a ``define(flow, context)`` function) on
     ``data`` and return its final output.
 
@@ -120,21 +100,21 @@ def run(
         started = engine.start(
             body, request_id=request_id, query=raw_query or "", headers=headers, timeout=timeout
         )
-        if started.status != "running":
-            return RunResult(
-                started.request_id, started.status, started.output or b"", started.error
-            )
+        if started.status is not Status.RUNNING:
+            if started.sync or started.cause is not None:
+                return started
+            return attrs.evolve(started, cause=take_failure(started.request_id))
         record = engine.wait(started.request_id, timeout)
         if record is None:
             finished = False
             engine.stop(started.request_id)
-            return RunResult(
+            return Result(
                 started.request_id,
-                "stopped",
+                Status.STOPPED,
                 b"",
                 f"request {started.request_id} did not finish within {timeout}s and was stopped",
             )
-        return RunResult(record.request_id, record.status, record.output or b"", record.error)
+        return Result.from_record(record, cause=take_failure(record.request_id))
     finally:
         if finished:
             engine.close()

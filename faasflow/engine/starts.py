@@ -15,12 +15,11 @@ import logging
 import time
 from collections.abc import Mapping
 
-import attrs
-
 from faasflow.context import Query, RequestView, running
 from faasflow.errors import FlowFailure, RequestIdInUse, RequestNotActive
 from faasflow.graph import Graph
 from faasflow.interfaces import DataStore
+from faasflow.results import Result, Status
 
 from . import capture, control, endings, runner
 from .ids import ATTEMPT_HEADER, header
@@ -33,23 +32,15 @@ __all__ = ["StartResult", "run_sync", "start_dag"]
 log = logging.getLogger("faasflow.engine")
 
 
-@attrs.frozen
-class StartResult:
-    """What starting a request gave: the output when it already ended."""
-
-    request_id: str
-    status: str
-    """``success``, ``failure``, ``stopped`` or ``running``."""
-    output: bytes | None = None
-    error: str | None = None
-    sync: bool = False
+StartResult = Result
+"""Deprecated alias of :class:`faasflow.Result` (what ``Engine.start`` answers)."""
 
 
-def as_started(core: Core, rid: str) -> StartResult:
+def as_started(core: Core, rid: str) -> Result:
     record = control.record(core, rid)
     if record is not None and record.done:
-        return StartResult(rid, record.status, record.output, record.error)
-    return StartResult(rid, "running")
+        return Result.from_record(record)
+    return Result(rid, Status.RUNNING, flow=core.name)
 
 
 def start_dag(
@@ -64,7 +55,7 @@ def start_dag(
     callback_url: str | None,
     headers: Mapping[str, str],
     deadline: float | None,
-) -> StartResult:
+) -> Result:
     if not client_id and call_id:
         first = core.records.start_id(call_id, rid)
         if first != rid:
@@ -109,7 +100,7 @@ def start_dag(
         return as_started(core, rid)
     if event.is_set() or existing is not None:
         return as_started(core, rid)
-    return StartResult(rid, "running")
+    return Result(rid, Status.RUNNING, flow=core.name)
 
 
 def run_sync(
@@ -122,7 +113,7 @@ def run_sync(
     callback: str | None,
     headers: Mapping[str, str],
     deadline: float | None,
-) -> StartResult:
+) -> Result:
     """A sync flow: its one node runs here, nothing is stored beyond the request."""
     node = graph.root.nodes[graph.root.start]
     tracer = core.tracer.scoped(core.name, rid)
@@ -146,13 +137,14 @@ def run_sync(
         tracer.request_failure(exc)
         tracer.flush()
         store.cleanup()
-        return StartResult(rid, "failure", None, str(exc), sync=True)
+        return Result(rid, Status.FAILURE, b"", str(exc), core.name, sync=True, cause=exc,
+                      failure={"node": exc.node} if exc.node else None)
     store.cleanup()
     tracer.request_end({})
     tracer.flush()
     if callback:
         endings.callback(core, callback, rid, output)
-    return StartResult(rid, "success", output, None, sync=True)
+    return Result(rid, Status.SUCCESS, output, None, core.name, sync=True)
 
 
 def deadline_of(limit: float | None) -> float | None:
