@@ -46,7 +46,8 @@ def test_the_request_page_shows_the_captured_payloads() -> None:
                            "nodes": {"0_1_a": {"input": {"data": "in<b>", "size": 5},
                                                "output": {"data": "x" * 10, "size": 99,
                                                           "truncated": True}}}}}
-    html = detail._payloads(record)
+    plan = plan_module.Plan.from_export(export_definition(define, "t"))
+    html = detail._payloads(plan, record)
     assert 'id="payloads"' in html
     assert "in&lt;b&gt;" in html  # escaped
     assert "99 (cut)" in html
@@ -54,6 +55,7 @@ def test_the_request_page_shows_the_captured_payloads() -> None:
 
 def test_the_request_page_shows_no_payloads_section_without_captures() -> None:
     detail = pytest.importorskip("faasflow_tower.detail")
-    assert detail._payloads({"payloads": {"capture": "none", "request": None,
-                                          "nodes": {}}}) == ""
-    assert detail._payloads({}) == ""
+    plan = plan_module.Plan.from_export(export_definition(define, "t"))
+    assert detail._payloads(plan, {"payloads": {"capture": "none", "request": None,
+                                                "nodes": {}}}) == ""
+    assert detail._payloads(plan, {}) == ""
