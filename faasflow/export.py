@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from faasflow.graph import Dag, Edge, Graph, Node, NodeKind
+from faasflow.graph import Edge, Graph, GraphDag, GraphNode, NodeKind
 from faasflow.operations import Apply, Modify, Operation, Request, Retry, callable_name
 
 __all__ = [
@@ -98,7 +98,7 @@ def _operation(op: Operation) -> JSON:
     return out
 
 
-def _node(node: Node, out_edges: list[Edge]) -> JSON:
+def _node(node: GraphNode, out_edges: list[Edge]) -> JSON:
     out: JSON = {
         "id": node.id,
         "node-index": node.index,
@@ -135,12 +135,12 @@ def _node(node: Node, out_edges: list[Edge]) -> JSON:
     return out
 
 
-def _nested(node: Node) -> list[Dag]:
+def _nested(node: GraphNode) -> list[GraphDag]:
     dags = [d for d in (node.sub_dag, node.foreach_dag) if d is not None]
     return dags + list(node.conditional_dags.values())
 
 
-def _has_branch(dag: Dag) -> bool:
+def _has_branch(dag: GraphDag) -> bool:
     return any(
         len(n.parents) > 1 or len(n.children) > 1 or n.kind in _BRANCHING or
         any(_has_branch(d) for d in _nested(n))
@@ -151,13 +151,13 @@ def _has_branch(dag: Dag) -> bool:
 _BRANCHING = (NodeKind.SUBDAG, NodeKind.FOREACH, NodeKind.CONDITION)
 
 
-def _has_edge(dag: Dag) -> bool:
+def _has_edge(dag: GraphDag) -> bool:
     return bool(dag.edges) or any(
         n.is_dynamic or any(_has_edge(d) for d in _nested(n)) for n in dag.nodes.values()
     )
 
 
-def _execution_only(dag: Dag) -> bool:
+def _execution_only(dag: GraphDag) -> bool:
     """No data moves through the store: every edge and dynamic node is execution-only."""
     return all(e.execution_only for e in dag.edges) and all(
         (not n.is_dynamic or n.dynamic_execution_only)
@@ -166,7 +166,7 @@ def _execution_only(dag: Dag) -> bool:
     )
 
 
-def _dag(dag: Dag) -> JSON:
+def _dag(dag: GraphDag) -> JSON:
     out_edges: dict[str, list[Edge]] = {node_id: [] for node_id in dag.nodes}
     for e in dag.edges:
         out_edges[e.source].append(e)
@@ -303,7 +303,7 @@ class _Layout:
         self.root = _Cluster("flow", graph.name)
         self.root.items.extend(self.dag(graph.root))
 
-    def dag(self, dag: Dag) -> list[_Vertex | _Cluster]:
+    def dag(self, dag: GraphDag) -> list[_Vertex | _Cluster]:
         items: list[_Vertex | _Cluster] = []
         ends: dict[str, tuple[str, str]] = {}
         for node in dag.nodes.values():
@@ -318,12 +318,12 @@ class _Layout:
         self.ends = ends
         return items
 
-    def span(self, dag: Dag) -> tuple[list[_Vertex | _Cluster], str, str]:
+    def span(self, dag: GraphDag) -> tuple[list[_Vertex | _Cluster], str, str]:
         items = self.dag(dag)
         ends = self.ends
         return items, ends[dag.start][0], ends[dag.end][1]
 
-    def node(self, node: Node) -> tuple[_Vertex | _Cluster, str, str]:
+    def node(self, node: GraphNode) -> tuple[_Vertex | _Cluster, str, str]:
         uid = node.unique_id
         if node.kind is NodeKind.END:
             vertex = _Vertex(uid, "end", "end")
@@ -353,7 +353,7 @@ class _Layout:
             f"foreach {_short(node.foreach)}" if foreach else f"condition {_short(node.condition)}"
         )
         cluster.items.append(_Vertex(decision, decision_label.strip(), "decision"))
-        branches: Mapping[str, Dag] = node.conditional_dags
+        branches: Mapping[str, GraphDag] = node.conditional_dags
         if node.foreach_dag is not None:
             branches = {"": node.foreach_dag}
         for key, branch in branches.items():

@@ -9,7 +9,7 @@ from typing import Any
 
 from faasflow.codecs import Codec
 from faasflow.context import Context, Query, RequestView, running
-from faasflow.dsl import Workflow, compile_workflow, start_codec
+from faasflow.dsl import FlowBuilder, compile_workflow, start_codec
 from faasflow.errors import DefinitionError
 from faasflow.graph import Graph
 
@@ -17,7 +17,7 @@ __all__ = ["Define", "Flow"]
 
 #: ``define(flow, context)``: builds the flow on ``flow``. What it returns is ignored, except an
 #: exception instance (faas-flow's ``return err``), which fails the definition.
-Define = Callable[[Workflow, Context], object]
+Define = Callable[[FlowBuilder, Context], object]
 
 #: Per-request graphs kept when ``define`` reads ``context.query`` or ``context.request_id``.
 CACHE_SIZE = 128
@@ -111,7 +111,7 @@ class Flow:
         view = RequestView(
             flow_name=self.name, request_id=request_id, query=Query(query), defining=True
         )
-        workflow = Workflow(self.name)
+        workflow = FlowBuilder(self.name)
         with running(view):
             try:
                 returned = self.define(workflow, Context())

@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Aggregator",
     "Condition",
-    "Dag",
     "Edge",
     "ForEach",
     "Forwarder",
     "Graph",
-    "Node",
+    "GraphDag",
+    "GraphNode",
     "NodeKind",
 ]
 
@@ -73,7 +73,7 @@ class Edge:
 
 
 @attrs.frozen(eq=False)
-class Node:
+class GraphNode:
     """One vertex of a DAG."""
 
     id: str
@@ -84,11 +84,11 @@ class Node:
     operations: tuple[Operation, ...] = ()
     aggregator: Aggregator | None = None
     """Fan-in aggregator, called with the outputs of the data-carrying predecessors."""
-    sub_dag: Dag | None = None
+    sub_dag: GraphDag | None = None
     foreach: ForEach | None = None
-    foreach_dag: Dag | None = None
+    foreach_dag: GraphDag | None = None
     condition: Condition | None = None
-    conditional_dags: Mapping[str, Dag] = attrs.field(factory=dict)
+    conditional_dags: Mapping[str, GraphDag] = attrs.field(factory=dict)
     sub_aggregator: Aggregator | None = None
     """Foreach / conditional aggregator, called with branch results keyed by branch key."""
     dynamic_execution_only: bool = False
@@ -102,7 +102,7 @@ class Node:
     def is_dynamic(self) -> bool:
         return self.kind.is_dynamic
 
-    def branch_dag(self, key: str) -> Dag:
+    def branch_dag(self, key: str) -> GraphDag:
         """The sub-DAG that runs for branch ``key`` of a foreach or conditional node."""
         if self.kind is NodeKind.FOREACH:
             assert self.foreach_dag is not None
@@ -111,11 +111,11 @@ class Node:
 
 
 @attrs.frozen(eq=False)
-class Dag:
+class GraphDag:
     """A DAG: nodes in creation order, edges in declaration order, one start, one end."""
 
     id: str
-    nodes: Mapping[str, Node]
+    nodes: Mapping[str, GraphNode]
     edges: tuple[Edge, ...]
     start: str
     end: str
@@ -136,7 +136,7 @@ class Dag:
         object.__setattr__(self, "_in", {k: tuple(v) for k, v in incoming.items()})
         object.__setattr__(self, "_out", {k: tuple(v) for k, v in outgoing.items()})
 
-    def node(self, node_id: str) -> Node:
+    def node(self, node_id: str) -> GraphNode:
         return self.nodes[node_id]
 
     def edge(self, source: str, target: str) -> Edge:
@@ -157,10 +157,10 @@ class Graph:
     """A whole compiled flow."""
 
     name: str
-    root: Dag
-    nodes: Mapping[str, Node]
+    root: GraphDag
+    nodes: Mapping[str, GraphNode]
     """Every node of every DAG, by unique id."""
-    dags: Mapping[str, Dag]
+    dags: Mapping[str, GraphDag]
     """Every DAG, by DAG id."""
     definition_hash: str
     """sha256 of the canonical export: equal across processes for the same definition."""
@@ -176,10 +176,10 @@ class Graph:
             and self.root.node(self.root.start).kind is NodeKind.OPERATIONS
         )
 
-    def dag_of(self, unique_id: str) -> Dag:
+    def dag_of(self, unique_id: str) -> GraphDag:
         """The DAG that holds the node ``unique_id``."""
         return self.dags[self.nodes[unique_id].dag_id]
 
-    def owner_of(self, dag: Dag) -> Node | None:
+    def owner_of(self, dag: GraphDag) -> GraphNode | None:
         """The node whose sub-DAG ``dag`` is (``None`` for the root)."""
         return None if dag.owner is None else self.nodes[dag.owner]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import faasflow
-from faasflow.dsl import Workflow
+from faasflow.dsl import FlowBuilder
 
-Define = Callable[[Workflow, faasflow.Context], object]
+Define = Callable[[FlowBuilder, faasflow.Context], object]
 
 
 def fetch(data: bytes) -> bytes:

@@ -19,7 +19,7 @@ from test_gateway import wait_for
 
 from faasflow.runtime.process import GatewayProcess
 from faasflow.runtime.server import Server, serve
-from faasflow.runtime.upstream import Unreachable, Upstream
+from faasflow.runtime.upstream import Upstream, WorkerUnreachable
 
 SLOW_ECHO = """
     import time
@@ -151,7 +151,7 @@ def test_concurrent_requests_through_the_pool_after_idle_all_answer(
 def test_a_worker_that_is_gone_is_unreachable(quick_closer: Server) -> None:
     port = quick_closer.port
     quick_closer.close()
-    with pytest.raises(Unreachable, match=str(port)):
+    with pytest.raises(WorkerUnreachable, match=str(port)):
         Upstream(port, timeout=2, keepalive=75).request("POST", "/", {}, b"x")
 
 
@@ -174,7 +174,7 @@ def test_a_lost_answer_is_replayed_only_for_idempotent_methods(method: str,
     try:
         upstream = Upstream(server.port, timeout=5, keepalive=75)
         upstream.request(method, "/", {}, b"warm")  # leaves a pooled connection
-        with pytest.raises(Unreachable):
+        with pytest.raises(WorkerUnreachable):
             upstream.request(method, "/", {}, b"once")
         assert seen == [b"once"] * deliveries
         upstream.close()

@@ -105,7 +105,7 @@ def _get(headers: dict[str, str], name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from faasflow.cli import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
     from faasflow.cli.gateways import StackFileError, find_gateway
-    from faasflow.runtime.client import GatewayClient, Unreachable, exit_code, fail
+    from faasflow.runtime.client import GatewayClient, GatewayUnreachable, exit_code, fail
 
     if args.wait is not None and (not math.isfinite(args.wait) or args.wait < 0):
         return fail("--wait takes a number of seconds", EXIT_USAGE)
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         reply = client.request(args.method.upper(), f"/{kind}/{args.function}", data=body,
                                headers=headers, params=args.query.lstrip("?") or None,
                                timeout=timeout)
-    except Unreachable as exc:
+    except GatewayUnreachable as exc:
         return fail(f"{exc} [gateway from {gateway.source}]", EXIT_UNAVAILABLE)
     finally:
         client.close()

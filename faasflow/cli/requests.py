@@ -145,7 +145,7 @@ def _print_record(doc: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from faasflow.cli import EXIT_UNAVAILABLE, EXIT_USAGE
     from faasflow.cli.gateways import StackFileError, find_gateway
-    from faasflow.runtime.client import GatewayClient, Unreachable, exit_code, fail
+    from faasflow.runtime.client import GatewayClient, GatewayUnreachable, exit_code, fail
 
     if args.action != "list" and not args.request_id:
         return fail(f"requests {args.action} needs a request id: faasflow requests "
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             reply = client.request("GET", f"{base}/flow/{args.request_id}/state")
         else:
             reply = client.request("POST", f"{base}/flow/{args.request_id}/{args.action}")
-    except Unreachable as exc:
+    except GatewayUnreachable as exc:
         return fail(f"{exc} [gateway from {gateway.source}]", EXIT_UNAVAILABLE)
     finally:
         client.close()

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from faasflow.cli import EXIT_USAGE
     from faasflow.cli.gateways import StackFileError, find_gateway
-    from faasflow.runtime.client import GatewayClient, Unreachable, exit_code, fail
+    from faasflow.runtime.client import GatewayClient, GatewayUnreachable, exit_code, fail
 
     try:
         gateway = find_gateway(args.gateway, args.file)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     client = GatewayClient(gateway.url)
     try:
         reply = client.request("POST", f"/function/{args.flow}/flow/sweep")
-    except Unreachable as exc:
+    except GatewayUnreachable as exc:
         from faasflow.cli import EXIT_UNAVAILABLE
 
         return fail(f"{exc} [gateway from {gateway.source}]", EXIT_UNAVAILABLE)

@@ -1,6 +1,6 @@
 """The definition API: what ``define(flow, context)`` uses to describe a flow.
 
-``flow`` is a :class:`Workflow`; its DAGs (:class:`Dag`) hold nodes (:class:`Node`) that chain
+``flow`` is a :class:`FlowBuilder`; its DAGs (:class:`Dag`) hold nodes (:class:`Node`) that chain
 operations. Mistakes that can be seen where they are made (a duplicate edge, a cycle, a
 non-callable argument, an option that does nothing where it is given) raise
 :class:`~faasflow.errors.DefinitionError` at once; whole-DAG rules (one start node, no empty DAG)
@@ -23,7 +23,7 @@ from .dags import Dag
 from .nodes import Node
 from .options import CALL_OPTIONS, CallOptions
 from .shortcuts import Aggregator, Condition, ForEach, Forwarder
-from .workflow import Workflow
+from .workflow import FlowBuilder, Workflow
 
 __all__ = [
     "CALL_OPTIONS",
@@ -33,6 +33,7 @@ __all__ = [
     "Condition",
     "Dag",
     "FanInWarning",
+    "FlowBuilder",
     "ForEach",
     "Forwarder",
     "HttpRequest",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SYNC_NODE", "FanInWarning", "caller_level", "check_callable", "check_id", "where"]
 
-#: Id of the node :meth:`Workflow.sync_node` returns (faas-flow's).
+#: Id of the node :meth:`FlowBuilder.sync_node` returns (faas-flow's).
 SYNC_NODE = "sync"
 
 # Ids become parts of state keys ("<execId>--<uid>", "faasflow/<flow>/<request>/...") and URLs.

@@ -30,7 +30,7 @@ from .adapt import (
 from .checks import FanInWarning, caller_level
 from .dags import Dag
 from .nodes import Node
-from .workflow import Workflow
+from .workflow import FlowBuilder
 
 __all__ = ["adapt_operation", "compile_workflow", "start_codec"]
 
@@ -64,7 +64,7 @@ def adapt_operation(op: Operation, codec: Codec) -> Operation:
     return attrs.evolve(op, **changes) if changes else op
 
 
-def compile_workflow(workflow: Workflow, name: str, *, warn: bool = True) -> graph.Graph:
+def compile_workflow(workflow: FlowBuilder, name: str, *, warn: bool = True) -> graph.Graph:
     """Check ``workflow`` and turn it into an immutable :class:`~faasflow.graph.Graph`.
 
     Raises :class:`~faasflow.errors.DefinitionError` with the bare reason (the caller adds the
@@ -86,7 +86,7 @@ def compile_workflow(workflow: Workflow, name: str, *, warn: bool = True) -> gra
     return attrs.evolve(built, definition_hash=definition_hash(built))
 
 
-def start_codec(workflow: Workflow, compiled: graph.Graph) -> Codec:
+def start_codec(workflow: FlowBuilder, compiled: graph.Graph) -> Codec:
     """The codec of the root DAG's start node: how ``faasflow.run`` encodes an input object."""
     root = workflow.dag()
     node = root._nodes.get(compiled.root.start)
@@ -114,8 +114,8 @@ def _edge_typos(spec: Dag, starts: list[str]) -> list[str]:
 class _Compiler:
     def __init__(self, warn: bool) -> None:
         self.warn = warn
-        self.nodes: dict[str, graph.Node] = {}
-        self.dags: dict[str, graph.Dag] = {}
+        self.nodes: dict[str, graph.GraphNode] = {}
+        self.dags: dict[str, graph.GraphDag] = {}
         self.where: dict[str, str] = {}
         """Description of every DAG id, in the order the DAGs are reached (outer first)."""
         self.order: dict[str, None] = {}
@@ -125,7 +125,7 @@ class _Compiler:
     def dag(
         self, spec: Dag, dag_id: str, owner: str | None, branch: str | None, where: str,
         codec: Codec,
-    ) -> graph.Dag:
+    ) -> graph.GraphDag:
         if any(spec is outer for outer in self.stack):
             raise DefinitionError(f"{where} includes itself (dag has recursive dependency)")
         if dag_id in self.dags:
@@ -147,7 +147,7 @@ class _Compiler:
     def _build(
         self, spec: Dag, dag_id: str, owner: str | None, branch: str | None, where: str,
         codec: Codec,
-    ) -> graph.Dag:
+    ) -> graph.GraphDag:
         codecs = {node_id: node.codec or codec for node_id, node in spec._nodes.items()}
         edges = [
             graph.Edge(
@@ -195,7 +195,7 @@ class _Compiler:
             in_edges[end] = [e for e in edges if e.target == end]
             out_edges[end] = []
 
-        nodes: dict[str, graph.Node] = {}
+        nodes: dict[str, graph.GraphNode] = {}
         for index, node_id in enumerate(order, start=1):
             nodes[node_id] = self._node(
                 spec._nodes[node_id], index, dag_id, where, in_edges[node_id],
@@ -203,7 +203,7 @@ class _Compiler:
             )
         if end not in nodes:
             nodes[end] = self._register(
-                graph.Node(
+                graph.GraphNode(
                     id=end,
                     index=len(order) + 1,
                     unique_id=self._reserve(f"{dag_id}_{len(order) + 1}_{end}", where),
@@ -212,7 +212,7 @@ class _Compiler:
                     parents=tuple(e.source for e in in_edges[end]),
                 ),
             )
-        built = graph.Dag(
+        built = graph.GraphDag(
             id=dag_id,
             nodes=types.MappingProxyType(nodes),
             edges=tuple(edges),
@@ -233,7 +233,7 @@ class _Compiler:
         in_edges: list[graph.Edge],
         out_edges: list[graph.Edge],
         codec: Codec,
-    ) -> graph.Node:
+    ) -> graph.GraphNode:
         label = f"node {spec.id!r} in {where}"
         unique_id = self._reserve(f"{dag_id}_{index}_{spec.id}", label)
         child_id = str(index) if dag_id == "0" else f"{dag_id}_{index}"
@@ -269,7 +269,7 @@ class _Compiler:
                 "execution_only=True"
             )
         sub_dag = foreach_dag = None
-        conditional: dict[str, graph.Dag] = {}
+        conditional: dict[str, graph.GraphDag] = {}
         if spec.kind is NodeKind.SUBDAG:
             assert spec.sub_dag is not None
             sub_dag = self.dag(
@@ -290,7 +290,7 @@ class _Compiler:
                     f"dag {branch_id} (branch {key!r} of conditional {label})", codec,
                 )
         return self._register(
-            graph.Node(
+            graph.GraphNode(
                 id=spec.id,
                 index=index,
                 unique_id=unique_id,
@@ -319,7 +319,7 @@ class _Compiler:
         self.order[unique_id] = None
         return unique_id
 
-    def _register(self, node: graph.Node) -> graph.Node:
+    def _register(self, node: graph.GraphNode) -> graph.GraphNode:
         self.nodes[node.unique_id] = node
         return node
 

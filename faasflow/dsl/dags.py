@@ -29,7 +29,7 @@ class _EdgeSpec:
 
 class Dag(Shortcuts):
     """A DAG being defined. ``faasflow.Dag()`` builds a standalone one for composition with
-    :meth:`sub_dag`, :meth:`append` or :meth:`Workflow.set_dag`.
+    :meth:`sub_dag`, :meth:`append` or :meth:`FlowBuilder.set_dag`.
 
     ``codec`` (default: the enclosing DAG's, :data:`faasflow.BYTES` at the root) is how the
     data of its nodes is decoded for user functions and encoded from what they return.

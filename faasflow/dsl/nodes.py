@@ -34,7 +34,7 @@ Modifier = Callable[[Any], Any]
 class Node:
     """A vertex being defined: chain operations on it; they run in the order added.
 
-    Get one from :meth:`Dag.node` (or :meth:`Workflow.sync_node`); calling it again with the same
+    Get one from :meth:`Dag.node` (or :meth:`FlowBuilder.sync_node`); calling it again with the same
     id returns the same node, so operations accumulate.
     """
 

@@ -14,13 +14,14 @@ from .dags import Dag
 from .nodes import Node
 from .shortcuts import Aggregator
 
-__all__ = ["Workflow"]
+__all__ = ["FlowBuilder", "Workflow"]
 
 H = TypeVar("H", bound=Callable[..., Any])
 
 
-class Workflow:
-    """The ``flow`` argument of ``define(flow, context)``."""
+class FlowBuilder:
+    """The ``flow`` argument of ``define(flow, context)``: the builder a definition fills in,
+    compiled into a :class:`faasflow.Flow`."""
 
     def __init__(self, name: str = "flow") -> None:
         self.name = name
@@ -69,3 +70,5 @@ class Workflow:
         return fn
 
 
+Workflow = FlowBuilder
+"""Deprecated alias of :class:`FlowBuilder`."""

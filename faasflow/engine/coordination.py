@@ -14,7 +14,7 @@ import base64
 import json
 
 from faasflow.errors import BackendError, FlowFailure
-from faasflow.graph import Node, NodeKind
+from faasflow.graph import GraphNode, NodeKind
 
 from . import endings
 from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
@@ -29,7 +29,7 @@ __all__ = ["decode_branches", "encode_branches", "hand_on", "select_branches", "
 def hand_on(
     core: Core,
     it: Iteration,
-    node: Node,
+    node: GraphNode,
     branches: tuple[Branch, ...],
     output: bytes,
     *,
@@ -57,7 +57,8 @@ def hand_on(
 
 
 def _dispatch_children(
-    core: Core, it: Iteration, node: Node, branches: tuple[Branch, ...], output: bytes, redo: bool
+    core: Core, it: Iteration, node: GraphNode, branches: tuple[Branch, ...], output: bytes,
+    redo: bool,
 ) -> None:
     dag = it.graph.dags[node.dag_id]
     source = exec_id(node.unique_id, branches)
@@ -96,7 +97,7 @@ def decode_branches(stored: bytes) -> list[tuple[str, bytes]]:
 
 
 def send_branches(
-    core: Core, it: Iteration, node: Node, branches: tuple[Branch, ...],
+    core: Core, it: Iteration, node: GraphNode, branches: tuple[Branch, ...],
     items: list[tuple[str, bytes]],
 ) -> None:
     """Start every branch of a done dynamic node (again, on a repeated hand-on)."""
@@ -113,7 +114,7 @@ def send_branches(
         )
 
 
-def select_branches(node: Node, data: bytes) -> list[tuple[str, bytes]]:
+def select_branches(node: GraphNode, data: bytes) -> list[tuple[str, bytes]]:
     """The branches a foreach or conditional node runs, with each branch's input."""
     what = f"Dynamic Node {node.unique_id}"
     if node.kind is NodeKind.FOREACH:
@@ -153,7 +154,7 @@ def select_branches(node: Node, data: bytes) -> list[tuple[str, bytes]]:
 
 
 def _join(
-    it: Iteration, owner: Node, branches: tuple[Branch, ...], output: bytes, redo: bool
+    it: Iteration, owner: GraphNode, branches: tuple[Branch, ...], output: bytes, redo: bool
 ) -> bytes | None:
     """A branch of ``owner`` ended with ``output``; the one completing the set aggregates."""
     _, key, total = branches[-1]

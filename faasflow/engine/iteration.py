@@ -13,7 +13,7 @@ import attrs
 
 from faasflow.context import RequestView
 from faasflow.errors import FaasflowError, FlowFailure
-from faasflow.graph import Graph, Node
+from faasflow.graph import Graph, GraphNode
 from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
 from faasflow.operations import as_bytes as _as_bytes
 from faasflow.settings import Settings
@@ -126,7 +126,7 @@ def user(fn: Callable[..., object], arg: object, what: str) -> bytes:
         raise FlowFailure(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def node_attributes(msg: Message, node: Node, attempt: int = 1) -> dict[str, object]:
+def node_attributes(msg: Message, node: GraphNode, attempt: int = 1) -> dict[str, object]:
     return {
         "faasflow.request_id": msg.request_id,
         "faasflow.node": node.id,

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from faasflow.graph import Graph, Node, NodeKind
+from faasflow.graph import Graph, GraphNode, NodeKind
 
 __all__ = ["STATES", "held_instances", "instance_node", "node_states"]
 
@@ -96,7 +96,7 @@ def node_states(
     return dict(sorted(out.items(), key=lambda item: _order(graph, item[0])))
 
 
-def _graph_nodes(graph: Graph) -> list[Node]:
+def _graph_nodes(graph: Graph) -> list[GraphNode]:
     """The nodes that run: a static sub-DAG shows as its own nodes, a DAG's end is no node."""
     return [n for n in graph.nodes.values()
             if n.kind is not NodeKind.END and (n.kind is not NodeKind.SUBDAG)]
@@ -107,7 +107,7 @@ def _order(graph: Graph, unique_id: str) -> tuple[int, str]:
     return (0 if node is None else 1, unique_id)
 
 
-def _unreached(graph: Graph, node: Node, seen: Mapping[str, Mapping[str, Any]],
+def _unreached(graph: Graph, node: GraphNode, seen: Mapping[str, Mapping[str, Any]],
                ended: str | None) -> str:
     """A node with no instance: skipped when its conditional branch was not taken (or the
     request succeeded without it), else pending."""

@@ -14,7 +14,7 @@ import time
 
 from faasflow.context import Query, RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
-from faasflow.graph import Node, NodeKind
+from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
 from faasflow.operations import Call, Retry
 
@@ -150,7 +150,7 @@ def _keep_if_failed(core: Core, it: Iteration) -> None:
         keep_iteration(it)
 
 
-def _input_keys(it: Iteration, node: Node) -> list[str]:
+def _input_keys(it: Iteration, node: GraphNode) -> list[str]:
     """The DataStore keys this iteration's input comes from (deleted once it handed on)."""
     msg = it.msg
     if msg.data is not None:
@@ -176,7 +176,7 @@ def _read(it: Iteration, key: str) -> bytes:
         raise
 
 
-def _input(it: Iteration, node: Node, kept: bytes | None) -> tuple[bytes, bool]:
+def _input(it: Iteration, node: GraphNode, kept: bytes | None) -> tuple[bytes, bool]:
     """The node's input, and whether an aggregator computed it now (``kept``: what an earlier
     attempt's aggregator produced, used instead of running it again)."""
     msg = it.msg
@@ -263,7 +263,7 @@ def _run_node(core: Core, it: Iteration) -> None:
 def run_operations(
     core: Core,
     msg: Message,
-    node: Node,
+    node: GraphNode,
     data: bytes,
     tracer: Tracer,
     view: RequestView,

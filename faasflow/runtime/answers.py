@@ -16,7 +16,7 @@ from faasflow.errors import (
     RequestNotFound,
     SignatureError,
 )
-from faasflow.runtime.web import Request, Response, error, json_response, text
+from faasflow.runtime.web import WebRequest, WebResponse, error, json_response, text
 
 __all__ = ["accepted", "bad_id", "failure", "not_allowed"]
 
@@ -24,8 +24,8 @@ log = logging.getLogger("faasflow.runtime")
 
 
 def failure(
-    request: Request, exc: FaasflowError, request_id: str | None, action: str = ""
-) -> Response:
+    request: WebRequest, exc: FaasflowError, request_id: str | None, action: str = ""
+) -> WebResponse:
     """The answer to an engine error: 4xx for what the client can fix, 503 for a backend that
     could not be reached, 500 for a failed flow or a configuration fault."""
     from faasflow.engine import MessageError
@@ -52,7 +52,7 @@ def failure(
     return error(request, status, message, request_id)
 
 
-def _has_signature(request: Request) -> bool:
+def _has_signature(request: WebRequest) -> bool:
     if request.path.rstrip("/").endswith("/forward"):
         try:
             doc = json.loads(request.body)
@@ -62,7 +62,7 @@ def _has_signature(request: Request) -> bool:
     return bool(request.header("X-Hub-Signature-256") or request.header("X-Hub-Signature"))
 
 
-def accepted(request: Request, request_id: str, ids: tuple[tuple[str, str], ...]) -> Response:
+def accepted(request: WebRequest, request_id: str, ids: tuple[tuple[str, str], ...]) -> WebResponse:
     message = f"request {request_id} is still running; GET /flow/{request_id} for its result"
     if request.wants_json:
         return json_response({"request_id": request_id, "status": "running",
@@ -70,7 +70,7 @@ def accepted(request: Request, request_id: str, ids: tuple[tuple[str, str], ...]
     return text(message + "\n", 202, *ids)
 
 
-def not_allowed(request: Request, allowed: str) -> Response:
+def not_allowed(request: WebRequest, allowed: str) -> WebResponse:
     return error(request, 405, f"{request.method} is not allowed on {request.path}; use "
                  f"{allowed}", None, ("Allow", allowed))
 

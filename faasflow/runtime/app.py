@@ -42,7 +42,7 @@ from faasflow.runtime.answers import accepted, bad_id, failure, not_allowed
 from faasflow.runtime.deployment import check_stores
 from faasflow.runtime.guard import SIGNATURE, CallbackRefused, check_callback, verify_control
 from faasflow.runtime.server import StartResponse
-from faasflow.runtime.web import BodyError, Request, Response, error, json_response, text
+from faasflow.runtime.web import BodyError, WebRequest, WebResponse, error, json_response, text
 from faasflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -176,12 +176,12 @@ class FlowApp:
 
         return self._flow.define if isinstance(self._flow, Flow) else self._flow
 
-    def _export(self, name: str) -> Response:
+    def _export(self, name: str) -> WebResponse:
         from faasflow.export import export_definition
 
         doc = export_definition(self._define, name)
         body = json.dumps(doc, indent=4).encode() + b"\n"
-        return Response(200, body, (("Content-Type", "application/json"),))
+        return WebResponse(200, body, (("Content-Type", "application/json"),))
 
     def sweep(self) -> int:
         """Forget expired request records and fail requests past their deadline."""
@@ -200,7 +200,7 @@ class FlowApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
-            request = Request.from_environ(environ, self.settings.max_body)
+            request = WebRequest.from_environ(environ, self.settings.max_body)
         except BodyError as exc:
             return error(None, exc.status, str(exc)).send(start_response)
         if environ.get("wsgi.multiprocess") and not self._multiprocess_checked:
@@ -217,12 +217,12 @@ class FlowApp:
             response = error(request, 500, "internal error in the faasflow runtime; see its log")
         return response.send(start_response)
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: WebRequest) -> WebResponse:
         """Route one request."""
         if request.path.rstrip("/") == "/metrics" and request.method in ("GET", "HEAD"):
             from faasflow.runtime.metrics import CONTENT_TYPE
 
-            return Response(200, self.metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
+            return WebResponse(200, self.metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
         name = self.flow_name or flow_name_from_host(request.header("Host"))
         if name is None:
             return error(
@@ -295,7 +295,7 @@ class FlowApp:
 
     # -- routes --------------------------------------------------------------------------------
 
-    def _root(self, engine: Engine, request: Request) -> Response:
+    def _root(self, engine: Engine, request: WebRequest) -> WebResponse:
         args = request.args
         for query, action in _CONTROL_QUERIES:
             if query in args:
@@ -312,7 +312,7 @@ class FlowApp:
             return not_allowed(request, "POST")
         return self._start(engine, request, None)
 
-    def _start(self, engine: Engine, request: Request, request_id: str | None) -> Response:
+    def _start(self, engine: Engine, request: WebRequest, request_id: str | None) -> WebResponse:
         request_id = request_id or request.header(REQID) or None
         if request_id is not None and not _ID.match(request_id):
             return error(request, 400, f"header {REQID}: {bad_id(request_id)}")
@@ -349,26 +349,28 @@ class FlowApp:
             if record is None or not record.done:
                 return accepted(request, result.request_id, ids)
             if record.status == "success":
-                return Response(200, record.output or b"", ids)
+                return WebResponse(200, record.output or b"", ids)
             if record.status == "stopped":
                 return error(request, 409, f"request {record.request_id} was stopped before "
                              "it finished", None, *ids)
             return error(request, 500, record.error or f"request {record.request_id} failed",
                          None, *ids)
         if result.status == "success" and (result.sync or wait):
-            return Response(200, result.output or b"", ids)
+            return WebResponse(200, result.output or b"", ids)
         if result.status in ("running", "success"):
             # a multi-node flow answers with an empty body, as in faas-flow, also when it
             # happened to finish before this answer: ask with X-Faas-Flow-Wait for the output
-            return Response(200, b"", ids)
+            return WebResponse(200, b"", ids)
         if result.status == "stopped":
             return error(request, 409, f"request {result.request_id} was stopped before it "
                          "finished", None, *ids)
         return error(request, 500, result.error or f"request {result.request_id} failed",
                      None, *ids)
 
-    def _control(self, engine: Engine, request: Request, action: str, request_id: str) -> Response:
-        def act() -> Response:
+    def _control(
+        self, engine: Engine, request: WebRequest, action: str, request_id: str
+    ) -> WebResponse:
+        def act() -> WebResponse:
             if action == "state":
                 return text(engine.state(request_id))
             getattr(engine, action)(request_id)
@@ -376,11 +378,13 @@ class FlowApp:
 
         return self._call(request, request_id, act, action=action)
 
-    def _again(self, engine: Engine, request: Request, action: str, request_id: str) -> Response:
+    def _again(
+        self, engine: Engine, request: WebRequest, action: str, request_id: str
+    ) -> WebResponse:
         """Redrive a failed request from its failed node(s), or re-run any request anew."""
         from faasflow.engine.redrive import redrive
 
-        def act() -> Response:
+        def act() -> WebResponse:
             if action == "redrive":
                 sent = redrive(engine.core, request_id)
                 return json_response({"request_id": request_id, "status": "running",
@@ -400,7 +404,7 @@ class FlowApp:
 
         return self._call(request, request_id, act, action=action)
 
-    def _list(self, engine: Engine, request: Request, name: str) -> Response:
+    def _list(self, engine: Engine, request: WebRequest, name: str) -> WebResponse:
         from faasflow.engine.index import IndexQuery, InvalidQuery
 
         try:
@@ -408,19 +412,19 @@ class FlowApp:
         except InvalidQuery as exc:
             return error(request, 400, str(exc))
 
-        def get() -> Response:
+        def get() -> WebResponse:
             page = engine.records.page(query)
             return json_response({"flow": name, "requests": [e.to_json(name) for e in
                                                              page.entries], "next": page.next})
 
         return self._call(request, None, get)
 
-    def _record(self, engine: Engine, request: Request, request_id: str) -> Response:
+    def _record(self, engine: Engine, request: WebRequest, request_id: str) -> WebResponse:
         raw = (request.args.get("payloads") or ["false"])[0].lower()
         if raw not in ("true", "false"):
             return error(request, 400, f"query parameter 'payloads': {raw!r}; use true or false")
 
-        def get() -> Response:
+        def get() -> WebResponse:
             record = engine.record(request_id)
             if record is None:
                 raise RequestNotFound(request_id)
@@ -434,7 +438,7 @@ class FlowApp:
 
         return self._call(request, request_id, get)
 
-    def _forward(self, engine: Engine, request: Request, request_id: str) -> Response:
+    def _forward(self, engine: Engine, request: WebRequest, request_id: str) -> WebResponse:
         try:
             doc = json.loads(request.body)
         except (ValueError, UnicodeDecodeError, RecursionError):  # nesting past the parser
@@ -443,14 +447,16 @@ class FlowApp:
             return error(request, 400, f"forwarded message of request {doc['id']} was posted "
                          f"to /flow/{request_id}/forward", request_id)
 
-        def run() -> Response:
+        def run() -> WebResponse:
             outcome = engine.forward(request.body, dict(request.headers))
             # 200 either way: a queue must ack a copy whose work is done or in hand
             return text("duplicate\n" if outcome == "duplicate" else "")
 
         return self._call(request, request_id, run, action="forward")
 
-    def _authenticate(self, request: Request, request_id: str | None = None) -> Response | None:
+    def _authenticate(
+        self, request: WebRequest, request_id: str | None = None
+    ) -> WebResponse | None:
         """With request authentication on, the signature of a control, record or list request
         (see :mod:`faasflow.runtime.guard`); ``None`` when it may go on."""
         if not self.settings.authenticate_request:
@@ -466,17 +472,17 @@ class FlowApp:
 
     def _call(
         self,
-        request: Request,
+        request: WebRequest,
         request_id: str | None,
-        route: Callable[[], Response],
+        route: Callable[[], WebResponse],
         action: str = "find",
-    ) -> Response:
+    ) -> WebResponse:
         try:
             return route()
         except FaasflowError as exc:
             return self._failure(request, exc, request_id, action)
 
     def _failure(
-        self, request: Request, exc: FaasflowError, request_id: str | None, action: str = ""
-    ) -> Response:
+        self, request: WebRequest, exc: FaasflowError, request_id: str | None, action: str = ""
+    ) -> WebResponse:
         return failure(request, exc, request_id, action)

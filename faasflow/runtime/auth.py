@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 
 from faasflow.errors import ConfigurationError
-from faasflow.runtime.web import Request, Response, error
+from faasflow.runtime.web import WebRequest, WebResponse, error
 
 __all__ = ["PASSWORD_SECRET", "REALM", "USER_SECRET", "Credentials", "load_credentials"]
 
@@ -35,7 +35,7 @@ class Credentials:
     user: str
     password: str = attrs.field(repr=False)
 
-    def allows(self, request: Request) -> bool:
+    def allows(self, request: WebRequest) -> bool:
         """True when ``request`` carries these credentials as HTTP Basic auth."""
         header = request.header("Authorization") or ""
         scheme, _, encoded = header.partition(" ")
@@ -51,7 +51,7 @@ class Credentials:
         password_ok = hmac.compare_digest(password.encode(), self.password.encode())
         return bool(sep) and user_ok and password_ok
 
-    def challenge(self, request: Request) -> Response:
+    def challenge(self, request: WebRequest) -> WebResponse:
         """The 401 answer asking for credentials."""
         return error(request, 401, "this route needs the gateway's basic auth credentials "
                      f"(secrets {USER_SECRET} and {PASSWORD_SECRET}; faas-cli login -u USER "

@@ -19,8 +19,8 @@ import requests
 
 from faasflow.runtime.dispatch import HOP_BY_HOP
 from faasflow.runtime.queue import CallIdInUse, Job
-from faasflow.runtime.upstream import Unreachable
-from faasflow.runtime.web import Request, Response, error
+from faasflow.runtime.upstream import WorkerUnreachable
+from faasflow.runtime.web import WebRequest, WebResponse, error
 from faasflow.runtime.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class FunctionRoutes:
         self.gateway = gateway
         self._local = threading.local()
 
-    def handle(self, request: Request, raw_path: str, remote: str) -> Response:
+    def handle(self, request: WebRequest, raw_path: str, remote: str) -> WebResponse:
         """The answer to a function call, or a 404 naming what is served."""
         match = _ROUTE.match(raw_path)
         if match is None:
@@ -74,8 +74,8 @@ class FunctionRoutes:
         self.gateway.metrics.invoked(name, answer.status, time.monotonic() - started)
         return answer
 
-    def _proxy(self, request: Request, pool: WorkerPool, name: str, rest: str, call_id: str,
-               remote: str) -> Response:
+    def _proxy(self, request: WebRequest, pool: WorkerPool, name: str, rest: str, call_id: str,
+               remote: str) -> WebResponse:
         started = time.time()
         headers = _forwarded_headers(request, call_id, remote, started)
         target = f"/{name}{rest}" + (f"?{request.query}" if request.query else "")
@@ -85,7 +85,7 @@ class FunctionRoutes:
             served_by, (status, out_headers, body) = pool.call(
                 request.method, target, headers, request.body,
                 wait=min(self.gateway.config.startup_timeout, 30.0), timeout=limit)
-        except Unreachable as exc:
+        except WorkerUnreachable as exc:
             duration = ("X-Duration-Seconds", f"{time.time() - started:.6f}")
             if isinstance(exc.__cause__, TimeoutError):
                 return error(request, 504, f"function {name!r} did not answer within {limit:g}s "
@@ -94,11 +94,11 @@ class FunctionRoutes:
                          *timing, duration)
         kept = tuple((k, v) for k, v in out_headers
                      if k.lower() not in HOP_BY_HOP and k.lower() != "x-duration-seconds")
-        return Response(status, body, (*kept, *timing,
+        return WebResponse(status, body, (*kept, *timing,
                                        ("X-Duration-Seconds", f"{time.time() - started:.6f}"),
                                        ("X-Served-By", f"faasflow-up/{served_by}")))
 
-    def _call_timeout(self, request: Request) -> float:
+    def _call_timeout(self, request: WebRequest) -> float:
         """--timeout, or longer when the caller asks a flow to wait longer for its output:
         the wait is the flow's to answer, not the gateway's to cut."""
         try:
@@ -109,8 +109,8 @@ class FunctionRoutes:
             return self.gateway.config.timeout
         return max(self.gateway.config.timeout, min(wait, _MAX_WAIT) + 10.0)
 
-    def _enqueue(self, request: Request, name: str, rest: str, call_id: str, remote: str
-                 ) -> Response:
+    def _enqueue(self, request: WebRequest, name: str, rest: str, call_id: str, remote: str
+                 ) -> WebResponse:
         callback = request.header("X-Callback-Url") or None
         if callback is not None:
             problem = _callback_problem(callback)
@@ -128,10 +128,10 @@ class FunctionRoutes:
         except Exception as exc:
             log.error("cannot queue call %s to %s: %s", call_id, name, exc)
             return error(request, 503, f"cannot queue the call to {name!r}: {exc}")
-        return Response(202, b"", (("X-Call-Id", call_id),))
+        return WebResponse(202, b"", (("X-Call-Id", call_id),))
 
-    def _other_language(self, request: Request, kind: str, name: str, namespace: str,
-                        rest: str) -> Response:
+    def _other_language(self, request: WebRequest, kind: str, name: str, namespace: str,
+                        rest: str) -> WebResponse:
         lang = self.gateway.stack.skipped[name]
         upstream = self.gateway.config.upstream_gateway.rstrip("/")
         if not upstream:
@@ -153,10 +153,10 @@ class FunctionRoutes:
                          f"{upstream}: {exc}")
         kept = tuple((k, v) for k, v in reply.headers.items()
                      if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding")
-        return Response(reply.status_code, reply.content, kept)
+        return WebResponse(reply.status_code, reply.content, kept)
 
 
-def _forwarded_headers(request: Request, call_id: str, remote: str, started: float
+def _forwarded_headers(request: WebRequest, call_id: str, remote: str, started: float
                        ) -> dict[str, str]:
     out = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     out["X-Call-Id"] = call_id

@@ -9,13 +9,13 @@ import requests
 
 from faasflow.settings import EnvVars, Settings
 
-__all__ = ["DEFAULT_GATEWAY", "GatewayClient", "Unreachable", "exit_code", "fail"]
+__all__ = ["DEFAULT_GATEWAY", "GatewayClient", "GatewayUnreachable", "exit_code", "fail"]
 
 #: Where ``faasflow up`` listens by default.
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 
-class Unreachable(Exception):
+class GatewayUnreachable(Exception):
     """The gateway could not be reached."""
 
 
@@ -71,14 +71,14 @@ class GatewayClient:
                 timeout=timeout or self.timeout,
             )
         except requests.ConnectionError:
-            raise Unreachable(
+            raise GatewayUnreachable(
                 f"cannot reach the gateway at {self.url}: is `faasflow up` running? "
                 "(pass --gateway URL or set OPENFAAS_URL)"
             ) from None
         except requests.Timeout:
-            raise Unreachable(f"the gateway at {self.url} did not answer in time") from None
+            raise GatewayUnreachable(f"the gateway at {self.url} did not answer in time") from None
         except requests.RequestException as exc:
-            raise Unreachable(f"request to {url} failed: {exc}") from None
+            raise GatewayUnreachable(f"request to {url} failed: {exc}") from None
 
     def close(self) -> None:
         self.session.close()

@@ -21,7 +21,7 @@ import requests
 from faasflow.engine.ids import DEAD_LETTER_HEADER
 from faasflow.runtime.queue import Job
 from faasflow.runtime.queues import Queue
-from faasflow.runtime.upstream import Unreachable
+from faasflow.runtime.upstream import WorkerUnreachable
 from faasflow.runtime.workers import WorkerPool
 
 __all__ = ["ATTEMPT_HEADER", "HOP_BY_HOP", "RETRY_STATUSES", "Dispatcher"]
@@ -101,7 +101,7 @@ class Dispatcher:
         started = time.monotonic()
         try:
             _, (status, out_headers, body) = pool.call(job.method, target, headers, job.body)
-        except Unreachable as exc:
+        except WorkerUnreachable as exc:
             if self.closing.is_set():
                 self.queue.release(job)  # stays queued for the next run
                 return
@@ -141,7 +141,7 @@ class Dispatcher:
             try:
                 pool.call(job.method, target, headers, job.body)
                 return
-            except Unreachable as exc:
+            except WorkerUnreachable as exc:
                 if attempt == 2 or self.closing.wait(0.5):
                     log.warning("cannot fail the request of dead letter %s: %s", job.id, exc)
                     return

@@ -61,7 +61,7 @@ from faasflow.runtime.server import (
 from faasflow.runtime.stack import Stack
 from faasflow.runtime.system import Streamed, SystemAPI
 from faasflow.runtime.watch import Watcher
-from faasflow.runtime.web import Request, Response, error, text
+from faasflow.runtime.web import WebRequest, WebResponse, error, text
 from faasflow.runtime.workers import WorkerPool, WorkerSettings, build_pools, start_all
 from faasflow.settings import EnvVars, Settings
 from faasflow.webapps import WebMounts
@@ -374,11 +374,11 @@ class Gateway:
         if web_app is not None:
             # the UI is behind basic auth in OpenFaaS too
             if self.credentials is not None:
-                asked = Request.from_environ(environ)
+                asked = WebRequest.from_environ(environ)
                 if not self.credentials.allows(asked):
                     return self.credentials.challenge(asked).send(start_response)
             return web_app(environ, start_response)
-        request = Request.from_environ(environ)
+        request = WebRequest.from_environ(environ)
         raw = str(environ.get("RAW_URI") or "")
         disconnected: Callable[[], bool] = environ.get(DISCONNECTED) or (lambda: False)
         try:
@@ -390,14 +390,14 @@ class Gateway:
             response = error(request, 500, "internal error in the faasflow gateway; see its log")
         return response.send(start_response)
 
-    def handle(self, request: Request, raw_path: str | None = None, *, remote: str = "",
-               disconnected: Callable[[], bool] = lambda: False) -> Response | Streamed:
+    def handle(self, request: WebRequest, raw_path: str | None = None, *, remote: str = "",
+               disconnected: Callable[[], bool] = lambda: False) -> WebResponse | Streamed:
         """Route one gateway request."""
         path = request.path
         if path in ("/healthz", "/healthz/"):
             return text("OK")
         if path in ("/metrics", "/metrics/") and request.method in ("GET", "HEAD"):
-            return Response(200, self.metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
+            return WebResponse(200, self.metrics.exposition(), (("Content-Type", CONTENT_TYPE),))
         if path == "/system" or path.startswith("/system/"):
             if self.credentials is not None and not self.credentials.allows(request):
                 return self.credentials.challenge(request)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from faasflow.runtime.server import StartResponse, WSGIApp
 from faasflow.runtime.web import MAX_BODY, BodyError, read_body
 
-__all__ = ["Context", "Event", "Headers", "QueryArgs", "call_handler", "wsgi_app"]
+__all__ = ["Event", "HandlerContext", "Headers", "QueryArgs", "call_handler", "wsgi_app"]
 
 log = logging.getLogger("faasflow.runtime")
 
@@ -84,8 +84,9 @@ class Event:
         self.path = path
 
 
-class Context:
-    """The second argument of ``handle``."""
+class HandlerContext:
+    """The second argument of a python3-http ``handle(event, context)`` (not a flow's
+    :class:`faasflow.Context`)."""
 
     def __init__(self) -> None:
         self.hostname = socket.gethostname()
@@ -196,7 +197,7 @@ def call_handler(
     """Run ``handle`` on ``event``; an exception becomes Flask's HTML 500 page, and the
     traceback goes to the log naming the function."""
     try:
-        return format_response(handle(event, Context()))
+        return format_response(handle(event, HandlerContext()))
     except Exception:
         log.exception("function %s raised", name or handle)
         return 500, [("Content-Type", _HTML)], ERROR_PAGE

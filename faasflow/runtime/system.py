@@ -24,7 +24,7 @@ from faasflow.runtime.auth import write_secret
 from faasflow.runtime.logbook import parse_time, rfc3339
 from faasflow.runtime.server import StartResponse
 from faasflow.runtime.stack import FunctionSpec
-from faasflow.runtime.web import Request, Response, error, json_response
+from faasflow.runtime.web import WebRequest, WebResponse, error, json_response
 from faasflow.runtime.workers import MAX_REPLICAS
 
 if TYPE_CHECKING:
@@ -50,11 +50,11 @@ class SystemAPI:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def handle(self, request: Request, disconnected: Callable[[], bool]
-               ) -> Response | Streamed | None:
+    def handle(self, request: WebRequest, disconnected: Callable[[], bool]
+               ) -> WebResponse | Streamed | None:
         """The answer to a ``/system/...`` request (``None``: not a system route)."""
         path = request.path.rstrip("/") or "/"
-        routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
+        routes: dict[str, tuple[tuple[str, ...], Callable[[WebRequest], WebResponse]]] = {
             "/system/info": (("GET",), self.info),
             "/system/functions": (("GET",), self.functions),
             "/system/namespaces": (("GET",), self.namespaces),
@@ -89,7 +89,7 @@ class SystemAPI:
 
     # -- functions -----------------------------------------------------------------------------
 
-    def info(self, request: Request) -> Response:
+    def info(self, request: WebRequest) -> WebResponse:
         from faasflow import __version__
 
         version = {"sha": "", "release": __version__}
@@ -100,14 +100,14 @@ class SystemAPI:
             "arch": go_arch(),
         })
 
-    def functions(self, request: Request) -> Response:
+    def functions(self, request: WebRequest) -> WebResponse:
         namespace, problem = self._namespace(request)
         if problem is not None:
             return problem
         return json_response([self.describe(spec) for spec in self.gateway.stack.functions.values()
                               if namespace is None or spec.namespace == namespace])
 
-    def function(self, request: Request, name: str) -> Response:
+    def function(self, request: WebRequest, name: str) -> WebResponse:
         namespace, problem = self._namespace(request)
         if problem is not None:
             return problem
@@ -140,7 +140,7 @@ class SystemAPI:
                 doc[field] = {k: v for k, v in resources.items() if k in ("memory", "cpu")}
         return doc
 
-    def scale(self, request: Request, name: str) -> Response:
+    def scale(self, request: WebRequest, name: str) -> WebResponse:
         spec = self.gateway.stack.functions.get(name)
         if spec is None:
             return error(request, 404, self.gateway.not_found(name, None))
@@ -165,17 +165,17 @@ class SystemAPI:
 
     # -- namespaces, secrets, logs, queue ------------------------------------------------------
 
-    def namespaces(self, request: Request) -> Response:
+    def namespaces(self, request: WebRequest) -> WebResponse:
         return json_response(list(self.gateway.stack.namespaces))
 
-    def _namespace(self, request: Request) -> tuple[str | None, Response | None]:
+    def _namespace(self, request: WebRequest) -> tuple[str | None, WebResponse | None]:
         namespace = (request.args.get("namespace") or [""])[0] or None
         if namespace is not None and namespace not in self.gateway.stack.namespaces:
             return None, error(request, 404, f"namespace {namespace!r} not found; the stack's "
                                f"namespaces are {', '.join(self.gateway.stack.namespaces)}")
         return namespace, None
 
-    def secrets(self, request: Request) -> Response:
+    def secrets(self, request: WebRequest) -> WebResponse:
         namespace, problem = self._namespace(request)
         if problem is not None:
             return problem
@@ -198,7 +198,7 @@ class SystemAPI:
             if not path.is_file():
                 return error(request, 404, f"secret {name!r} not found in {directory}")
             path.unlink()
-            return Response(202)
+            return WebResponse(202)
         value = doc.get("value") if isinstance(doc, dict) else None
         raw = doc.get("rawValue") if isinstance(doc, dict) else None
         if isinstance(raw, str) and value is None:  # faas-cli --from-file: base64 bytes
@@ -216,9 +216,9 @@ class SystemAPI:
         if request.method == "PUT" and not exists:
             return error(request, 404, f"secret {name!r} not found; use POST to create it")
         write_secret(path, value)
-        return Response(201 if request.method == "POST" else 202)
+        return WebResponse(201 if request.method == "POST" else 202)
 
-    def logs(self, request: Request, disconnected: Callable[[], bool]) -> Response | Streamed:
+    def logs(self, request: WebRequest, disconnected: Callable[[], bool]) -> WebResponse | Streamed:
         args = request.args
         name = (args.get("name") or [""])[0]
         if not name:
@@ -245,7 +245,7 @@ class SystemAPI:
         if not follow:
             lines = book.read(name, since=since, tail=None if tail < 0 else tail)
             body = b"".join(json.dumps(line.to_json()).encode() + b"\n" for line in lines)
-            return Response(200, body, headers)
+            return WebResponse(200, body, headers)
 
         def stop() -> bool:
             return self.gateway.closing.is_set() or disconnected()
@@ -253,7 +253,7 @@ class SystemAPI:
         stream = book.follow(name, since=since, tail=None if tail < 0 else tail, stop=stop)
         return Streamed(200, headers, _ndjson(stream))
 
-    def queue(self, request: Request) -> Response:
+    def queue(self, request: WebRequest) -> WebResponse:
         queue = self.gateway.queue
         return json_response({"pending": queue.pending(), "recovered": queue.recovered,
                               "dead": queue.dead()})
@@ -281,6 +281,6 @@ class Streamed:
         return generate()
 
 
-def _not_allowed(request: Request, methods: Iterable[str]) -> Response:
+def _not_allowed(request: WebRequest, methods: Iterable[str]) -> WebResponse:
     allowed = ", ".join(methods)
     return error(request, 405, f"use {allowed} for {request.path}", None, ("Allow", allowed))

@@ -19,14 +19,14 @@ from collections.abc import Mapping
 from faasflow.errors import FaasflowError
 from faasflow.runtime.server import peer_closed
 
-__all__ = ["IDEMPOTENT", "Unreachable", "Upstream"]
+__all__ = ["IDEMPOTENT", "Upstream", "WorkerUnreachable"]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 #: Seconds before the worker's idle timeout at which a pooled connection is retired.
 _IDLE_MARGIN = 0.5
 
 
-class Unreachable(FaasflowError):
+class WorkerUnreachable(FaasflowError):
     """A worker process could not be reached."""
 
 
@@ -51,7 +51,7 @@ class Upstream:
         self, method: str, path: str, headers: Mapping[str, str], body: bytes,
         timeout: float | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send one request; raise :class:`Unreachable` when the worker cannot answer it
+        """Send one request; raise :class:`WorkerUnreachable` when the worker cannot answer it
         within ``timeout`` seconds (default: the pool's)."""
         for attempt in range(3):
             conn, reused = self._take()
@@ -64,17 +64,17 @@ class Upstream:
                 conn.close()
                 if attempt < 2:
                     continue
-                raise Unreachable(f"worker on port {self.port}: {exc.__cause__}") from \
+                raise WorkerUnreachable(f"worker on port {self.port}: {exc.__cause__}") from \
                     exc.__cause__
             except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
                 conn.close()
                 # no byte of the answer came: a replay is safe only for idempotent methods
                 if reused and method in IDEMPOTENT and attempt < 2:
                     continue
-                raise Unreachable(f"worker on port {self.port}: {exc}") from exc
+                raise WorkerUnreachable(f"worker on port {self.port}: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise Unreachable(f"worker on port {self.port}: {exc}") from exc
+                raise WorkerUnreachable(f"worker on port {self.port}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str,

@@ -12,8 +12,8 @@ import attrs
 
 from faasflow.runtime.server import StartResponse
 
-__all__ = ["MAX_BODY", "BodyError", "Request", "Response", "error", "json_response", "read_body",
-           "text"]
+__all__ = ["MAX_BODY", "BodyError", "WebRequest", "WebResponse", "error", "json_response",
+           "read_body", "text"]
 
 #: Largest request body read by default (bytes); ``FAASFLOW_MAX_BODY`` changes it.
 MAX_BODY = 64 * 1024 * 1024
@@ -77,7 +77,7 @@ def _too_large(limit: int) -> str:
 
 
 @attrs.frozen
-class Request:
+class WebRequest:
     """One HTTP request, read whole."""
 
     method: str
@@ -88,7 +88,7 @@ class Request:
     body: bytes
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, Any], max_body: int = MAX_BODY) -> Request:
+    def from_environ(cls, environ: Mapping[str, Any], max_body: int = MAX_BODY) -> WebRequest:
         """Read one WSGI request; :class:`BodyError` when its body is malformed or too large."""
         headers: dict[str, str] = {}
         for key, value in environ.items():
@@ -126,7 +126,7 @@ class Request:
 
 
 @attrs.frozen
-class Response:
+class WebResponse:
     """What a route answers."""
 
     status: int = 200
@@ -144,27 +144,27 @@ class Response:
         start_response(f"{self.status} {phrase}", headers)
         return [self.body]
 
-    def with_headers(self, *headers: tuple[str, str]) -> Response:
+    def with_headers(self, *headers: tuple[str, str]) -> WebResponse:
         return attrs.evolve(self, headers=self.headers + headers)
 
 
-def text(body: str | bytes, status: int = 200, *headers: tuple[str, str]) -> Response:
+def text(body: str | bytes, status: int = 200, *headers: tuple[str, str]) -> WebResponse:
     data = body.encode() if isinstance(body, str) else body
-    return Response(status, data, (("Content-Type", "text/plain; charset=utf-8"), *headers))
+    return WebResponse(status, data, (("Content-Type", "text/plain; charset=utf-8"), *headers))
 
 
-def json_response(doc: Any, status: int = 200, *headers: tuple[str, str]) -> Response:
+def json_response(doc: Any, status: int = 200, *headers: tuple[str, str]) -> WebResponse:
     data = json.dumps(doc, indent=2).encode() + b"\n"
-    return Response(status, data, (("Content-Type", "application/json"), *headers))
+    return WebResponse(status, data, (("Content-Type", "application/json"), *headers))
 
 
 def error(
-    request: Request | None,
+    request: WebRequest | None,
     status: int,
     message: str,
     request_id: str | None = None,
     *headers: tuple[str, str],
-) -> Response:
+) -> WebResponse:
     """An error answer: faas-flow's ``[ Failed ] <message>`` text, or JSON when the client
     accepts it; it names the request when there is one."""
     extra = list(headers)

@@ -21,7 +21,7 @@ from typing import IO, Any
 from faasflow.errors import ConfigurationError
 from faasflow.runtime.logbook import LogBook, LogLine, decode
 from faasflow.runtime.stack import Stack
-from faasflow.runtime.upstream import Unreachable, Upstream
+from faasflow.runtime.upstream import Upstream, WorkerUnreachable
 
 __all__ = ["WorkerPool", "WorkerProcess", "WorkerSettings", "build_pools", "start_all"]
 
@@ -219,7 +219,7 @@ class WorkerPool:
                     return min(rotated, key=lambda w: w.upstream.in_flight if w.upstream else 0)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise Unreachable(f"no worker process of pool {self.name} is running")
+                    raise WorkerUnreachable(f"no worker process of pool {self.name} is running")
                 self._ready.wait(min(left, 0.25))
 
     def call(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import faasflow
-from faasflow.dsl import Workflow
+from faasflow.dsl import FlowBuilder
 
 
-def define(flow: Workflow, context: faasflow.Context) -> None:
+def define(flow: FlowBuilder, context: faasflow.Context) -> None:
     flow.sync_node().apply("resize", retires=3)

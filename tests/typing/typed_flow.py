@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import faasflow
-from faasflow.dsl import Workflow
+from faasflow.dsl import FlowBuilder
 
 
-def define(flow: Workflow, context: faasflow.Context) -> None:
+def define(flow: FlowBuilder, context: faasflow.Context) -> None:
     dag = flow.dag(codec=faasflow.JSON)
     dag.node("fetch").apply(
         "fetch", retry=faasflow.Retry(attempts=3), timeout=5, method="GET",

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
-from faasflow.runtime.web import BodyError, Request, Response, json_response
+from faasflow.runtime.web import BodyError, WebRequest, WebResponse, json_response
 from faasflow_tower import detail, logs, pages
 from faasflow_tower.client import GatewayClient, GatewayError, Unauthorized
 from faasflow_tower.config import READ_ONLY, TowerConfig
@@ -92,7 +92,7 @@ class TowerApp:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         base = str(environ.get("SCRIPT_NAME") or self.config.base_path).rstrip("/")
         try:
-            request = Request.from_environ(environ, max_body=1024 * 1024)
+            request = WebRequest.from_environ(environ, max_body=1024 * 1024)
         except BodyError as exc:
             return _html(f"<p>{pages.esc(exc)}</p>", exc.status).send(start_response)
         token = _cookie(request) or secrets.token_urlsafe(24)
@@ -116,10 +116,10 @@ class TowerApp:
 
     # -- routing -------------------------------------------------------------------------------
 
-    def handle(self, request: Request, page: pages.Page) -> Response:
+    def handle(self, request: WebRequest, page: pages.Page) -> WebResponse:
         path = request.path
         if path == "" and request.method == "GET":
-            return Response(308, b"", (("Location", f"{page.base}/"),))
+            return WebResponse(308, b"", (("Location", f"{page.base}/"),))
         allowed: list[str] = []
         for method, pattern, name in _ROUTES:
             match = pattern.match(path)
@@ -145,7 +145,7 @@ class TowerApp:
         return _html(pages.error_page(page, 404, f"no page {path or '/'} in faasflow-tower: "
                                       "start from the flow list"), 404)
 
-    def _authorization(self, request: Request) -> str | None:
+    def _authorization(self, request: WebRequest) -> str | None:
         given = request.header("Authorization")
         creds = self.config.credentials
         if creds is None:
@@ -155,7 +155,7 @@ class TowerApp:
             raise Unauthorized
         return expected
 
-    def _refuse_post(self, request: Request, page: pages.Page) -> Response | None:
+    def _refuse_post(self, request: WebRequest, page: pages.Page) -> WebResponse | None:
         if self.config.read_only:
             return _html(pages.error_page(page, 403, f"faasflow-tower runs read-only "
                                           f"({READ_ONLY}): control actions are off"), 403)
@@ -180,16 +180,16 @@ class TowerApp:
 
     # -- pages ---------------------------------------------------------------------------------
 
-    def static(self, name: str) -> Response:
+    def static(self, name: str) -> WebResponse:
         kind = _STATIC.get(name)
         if kind is None:
-            return Response(404, b"no such file\n", (("Content-Type", "text/plain"),))
+            return WebResponse(404, b"no such file\n", (("Content-Type", "text/plain"),))
         data = resources.files("faasflow_tower").joinpath("static").joinpath(name).read_bytes()
-        return Response(200, data, (("Content-Type", f"{kind}; charset=utf-8"),
+        return WebResponse(200, data, (("Content-Type", f"{kind}; charset=utf-8"),
                                     ("Cache-Control", "public, max-age=3600")))
 
-    def flows(self, request: Request, page: pages.Page, functions: list[dict[str, Any]]
-              ) -> Response:
+    def flows(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]]
+              ) -> WebResponse:
         since = time.time() - 3600
 
         def figures(fn: dict[str, Any]) -> tuple[dict[str, Any], FlowStats | None, str]:
@@ -207,15 +207,15 @@ class TowerApp:
         others = [f for f in functions if not is_flow(f)]
         return _html(pages.flows_page(page, rows, others))
 
-    def flow(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-             flow: str) -> Response:
+    def flow(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+             flow: str) -> WebResponse:
         fn = self._flow_fn(functions, flow)
         plan, svg = self._plan(flow)
         docs, _, _ = self.client.requests(flow, [("limit", "10")])
         return _html(detail.flow_page(page, flow, fn, plan, svg, docs[:10]))
 
-    def execute(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-                flow: str) -> Response:
+    def execute(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+                flow: str) -> WebResponse:
         self._flow_fn(functions, flow)
         form = _form(request)
         headers: dict[str, str] = {}
@@ -238,13 +238,13 @@ class TowerApp:
         return _html(pages.layout(page, f"Executed {flow}", f"<h1>Executed {pages.esc(flow)}"
                                   f"</h1>{fragment}", [(f"/flows/{pages.q(flow)}", flow)]))
 
-    def requests(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-                 flow: str) -> Response:
+    def requests(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+                 flow: str) -> WebResponse:
         self._flow_fn(functions, flow)
         return list_requests(self.client, request, page, flow)
 
-    def bulk_stop(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-                  flow: str) -> Response:
+    def bulk_stop(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+                  flow: str) -> WebResponse:
         self._flow_fn(functions, flow)
         form = _form(request)
         if form.get("all"):
@@ -263,7 +263,7 @@ class TowerApp:
             stopped += answer.status < 400
             failed += answer.status >= 400
         target = f"{page.base}/flows/{pages.q(flow)}/requests?stopped={stopped}&failed={failed}"
-        return Response(303, b"", (("Location", target),))
+        return WebResponse(303, b"", (("Location", target),))
 
     def _record_view(self, page: pages.Page, flow: str, rid: str, etag: str | None = None
                      ) -> tuple[str, str] | None:
@@ -293,8 +293,8 @@ class TowerApp:
         self._routes[flow] = (time.monotonic() + _ROUTE_TTL, found)
         return found
 
-    def request(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-                flow: str, rid: str) -> Response:
+    def request(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+                flow: str, rid: str) -> WebResponse:
         self._flow_fn(functions, flow)
         if request.wants_json:
             return self._request_json(flow, rid)
@@ -306,7 +306,7 @@ class TowerApp:
             if done in _DONE else ""
         return _html(detail.request_page(page, flow, rid, view[0], flash))
 
-    def _request_json(self, flow: str, rid: str) -> Response:
+    def _request_json(self, flow: str, rid: str) -> WebResponse:
         """The record with the state of every node, for scripts (``Accept: application/json``)."""
         record = self.client.record(flow, rid)
         if record is None:
@@ -318,8 +318,8 @@ class TowerApp:
         return json_response({"request": record, "nodes": nodes,
                               "definition_hash": plan.definition_hash})
 
-    def live(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-             flow: str, rid: str) -> Response:
+    def live(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+             flow: str, rid: str) -> WebResponse:
         self._flow_fn(functions, flow)
         view = self._record_view(page, flow, rid, request.header("If-None-Match"))
         if view is None:
@@ -327,12 +327,12 @@ class TowerApp:
         # kept by the browser but revalidated at every poll: an unchanged record costs a 304
         cache = (("ETag", view[1]), ("Cache-Control", "private, no-cache"))
         if not view[0]:
-            return Response(304, b"", cache)
-        return Response(200, view[0].encode(),
+            return WebResponse(304, b"", cache)
+        return WebResponse(200, view[0].encode(),
                         (("Content-Type", "text/html; charset=utf-8"), *cache))
 
-    def request_logs(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-                     flow: str, rid: str) -> Response:
+    def request_logs(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+                     flow: str, rid: str) -> WebResponse:
         """Every kept line of the request (``?node=<label>``: only the lines of that node)."""
         self._flow_fn(functions, flow)
         plan, _ = self._plan(flow)
@@ -345,8 +345,8 @@ class TowerApp:
         found = logs.gather(self.client, plan, flow, rid, page.authorization)
         return _html(detail.logs_page(page, flow, rid, found, node))
 
-    def control(self, request: Request, page: pages.Page, functions: list[dict[str, Any]],
-                flow: str, rid: str, action: str) -> Response:
+    def control(self, request: WebRequest, page: pages.Page, functions: list[dict[str, Any]],
+                flow: str, rid: str, action: str) -> WebResponse:
         self._flow_fn(functions, flow)
         answer = self.client.control(flow, rid, action)
         if answer.status >= 400:
@@ -356,16 +356,16 @@ class TowerApp:
                                           f"{answer.status}: {text}"),
                          409 if answer.status < 500 else 502)
         target = f"{page.base}/flows/{pages.q(flow)}/requests/{pages.q(rid)}?done={action}"
-        return Response(303, b"", (("Location", target),))
+        return WebResponse(303, b"", (("Location", target),))
 
 
-def _not_found(page: pages.Page, flow: str, rid: str) -> Response:
+def _not_found(page: pages.Page, flow: str, rid: str) -> WebResponse:
     return _html(pages.error_page(page, 404, f"request {rid} of flow {flow} not found: it never "
                                   "existed, ran as a sync flow (no record) or its record "
                                   "expired (FAASFLOW_RECORD_RETENTION)"), 404)
 
 
-def _cookie(request: Request) -> str | None:
+def _cookie(request: WebRequest) -> str | None:
     raw = request.header("Cookie")
     if not raw:
         return None
@@ -378,7 +378,7 @@ def _cookie(request: Request) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _form(request: Request) -> dict[str, list[str]]:
+def _form(request: WebRequest) -> dict[str, list[str]]:
     try:
         return parse_qs(request.body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:

@@ -13,14 +13,14 @@ from urllib.parse import quote, urlencode
 
 import attrs
 
-from faasflow.runtime.web import Response
+from faasflow.runtime.web import WebResponse
 from faasflow_tower.stats import FlowStats
 
 __all__ = ["Page", "esc", "fmt_duration", "fmt_time", "html_response", "layout"]
 
 
-def html_response(body: str, status: int = 200, *headers: tuple[str, str]) -> Response:
-    return Response(status, body.encode(), (("Content-Type", "text/html; charset=utf-8"),
+def html_response(body: str, status: int = 200, *headers: tuple[str, str]) -> WebResponse:
+    return WebResponse(status, body.encode(), (("Content-Type", "text/html; charset=utf-8"),
                                             ("Cache-Control", "no-store"), *headers))
 
 

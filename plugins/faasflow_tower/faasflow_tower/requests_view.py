@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from faasflow.runtime.web import Request, Response
+from faasflow.runtime.web import WebRequest, WebResponse
 from faasflow_tower import pages
 from faasflow_tower.client import GatewayClient
 
@@ -126,8 +126,8 @@ def matching_ids(client: GatewayClient, flow: str, chosen: Filter, most: int) ->
     return ids[:most]
 
 
-def list_requests(client: GatewayClient, request: Request, page: pages.Page,
-                  flow: str) -> Response:
+def list_requests(client: GatewayClient, request: WebRequest, page: pages.Page,
+                  flow: str) -> WebResponse:
     args = {k: v[0] for k, v in request.args.items() if v}
     try:
         chosen = Filter.parse(request.args)
