@@ -25,7 +25,10 @@ CAPTURE = """
     while True:
         conn, _ = server.accept()
         data = b""
-        while b"0\\r\\n\\r\\n" not in data and not data.endswith(b"\\r\\n\\r\\n"):
+        while True:
+            head, ended, rest = data.partition(b"\\r\\n\\r\\n")
+            if ended and (b"chunked" not in head.lower() or b"0\\r\\n\\r\\n" in rest):
+                break  # a bodiless request's headers, or a chunked body's last chunk
             more = conn.recv(65536)
             if not more:  # the watchdog's readiness probe
                 break
