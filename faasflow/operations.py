@@ -7,6 +7,7 @@ operation may need from the running request (the invoker, ids, deadline, propaga
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import time
 from abc import ABC, abstractmethod
@@ -31,6 +32,8 @@ __all__ = [
     "as_bytes",
     "callable_name",
 ]
+
+log = logging.getLogger("faasflow.operations")
 
 
 @attrs.define
@@ -360,6 +363,13 @@ class _HttpOperation(Operation):
                 delay = retry.backoff(retries + 1)
             if call.deadline is not None and time.time() + delay >= call.deadline:
                 return response, error
+            # at least once: the function may have run although its answer was lost
+            log.warning(
+                "[Request `%s`] %s at %s %s; retrying (%d of %d) in %.2f s", call.request_id,
+                self.id, self._fallback_url(request),
+                f"answered {response.status}" if response is not None else f"failed: {error}",
+                retries + 1, attempts - 1, delay,
+            )
             time.sleep(delay)
             retries += 1
 

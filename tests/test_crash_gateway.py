@@ -272,7 +272,9 @@ def read_calls(log: Path) -> list[tuple[str, str, int, float, str]]:
 
 
 # a failed attempt: a 5xx, a timeout, a store failure (not a refused duplicate: 409/410)
-_TROUBLE = re.compile(r"(?i)answered 5\d\d|timed? ?out|backend ?error|backend failure|\b50[234]\b")
+_TROUBLE = re.compile(
+    r"(?i)answered 5\d\d|timed? ?out|backend ?error|backend failure|\b50[234]\b|retrying"
+)
 
 
 def troubled(output: str) -> set[str]:
