@@ -340,8 +340,21 @@ class _HTTPServer:
             self._closed_one(conn)
             return
         conn.last_active = time.monotonic()
+        if self._stop.is_set():
+            self._closed_one(conn)
+            return
         self._returned.append(conn)
         self._wake()
+        if self._closed:  # closed meanwhile: no selector takes it back any more
+            self._close_returned()
+
+    def _close_returned(self) -> None:
+        while True:
+            try:
+                conn = self._returned.popleft()
+            except IndexError:
+                return
+            self._closed_one(conn)
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -360,6 +373,14 @@ class _HTTPServer:
         for conn in list(self._idle.values()):
             conn.close()
         self._idle.clear()
+        self._close_returned()
+        while True:  # connections no request thread took yet
+            try:
+                queued = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if queued is not None:
+                self._closed_one(queued)
         for _ in self._workers:
             self._work.put(None)
         with contextlib.suppress(Exception):
