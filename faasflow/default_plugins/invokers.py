@@ -30,6 +30,7 @@ from faasflow.errors import BackendError, ConfigurationError, FunctionError
 from faasflow.hookspecs import hookimpl
 from faasflow.http import DEFAULT_TIMEOUT, HttpClient
 from faasflow.interfaces import Deliver, Invoker, Options, Response
+from faasflow.shortcuts import call_shortcut, forward_shortcut
 
 __all__ = ["LocalFunction", "LocalInvoker", "LocalRequest", "OpenFaasInvoker"]
 
@@ -102,6 +103,12 @@ class OpenFaasInvoker(Invoker):
         query: Mapping[str, list[str]] | None = None,
         timeout: float | None = None,
     ) -> Response:
+        shortcut = call_shortcut(self.gateway_url)
+        if shortcut is not None:
+            answer = shortcut.call(function, data, method=method, headers=headers or {},
+                                   query=query, timeout=timeout)
+            if answer is not None:
+                return answer
         url = _function_url(self.gateway_url, function, query)
         return self.client.request(method, url, data, headers=headers, timeout=timeout)
 
@@ -119,6 +126,9 @@ class OpenFaasInvoker(Invoker):
     def forward(
         self, flow_name: str, request_id: str, message: bytes, headers: Mapping[str, str]
     ) -> None:
+        shortcut = forward_shortcut(self.gateway_url)
+        if shortcut is not None and shortcut.forward(flow_name, request_id, message, headers):
+            return
         url = (
             f"{self.gateway_url}/async-function/{quote(flow_name, safe='')}"
             f"/flow/{quote(request_id, safe='')}/forward"
