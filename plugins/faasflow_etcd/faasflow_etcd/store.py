@@ -6,311 +6,34 @@ changed value without a second round trip), ``scan`` is one range read and ``cle
 delete. ``increment`` first tries to create the counter and otherwise swaps on the key's
 ``mod_revision``; a lost race returns the fresh value in the same round trip.
 
-All handles of one backend share a single :class:`_Connection` (one gRPC channel, thread-safe).
-After a connection failure the connection is rebuilt on the next endpoint and the operation is
-tried once more, when that cannot apply it twice.
+All handles of one backend share a single :class:`~faasflow_etcd.connection.Connection` (one
+gRPC channel, thread-safe), which also decides when a failed call is tried again; the options
+are resolved by :mod:`faasflow_etcd.config`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import attrs
-import grpc
 import pyetcd
-from pyetcd import exceptions as etcd_errors
 from pyetcd.utils import prefix_range_end
 
-from faasflow.errors import BackendError, CompareFailed, ConfigurationError, KeyNotFound
+from faasflow.errors import BackendError, CompareFailed, KeyNotFound
 from faasflow.interfaces import Options, StateStore
-from faasflow_etcd import OPTIONS
+from faasflow_etcd.config import EtcdConfig
+from faasflow_etcd.connection import Connection
 
 __all__ = ["EtcdConfig", "EtcdStateStore"]
 
 T = TypeVar("T")
 
-DEFAULT_ENDPOINT = "127.0.0.1:2379"
-DEFAULT_PORT = 2379
-DEFAULT_TIMEOUT = 5.0
-
 #: Conflicting writers an ``increment`` outlasts before giving up; every conflict means another
 #: writer succeeded, so reaching this needs thousands of concurrent writers on one counter.
 MAX_CONFLICTS = 10_000
 
-_GRPC_OPTIONS = [
-    # a request namespace read by scan() can exceed gRPC's default 4 MiB message limit
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # come back quickly after a restart instead of gRPC's default 1 s..120 s backoff
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
-
 _TX = pyetcd.Transactions()
-_CLIENT_ERRORS = (etcd_errors.Etcd3Exception, grpc.RpcError)
-
-
-def _bool(raw: str, option: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ConfigurationError(
-        f"FAASFLOW_ETCD_{option.upper()}={raw!r} is not a boolean; use true or false"
-    )
-
-
-def _host_port(raw: str) -> tuple[str, int, str]:
-    """``(host, port, scheme)`` of one endpoint written as a URL or ``host[:port]``."""
-    text = raw.strip()
-    parts = urlsplit(text if "://" in text else f"//{text}")
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        port = -1
-    if not parts.hostname or port < 0 or scheme not in {"", "http", "https"} or parts.path:
-        raise ConfigurationError(
-            f"etcd endpoint {raw!r} is not host:port or http(s)://host:port "
-            "(FAASFLOW_ETCD_ENDPOINTS / ETCDCTL_ENDPOINTS)"
-        )
-    host = parts.hostname
-    return (f"[{host}]" if ":" in host else host), port, scheme
-
-
-@attrs.frozen
-class EtcdConfig:
-    """Where and how to reach etcd, resolved from the backend options."""
-
-    endpoints: tuple[tuple[str, int], ...]
-    tls: bool = False
-    ca_cert: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    user: str | None = None
-    password: str | None = attrs.field(default=None, repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-
-    @classmethod
-    def from_options(cls, options: Options) -> EtcdConfig:
-        """Check and resolve ``FAASFLOW_ETCD_*`` options; raise ConfigurationError naming the
-        variable at fault."""
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown etcd option(s) {', '.join(unknown)} (from FAASFLOW_ETCD_"
-                f"{unknown[0].upper()}); valid options: {', '.join(OPTIONS)}"
-            )
-        raw = [e for e in (options.get("endpoints") or DEFAULT_ENDPOINT).split(",") if e.strip()]
-        parsed = [_host_port(e) for e in raw] or [_host_port(DEFAULT_ENDPOINT)]
-        schemes = {scheme for _, _, scheme in parsed if scheme}
-        if len(schemes) > 1:
-            raise ConfigurationError(
-                "etcd endpoints mix http:// and https:// (FAASFLOW_ETCD_ENDPOINTS); "
-                "use one scheme for every member"
-            )
-        ca_cert, cert, key = (options.get(n) or None for n in ("ca_cert", "cert", "key"))
-        tls = (
-            schemes == {"https"}
-            or ca_cert is not None
-            or cert is not None
-            or _bool(options.get("tls", ""), "tls")
-        )
-        if schemes == {"http"} and tls:
-            raise ConfigurationError(
-                "etcd endpoints use http:// but TLS options are set; use https:// endpoints"
-            )
-        if (cert is None) != (key is None):
-            raise ConfigurationError(
-                "etcd mutual TLS needs both FAASFLOW_ETCD_CERT and FAASFLOW_ETCD_KEY"
-            )
-        for name, path in (("ca_cert", ca_cert), ("cert", cert), ("key", key)):
-            if path is not None and not Path(path).is_file():
-                raise ConfigurationError(
-                    f"FAASFLOW_ETCD_{name.upper()}={path!r}: no such file"
-                )
-        user = options.get("user") or None
-        password = options.get("password") or None
-        if user is not None and password is None and ":" in user:
-            user, password = user.split(":", 1)  # etcdctl's --user user:password form
-        if (user is None) != (password is None):
-            raise ConfigurationError(
-                "etcd authentication needs both FAASFLOW_ETCD_USER and FAASFLOW_ETCD_PASSWORD"
-            )
-        timeout_raw = options.get("timeout") or str(DEFAULT_TIMEOUT)
-        try:
-            timeout = float(timeout_raw)
-        except ValueError:
-            timeout = 0.0
-        if timeout <= 0:
-            raise ConfigurationError(
-                f"FAASFLOW_ETCD_TIMEOUT={timeout_raw!r} must be a positive number of seconds"
-            )
-        return cls(
-            endpoints=tuple((host, port) for host, port, _ in parsed),
-            tls=tls,
-            ca_cert=ca_cert,
-            cert=cert,
-            key=key,
-            user=user,
-            password=password,
-            timeout=timeout,
-        )
-
-    def label(self, index: int) -> str:
-        """The URL of endpoint ``index``, as error messages show it."""
-        host, port = self.endpoints[index]
-        return f"{'https' if self.tls else 'http'}://{host}:{port}"
-
-
-class _Connection:
-    """One etcd client shared by every handle of a backend.
-
-    pyetcd marks an endpoint failed on the first connection error and gRPC waits out a backoff
-    before it dials again, so after a server restart the old client keeps failing for a while.
-    :meth:`reconnect` replaces it with a client on a fresh channel (on the next endpoint when
-    there are several) so the very next call reaches the restarted server.
-    """
-
-    def __init__(self, config: EtcdConfig) -> None:
-        self.config = config
-        self._lock = threading.Lock()
-        self._client: Any = None
-        self._index = 0
-        self._credentials: Any = None
-
-    @property
-    def endpoint(self) -> str:
-        """The endpoint in use (the others in brackets)."""
-        label = self.config.label(self._index)
-        others = [self.config.label(i) for i in range(len(self.config.endpoints))]
-        others.remove(label)
-        return f"{label} (also {', '.join(others)})" if others else label
-
-    def client(self) -> Any:
-        """The shared client, connected on first use."""
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                client = self._client
-        return client
-
-    def reconnect(self, stale: Any) -> Any:
-        """Replace ``stale`` (unless another thread already did) and return the new client."""
-        with self._lock:
-            if self._client is stale or self._client is None:
-                # Not closed: other threads may still be finishing calls on its channel; gRPC
-                # closes the channel once the last reference is gone.
-                self._client = None
-                self._index = (self._index + 1) % len(self.config.endpoints)
-                self._client = self._connect()
-            return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def _connect(self) -> Any:
-        config = self.config
-        host, port = config.endpoints[self._index]
-        endpoint = pyetcd.Endpoint(
-            host,
-            port,
-            secure=config.tls,
-            creds=self._tls_credentials() if config.tls else None,
-            # pyetcd would refuse a failed endpoint for 300 s; retrying is decided here instead
-            time_retry=0.0,
-            opts=_GRPC_OPTIONS,
-        )
-        # with user and password set, this authenticates (one call) and keeps the token
-        client = pyetcd.MultiEndpointEtcd3Client(
-            endpoints=[endpoint],
-            timeout=config.timeout,
-            user=config.user,
-            password=config.password,
-        )
-        # pyetcd sends the token twice, as metadata and as call credentials; gRPC refuses call
-        # credentials on a plain-text channel, and the metadata alone is what etcd reads
-        client.call_credentials = None
-        return client
-
-    def _tls_credentials(self) -> Any:
-        if self._credentials is None:
-            config = self.config
-
-            def read(path: str | None) -> bytes | None:
-                return None if path is None else Path(path).read_bytes()
-
-            self._credentials = grpc.ssl_channel_credentials(
-                root_certificates=read(config.ca_cert),
-                private_key=read(config.key),
-                certificate_chain=read(config.cert),
-            )
-        return self._credentials
-
-
-def _rpc_error(exc: BaseException) -> grpc.RpcError | None:
-    """The gRPC error behind ``exc`` (pyetcd re-raises its own exception type from it)."""
-    for candidate in (exc, exc.__context__, exc.__cause__):
-        if isinstance(candidate, grpc.RpcError) and hasattr(candidate, "code"):
-            return candidate
-    return None
-
-
-def _not_delivered(exc: BaseException) -> bool:
-    """True when etcd certainly did not apply the request (it never got it, or refused it)."""
-    rpc = _rpc_error(exc)
-    if rpc is None:
-        return isinstance(exc, etcd_errors.NoServerAvailableError)
-    code, details = rpc.code(), (rpc.details() or "").lower()
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return "failed to connect" in details or "connection refused" in details
-    # simple auth tokens expire (5 min of idleness by default): a new client logs in again
-    return code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details
-
-
-def _transient(exc: BaseException) -> bool:
-    """True when a new connection may succeed where this one failed."""
-    if _not_delivered(exc):
-        return True
-    rpc = _rpc_error(exc)
-    return rpc is not None and rpc.code() in {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-
-
-def _describe(exc: BaseException, timeout: float, *, ambiguous: bool) -> str:
-    rpc = _rpc_error(exc)
-    if rpc is None:
-        text = str(exc) or type(exc).__name__
-    else:
-        code, details = rpc.code(), rpc.details() or ""
-        if code == grpc.StatusCode.UNAVAILABLE:
-            text = (
-                f"cannot reach etcd ({details}); is it running there? "
-                "Set FAASFLOW_ETCD_ENDPOINTS (or ETCDCTL_ENDPOINTS)"
-            )
-        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            text = f"no answer within {timeout:g} s (FAASFLOW_ETCD_TIMEOUT)"
-        elif code in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED} or (
-            "authentication" in details.lower()
-        ):
-            text = f"{details}; check FAASFLOW_ETCD_USER and FAASFLOW_ETCD_PASSWORD"
-        else:
-            text = f"{code.name}: {details}"
-    if ambiguous:
-        text += " (the connection broke after the request was sent: it may have been applied)"
-    return text
 
 
 @attrs.define(slots=False, eq=False)
@@ -321,10 +44,10 @@ class EtcdStateStore(StateStore):
     pages_walk_the_range = True  # a limited range read still walks the index to range_end
 
     config: EtcdConfig
-    _connection: _Connection = attrs.field(init=False)
+    _connection: Connection = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._connection = _Connection(self.config)
+        self._connection = Connection(self.config)
 
     @classmethod
     def from_options(cls, options: Options) -> EtcdStateStore:
@@ -508,33 +231,7 @@ class EtcdStateStore(StateStore):
         return bool(ok), list(responses)
 
     def _call(
-        self, operation: str, key: str, call: Callable[[Any], T], *, idempotent: bool
+        self, operation: str, key: str, request: Callable[[Any], T], *, idempotent: bool
     ) -> T:
-        """Run ``call`` on the shared client; on a connection failure, retry once on a fresh
-        connection when the request was not delivered or repeating it is harmless."""
-        connection = self._connection
-        client = None
-        try:
-            client = connection.client()
-            return call(client)
-        except _CLIENT_ERRORS as exc:
-            retry = _not_delivered(exc) or (idempotent and _transient(exc))
-            if not retry:
-                raise self._error(operation, key, exc, ambiguous=_transient(exc)) from exc
-        try:
-            return call(connection.reconnect(client))
-        except _CLIENT_ERRORS as exc:
-            ambiguous = not idempotent and _transient(exc) and not _not_delivered(exc)
-            raise self._error(operation, key, exc, ambiguous=ambiguous) from exc
-
-    def _error(
-        self, operation: str, key: str, exc: BaseException, *, ambiguous: bool
-    ) -> BackendError:
         where = key if key.startswith(self.namespace) else self.namespace + key
-        return BackendError(
-            "etcd",
-            f"{operation} {where!r}",
-            self.endpoint,
-            _describe(exc, self.config.timeout, ambiguous=ambiguous),
-        )
-
+        return self._connection.call(operation, where, request, idempotent=idempotent)
