@@ -3,6 +3,7 @@ behaviour measured in docs/shared reference openfaas-real.md), so template tests
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import textwrap
@@ -40,10 +41,15 @@ CAPTURE = """
 """
 
 
+def capture_watchdog(workdir: Path) -> Watchdog:
+    """A watchdog (not started) whose upstream appends every request it gets to ``captured``."""
+    (workdir / "capture.py").write_text(textwrap.dedent(CAPTURE))
+    return Watchdog([sys.executable, "capture.py"], cwd=workdir)
+
+
 @pytest.fixture
 def capturing(tmp_path: Path) -> Iterator[Watchdog]:
-    (tmp_path / "capture.py").write_text(textwrap.dedent(CAPTURE))
-    with Watchdog([sys.executable, "capture.py"], cwd=tmp_path) as watchdog:
+    with capture_watchdog(tmp_path) as watchdog:
         yield watchdog
 
 
@@ -72,8 +78,7 @@ def test_watchdog_adds_x_duration_seconds(capturing: Watchdog) -> None:
 
 
 def test_watchdog_writes_its_lock_file_while_up(tmp_path: Path) -> None:
-    (tmp_path / "capture.py").write_text(textwrap.dedent(CAPTURE))
-    watchdog = Watchdog([sys.executable, "capture.py"], cwd=tmp_path).start()
+    watchdog = capture_watchdog(tmp_path).start()
     lock = watchdog.lock_file
     assert lock.exists()
     watchdog.close()
@@ -109,37 +114,47 @@ class Function:
         return [b"answer:" + body]
 
 
-@pytest.fixture
-def received() -> Iterator[list[dict[str, Any]]]:
-    calls: list[dict[str, Any]] = []
+@contextlib.contextmanager
+def queue_to(
+    statuses: list[int] | None = None, **options: Any
+) -> Iterator[tuple[Function, QueueWorker]]:
+    """A queue-worker in front of a function answering ``statuses`` (then 200s); both are
+    stopped on the way out."""
+    function = Function(statuses or [])
+    try:
+        with QueueWorker({"fn": function.server.url}, backoff=0.01, **options) as queue:
+            yield function, queue
+    finally:
+        function.server.close()
 
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        calls.append({k: v for k, v in environ.items() if k.startswith("HTTP_")}
-                     | {"body": environ["wsgi.input"].read()})
+
+class Callbacks:
+    """A callback receiver: the headers and body of every call it gets."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.server: Server = serve(self.app).start()
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.calls.append({k: v for k, v in environ.items() if k.startswith("HTTP_")}
+                          | {"body": environ["wsgi.input"].read()})
         start_response("200 OK", [])
         return [b""]
 
-    server = serve(app).start()
-    calls.append({"url": server.url})
-    yield calls
-    server.close()
 
-
-def worker(function: Function, **options: Any) -> QueueWorker:
-    return QueueWorker({"fn": function.server.url}, backoff=0.01, **options).start()
+@pytest.fixture
+def callbacks() -> Iterator[Callbacks]:
+    receiver = Callbacks()
+    yield receiver
+    receiver.server.close()
 
 
 def test_async_call_is_202_with_a_call_id_and_is_delivered_chunked() -> None:
-    function = Function([])
-    queue = worker(function)
-    try:
+    with queue_to() as (function, queue):
         reply = requests.post(f"{queue.url}/async-function/fn.openfaas-fn/a/b", data=b"job",
                               timeout=10)
         assert reply.status_code == 202
         assert queue.wait_idle(10)
-    finally:
-        queue.close()
-        function.server.close()
     (seen,) = function.seen
     assert (seen["path"], seen["body"], seen["chunked"]) == ("/a/b", b"job", True)
     assert seen["call_id"] == reply.headers["X-Call-Id"]
@@ -147,79 +162,47 @@ def test_async_call_is_202_with_a_call_id_and_is_delivered_chunked() -> None:
 
 
 def test_async_call_keeps_the_clients_call_id() -> None:
-    function = Function([])
-    queue = worker(function)
-    try:
+    with queue_to() as (function, queue):
         reply = requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10,
                               headers={"X-Call-Id": "mine-1"})
         assert queue.wait_idle(10)
-    finally:
-        queue.close()
-        function.server.close()
     assert reply.headers["X-Call-Id"] == "mine-1"
     assert function.seen[0]["call_id"] == "mine-1"
 
 
 def test_async_call_is_post_only() -> None:
-    function = Function([])
-    queue = worker(function)
-    try:
+    with queue_to() as (_, queue):
         assert requests.get(f"{queue.url}/async-function/fn", timeout=10).status_code == 405
-    finally:
-        queue.close()
-        function.server.close()
+
+
+def deliveries(statuses: list[int], **options: Any) -> list[tuple[int, int]]:
+    """``(status, attempts)`` of each delivery of one async call to a function answering
+    ``statuses``."""
+    with queue_to(statuses, **options) as (_, queue):
+        requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10)
+        assert queue.wait_idle(10)
+    return [(d.status, d.attempts) for d in queue.deliveries]
 
 
 def test_ce_never_retries_a_5xx() -> None:
-    function = Function([503, 503])
-    queue = worker(function, mode="ce")
-    try:
-        requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10)
-        assert queue.wait_idle(10)
-    finally:
-        queue.close()
-        function.server.close()
-    assert [(d.status, d.attempts) for d in queue.deliveries] == [(503, 1)]
+    assert deliveries([503, 503], mode="ce") == [(503, 1)]
 
 
 def test_pro_retries_429_502_503_504_until_an_answer() -> None:
-    function = Function([429, 502, 503, 504])
-    queue = worker(function, mode="pro", max_attempts=6)
-    try:
-        requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10)
-        assert queue.wait_idle(10)
-    finally:
-        queue.close()
-        function.server.close()
-    assert [(d.status, d.attempts) for d in queue.deliveries] == [(200, 5)]
+    assert deliveries([429, 502, 503, 504], mode="pro", max_attempts=6) == [(200, 5)]
 
 
 def test_pro_gives_up_after_max_attempts() -> None:
-    function = Function([503] * 10)
-    queue = worker(function, mode="pro", max_attempts=3)
-    try:
-        requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10)
-        assert queue.wait_idle(10)
-    finally:
-        queue.close()
-        function.server.close()
-    assert [(d.status, d.attempts) for d in queue.deliveries] == [(503, 3)]
+    assert deliveries([503] * 10, mode="pro", max_attempts=3) == [(503, 3)]
 
 
-def test_callback_carries_the_answer_and_the_call_headers(
-    received: list[dict[str, Any]]
-) -> None:
-    function = Function([201])
-    queue = worker(function)
-    url = received.pop()["url"]
-    try:
+def test_callback_carries_the_answer_and_the_call_headers(callbacks: Callbacks) -> None:
+    with queue_to([201]) as (_, queue):
         requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10,
-                      headers={"X-Callback-Url": f"{url}/done", "X-Call-Id": "c1"})
+                      headers={"X-Callback-Url": f"{callbacks.server.url}/done",
+                               "X-Call-Id": "c1"})
         assert queue.wait_idle(10)
-    finally:
-        queue.close()
-        function.server.close()
-    (call,) = received
+    (call,) = callbacks.calls
     assert call["body"] == b"answer:x"
     assert (call["HTTP_X_CALL_ID"], call["HTTP_X_FUNCTION_STATUS"],
             call["HTTP_X_FUNCTION_NAME"], call["HTTP_X_FN"]) == ("c1", "201", "fn", "yes")
@@ -227,25 +210,15 @@ def test_callback_carries_the_answer_and_the_call_headers(
 
 
 def test_a_malformed_callback_url_is_400() -> None:
-    function = Function([])
-    queue = worker(function)
-    try:
+    with queue_to() as (_, queue):
         reply = requests.post(f"{queue.url}/async-function/fn", data=b"x", timeout=10,
                               headers={"X-Callback-Url": "http://[::1"})
-    finally:
-        queue.close()
-        function.server.close()
     assert reply.status_code == 400
 
 
 def test_sync_calls_go_straight_to_the_function_with_its_name_namespace() -> None:
-    function = Function([])
-    queue = worker(function, host_header="faasd")
-    try:
+    with queue_to(host_header="faasd") as (function, queue):
         reply = requests.put(f"{queue.url}/function/fn.openfaas-fn/p?q=1", data=b"s", timeout=10)
-    finally:
-        queue.close()
-        function.server.close()
     assert (reply.status_code, reply.text) == (200, "answer:s")
     assert "X-Duration-Seconds" in reply.headers
     assert function.seen[0]["host"] == f"127.0.0.1:{function.server.port}"
