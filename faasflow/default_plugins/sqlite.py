@@ -109,25 +109,28 @@ class SqliteStateStore(StateStore):
     def _execute(self, operation: str, sql: str, *params: str) -> tuple[list[Any], int]:
         return self.db.execute(operation, "sqlite state store", sql, params)
 
+    def _query(self, operation: str, sql: str, *params: str) -> list[Any]:
+        return self.db.query(operation, "sqlite state store", sql, params)
+
     def set(self, key: str, value: str) -> None:
         self._execute(
             "set",
             "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            self.namespace + key,
+            self._namespace + key,
             value,
         )
 
     def get(self, key: str) -> str:
-        rows, _ = self._execute(
-            "get", "SELECT value FROM faasflow_state WHERE key = ?", self.namespace + key
+        rows = self._query(
+            "get", "SELECT value FROM faasflow_state WHERE key = ?", self._namespace + key
         )
         if not rows:
             raise KeyNotFound(key, self._where)
         return str(rows[0][0])
 
     def update(self, key: str, old_value: str, new_value: str) -> None:
-        full = self.namespace + key
+        full = self._namespace + key
         _, changed = self._execute(
             "update",
             "UPDATE faasflow_state SET value = ? WHERE key = ? AND value = ?",
@@ -137,7 +140,7 @@ class SqliteStateStore(StateStore):
         )
         if changed == 1:
             return
-        exists, _ = self._execute("update", "SELECT 1 FROM faasflow_state WHERE key = ?", full)
+        exists = self._query("update", "SELECT 1 FROM faasflow_state WHERE key = ?", full)
         if not exists:
             raise KeyNotFound(key, self._where)
         raise CompareFailed(key, old_value, self._where)
@@ -146,22 +149,22 @@ class SqliteStateStore(StateStore):
         _, changed = self._execute(
             "create",
             "INSERT OR IGNORE INTO faasflow_state (key, value) VALUES (?, ?)",
-            self.namespace + key,
+            self._namespace + key,
             value,
         )
         return changed == 1
 
     def delete(self, key: str) -> None:
-        self._execute("delete", "DELETE FROM faasflow_state WHERE key = ?", self.namespace + key)
+        self._execute("delete", "DELETE FROM faasflow_state WHERE key = ?", self._namespace + key)
 
     def scan(self, prefix: str = "") -> dict[str, str]:
         low, high = _range(self.namespace + prefix)
         if high is None:
-            rows, _ = self._execute(
+            rows = self._query(
                 "scan", "SELECT key, value FROM faasflow_state WHERE key >= ?", low
             )
         else:
-            rows, _ = self._execute(
+            rows = self._query(
                 "scan",
                 "SELECT key, value FROM faasflow_state WHERE key >= ? AND key < ?",
                 low,
@@ -184,7 +187,7 @@ class SqliteStateStore(StateStore):
         params: tuple[object, ...] = (bound,)
         if high is not None:
             sql, params = sql + " AND key < ?", (*params, high)
-        rows, _ = self.db.execute(
+        rows = self.db.query(
             "scan_page", "sqlite state store", sql + " ORDER BY key LIMIT ?",
             (*params, max(limit, 0)),
         )
@@ -225,7 +228,7 @@ class SqliteStateStore(StateStore):
         return True
 
     def increment(self, key: str, by: int = 1) -> int:
-        full = self.namespace + key
+        full = self._namespace + key
         with self.db.transaction("increment", "sqlite state store") as conn:
             row = conn.execute("SELECT value FROM faasflow_state WHERE key = ?", (full,)).fetchone()
             value = (0 if row is None else int(row[0])) + by
@@ -255,25 +258,28 @@ class SqliteDataStore(DataStore):
     def _execute(self, operation: str, sql: str, *params: object) -> tuple[list[Any], int]:
         return self.db.execute(operation, "sqlite data store", sql, params)
 
+    def _query(self, operation: str, sql: str, *params: object) -> list[Any]:
+        return self.db.query(operation, "sqlite data store", sql, params)
+
     def set(self, key: str, value: bytes) -> None:
         self._execute(
             "set",
             "INSERT INTO faasflow_data (key, value) VALUES (?, ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            self.namespace + key,
+            self._namespace + key,
             bytes(value),
         )
 
     def get(self, key: str) -> bytes:
-        rows, _ = self._execute(
-            "get", "SELECT value FROM faasflow_data WHERE key = ?", self.namespace + key
+        rows = self._query(
+            "get", "SELECT value FROM faasflow_data WHERE key = ?", self._namespace + key
         )
         if not rows:
             raise KeyNotFound(key, f"sqlite data store {self.db.path} ({self.namespace})")
         return bytes(rows[0][0])
 
     def delete(self, key: str) -> None:
-        self._execute("delete", "DELETE FROM faasflow_data WHERE key = ?", self.namespace + key)
+        self._execute("delete", "DELETE FROM faasflow_data WHERE key = ?", self._namespace + key)
 
     def cleanup(self) -> None:
         low, high = _range(self.namespace)

@@ -1,10 +1,22 @@
-"""The SQLite file behind the ``sqlite`` stores: a bounded pool of connections per process.
+"""The SQLite file behind the ``sqlite`` stores: a bounded pool of connections per process and
+one writer at a time.
 
 SQLite connections must never be used by two threads at once nor cross a ``fork``, and an open
 connection holds file descriptors (the database, its WAL and shared-memory files). One
 connection per thread, kept for ever, made a server with hundreds of threads run out of files;
 a pool lends a connection for one operation and takes it back, so a process holds at most
 ``pool_size`` of them however many threads it runs.
+
+SQLite admits one writer per file. A second writer in another connection gets ``SQLITE_BUSY``
+and its busy handler *sleeps* (1 ms, then 2, 5, 10 ... ms) before it tries again, so eight
+threads writing through eight connections spent most of their time asleep. The threads of one
+process therefore take a Python lock around every write: they queue on it and are woken the
+moment the writer before them commits. The busy handler still arbitrates between processes.
+
+Durability: WAL with ``synchronous = NORMAL``. A commit is in the WAL file when ``COMMIT``
+returns, so a process killed at any instant (``SIGKILL`` included) loses nothing it committed;
+only a power loss or an operating-system crash can lose the last commits (the WAL is synced at
+checkpoints), which is what a store of one machine promises.
 """
 
 from __future__ import annotations
@@ -31,8 +43,9 @@ class Database:
 
     A connection is taken from the pool for one operation (one statement or one transaction)
     and given back right after, so a process holds at most ``pool_size`` connections however
-    many threads it runs; a thread that finds every connection busy waits for one. The pool
-    belongs to the process that filled it: after a ``fork`` the child starts an empty one.
+    many threads it runs; a thread that finds every connection busy waits for one. Writes of
+    one process go one at a time (see the module's docstring). The pool belongs to the process
+    that filled it: after a ``fork`` the child starts an empty one.
     """
 
     def __init__(
@@ -50,9 +63,13 @@ class Database:
         self.timeout = timeout
         self.pool_size = pool_size
         self._available = threading.Condition(threading.Lock())
+        self._writing = threading.Lock()
         self._pid = os.getpid()
+        # Idle connections. list.pop and list.append are atomic, so the common case (a
+        # connection is idle) takes one without the condition's lock; see _acquire.
         self._idle: list[sqlite3.Connection] = []
         self._open = 0  # connections of this process, idle or lent out
+        self._waiting = 0  # threads waiting in _acquire for a connection
         self._generation = 0  # bumped by close(): connections lent before it are not kept
 
     @property
@@ -73,23 +90,40 @@ class Database:
         self._release(conn, generation, broken=False)
 
     def _acquire(self) -> tuple[sqlite3.Connection, int]:
+        if self._pid == os.getpid():
+            generation = self._generation  # read before the list: see close()
+            try:
+                return self._idle.pop(), generation
+            except IndexError:
+                pass
+        return self._acquire_waiting()
+
+    def _acquire_waiting(self) -> tuple[sqlite3.Connection, int]:
         deadline = time.monotonic() + self.timeout
         with self._available:
             if self._pid != os.getpid():
                 # Connections inherited through fork are never used or closed in the child
                 # (SQLite forbids both); they are simply left behind.
-                self._pid, self._idle, self._open = os.getpid(), [], 0
-            while not self._idle and self._open >= self.pool_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BackendError(
-                        "sqlite",
-                        "connect",
-                        str(self.path),
-                        f"all {self.pool_size} connections stayed busy for {self.timeout:g} s "
-                        "(raise FAASFLOW_SQLITE_POOL_SIZE or FAASFLOW_SQLITE_TIMEOUT)",
-                    )
-                self._available.wait(remaining)
+                self._pid, self._idle, self._open, self._waiting = os.getpid(), [], 0, 0
+                self._writing = threading.Lock()
+            # Counted before the pool is looked at: a connection given back after this line
+            # sees the waiter and notifies it (given back before, it is found in the list).
+            self._waiting += 1
+            try:
+                while not self._idle and self._open >= self.pool_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise BackendError(
+                            "sqlite",
+                            "connect",
+                            str(self.path),
+                            f"all {self.pool_size} connections stayed busy for "
+                            f"{self.timeout:g} s "
+                            "(raise FAASFLOW_SQLITE_POOL_SIZE or FAASFLOW_SQLITE_TIMEOUT)",
+                        )
+                    self._available.wait(remaining)
+            finally:
+                self._waiting -= 1
             generation = self._generation
             if self._idle:
                 return self._idle.pop(), generation
@@ -106,15 +140,16 @@ class Database:
         with self._available:
             if self._pid != os.getpid():
                 return
-            keep = not broken and generation == self._generation
-            if keep:
+            if not broken and generation == self._generation:
                 self._idle.append(conn)
-            else:
-                self._open -= 1
-            self._available.notify()
-        if not keep:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+                if self._waiting:
+                    self._available.notify()
+                return
+            self._open -= 1
+            if self._waiting:
+                self._available.notify()
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     def _connect_retrying(self) -> sqlite3.Connection:
         with self.errors("open"):
@@ -138,10 +173,12 @@ class Database:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            # Before the switch to WAL, so creating a new file does not sync it as FULL would.
+            conn.execute("PRAGMA synchronous = NORMAL")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(self.schema)
+            with self._writing:
+                conn.execute(self.schema)
         except BaseException:
             conn.close()
             raise
@@ -155,36 +192,88 @@ class Database:
         except (sqlite3.Error, OSError) as exc:
             raise BackendError(backend, operation, str(self.path), exc) from exc
 
+    def _lock_writes(self, operation: str, backend: str) -> threading.Lock:
+        lock = self._writing
+        if not lock.acquire(timeout=self.timeout):
+            raise BackendError(
+                backend, operation, str(self.path),
+                f"another thread of this process held the write lock for {self.timeout:g} s "
+                "(raise FAASFLOW_SQLITE_TIMEOUT)",
+            )
+        return lock
+
+    def query(
+        self, operation: str, backend: str, sql: str, params: Sequence[object]
+    ) -> list[Any]:
+        """Run one reading statement on a pooled connection (not serialised with writes: in WAL
+        mode a reader sees the last commit and never waits for the writer); return its rows."""
+        conn, generation = self._acquire()
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except BaseException as exc:
+            self._release(conn, generation, broken=conn.in_transaction)
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(backend, operation, str(self.path), exc) from exc
+            raise
+        self._release(conn, generation, broken=False)
+        return rows
+
     def execute(
         self, operation: str, backend: str, sql: str, params: Sequence[object]
     ) -> tuple[list[Any], int]:
-        """Run one statement on a pooled connection; return its rows and its row count."""
-        with self.errors(operation, backend), self.connection() as conn:
-            cursor = conn.execute(sql, params)
-            return cursor.fetchall(), cursor.rowcount
+        """Run one statement as this process's only writer; return its rows and row count."""
+        conn, generation = self._acquire()
+        try:
+            lock = self._lock_writes(operation, backend)
+            try:
+                cursor = conn.execute(sql, params)
+                found = cursor.fetchall(), cursor.rowcount
+            finally:
+                lock.release()
+        except BaseException as exc:
+            self._release(conn, generation, broken=conn.in_transaction)
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(backend, operation, str(self.path), exc) from exc
+            raise
+        self._release(conn, generation, broken=False)
+        return found
 
     @contextlib.contextmanager
     def transaction(self, operation: str, backend: str) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: a write transaction that holds the lock from its
         first statement, so a read-modify-write inside it cannot interleave with another."""
         with self.errors(operation, backend), self.connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            lock = self._lock_writes(operation, backend)
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                lock.release()
 
     def close(self) -> None:
         """Close this process's idle connections; those lent out close when given back."""
+        closing: list[sqlite3.Connection] = []
         with self._available:
             if self._pid != os.getpid():
                 return
+            # The list is swapped before the generation moves on: a thread that takes a
+            # connection from the old list without the lock (see _acquire) read the old
+            # generation, so the connection is closed when it comes back. Each connection is
+            # popped once, by that thread or here.
             idle, self._idle = self._idle, []
-            self._open -= len(idle)
             self._generation += 1
+            while True:
+                try:
+                    closing.append(idle.pop())
+                except IndexError:
+                    break
+            self._open -= len(closing)
             self._available.notify_all()
-        for conn in idle:
+        for conn in closing:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
