@@ -8,11 +8,9 @@ not Consul). The same suite runs against a real agent whenever ``CONSUL_HTTP_ADD
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
-from consul_standin import ConsulStandIn
-from faasflow_consul.store import ConsulStateStore
+from standin_contract import OnStandIn
 
 from faasflow.backends import Kind
 from faasflow.interfaces import StateStore
@@ -21,25 +19,8 @@ from faasflow.settings import Settings
 from faasflow.testing import StateStoreContract
 
 
-class TestConsulStateStoreOnStandIn(StateStoreContract):
+class TestConsulStateStoreOnStandIn(OnStandIn, StateStoreContract):
     """Against the KV stand-in (not a real Consul agent)."""
-
-    process_attributes = (*StateStoreContract.process_attributes, "address")
-    address: str
-
-    @pytest.fixture(autouse=True, scope="class")
-    @classmethod
-    def _standin(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-        standin = ConsulStandIn(tmp_path_factory.mktemp("consul"), keep_state=False)
-        standin.start()
-        cls.address = standin.address
-        try:
-            yield
-        finally:
-            standin.stop()
-
-    def make_store(self) -> StateStore:
-        return ConsulStateStore.from_options({"address": self.address})
 
 
 @pytest.mark.integration

@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from standin_contract import OnStandIn
 
-import pytest
-from consul_standin import ConsulStandIn
-from faasflow_consul.store import ConsulStateStore
-
-from faasflow.interfaces import StateStore
 from faasflow.testing.contracts import RequestIndexContract
 
 
-class TestConsulRequestIndexOnStandIn(RequestIndexContract):
-    process_attributes = (*RequestIndexContract.process_attributes, "address")
-    address: str
-
-    @pytest.fixture(autouse=True, scope="class")
-    @classmethod
-    def _standin(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-        standin = ConsulStandIn(tmp_path_factory.mktemp("consul"), keep_state=False)
-        standin.start()
-        cls.address = standin.address
-        try:
-            yield
-        finally:
-            standin.stop()
-
-    def make_store(self) -> StateStore:
-        return ConsulStateStore.from_options({"address": self.address})
+class TestConsulRequestIndexOnStandIn(OnStandIn, RequestIndexContract):
+    pass
