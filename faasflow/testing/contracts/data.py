@@ -8,35 +8,20 @@ import pytest
 
 from faasflow.errors import KeyNotFound
 from faasflow.interfaces import DataStore
-from faasflow.testing.contracts._common import DIFFICULT_KEYS, DIFFICULT_TEXT, unique
-from faasflow.testing.contracts._stores import _StoreContract
+from faasflow.testing.contracts._common import DIFFICULT_TEXT, unique
+from faasflow.testing.contracts._keyvalue import _KeyValueContract
 from faasflow.testing.contracts._workers import payload
 
 
-class DataStoreContract(_StoreContract[DataStore]):
+class DataStoreContract(_KeyValueContract[DataStore]):
     """Behaviour every :class:`~faasflow.DataStore` backend must show."""
 
     def make_store(self) -> DataStore:
         """Return a new DataStore backend object."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_store(self)")
 
-    def test_get_of_missing_key_raises_key_not_found(self) -> None:
-        with pytest.raises(KeyNotFound) as info:
-            self.store.get("absent")
-        assert info.value.key == "absent"
-
-    def test_set_then_get_round_trips(self) -> None:
-        self.store.set("key", b"value")
-        assert self.store.get("key") == b"value"
-
-    def test_set_overwrites(self) -> None:
-        self.store.set("key", b"a much longer first value")
-        self.store.set("key", b"short")
-        assert self.store.get("key") == b"short"
-
-    def test_empty_value_round_trips(self) -> None:
-        self.store.set("empty", b"")
-        assert self.store.get("empty") == b""
+    def value(self, text: str) -> bytes:
+        return text.encode()
 
     def test_binary_value_round_trips(self) -> None:
         value = bytes(range(256)) * 4
@@ -49,45 +34,10 @@ class DataStoreContract(_StoreContract[DataStore]):
         for index, text in enumerate(DIFFICULT_TEXT):
             assert self.store.get(f"text-{index}").decode() == text
 
-    def test_difficult_keys_round_trip(self) -> None:
-        for key in DIFFICULT_KEYS:
-            self.store.set(key, key.encode())
-        for key in DIFFICULT_KEYS:
-            assert self.store.get(key) == key.encode()
-
     def test_large_value_round_trips(self) -> None:
         value = random.randbytes(self.value_size(1024 * 1024))
         self.store.set("large", value)
         assert self.store.get("large") == value
-
-    def test_delete_removes_key(self) -> None:
-        self.store.set("key", b"value")
-        self.store.delete("key")
-        with pytest.raises(KeyNotFound):
-            self.store.get("key")
-
-    def test_delete_of_missing_key_is_not_an_error(self) -> None:
-        self.store.delete("absent")
-        with pytest.raises(KeyNotFound):
-            self.store.get("absent")
-
-    def test_requests_are_isolated(self) -> None:
-        other = self.scoped()
-        self.store.set("key", b"mine")
-        other.set("key", b"theirs")
-        assert self.store.get("key") == b"mine"
-        assert other.get("key") == b"theirs"
-
-    def test_flows_are_isolated(self) -> None:
-        other = self.scoped(self.request_id, flow_name=unique("other-flow"))
-        self.store.set("key", b"mine")
-        with pytest.raises(KeyNotFound):
-            other.get("key")
-
-    def test_handles_of_one_request_share_values(self) -> None:
-        twin = self.backend.scoped(self.flow_name, self.request_id)
-        self.store.set("key", b"value")
-        assert twin.get("key") == b"value"
 
     def test_cleanup_removes_only_its_own_request(self) -> None:
         other_request = self.scoped()

@@ -10,35 +10,20 @@ import pytest
 from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.interfaces import StateStore
 from faasflow.testing.contracts._common import DIFFICULT_KEYS, DIFFICULT_TEXT, unique
-from faasflow.testing.contracts._stores import _StoreContract
+from faasflow.testing.contracts._keyvalue import _KeyValueContract
 
 
-class StateStoreContract(_StoreContract[StateStore]):
+class StateStoreContract(_KeyValueContract[StateStore]):
     """Behaviour every :class:`~faasflow.StateStore` backend must show."""
 
     def make_store(self) -> StateStore:
         """Return a new StateStore backend object."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_store(self)")
 
-    # -- basic operations -------------------------------------------------------------------
+    def value(self, text: str) -> str:
+        return text
 
-    def test_get_of_missing_key_raises_key_not_found(self) -> None:
-        with pytest.raises(KeyNotFound) as info:
-            self.store.get("absent")
-        assert info.value.key == "absent"
-
-    def test_set_then_get_round_trips(self) -> None:
-        self.store.set("key", "value")
-        assert self.store.get("key") == "value"
-
-    def test_set_overwrites(self) -> None:
-        self.store.set("key", "first")
-        self.store.set("key", "second")
-        assert self.store.get("key") == "second"
-
-    def test_empty_value_round_trips(self) -> None:
-        self.store.set("empty", "")
-        assert self.store.get("empty") == ""
+    # -- values (the tests every store kind passes are in _keyvalue.py) -----------------------
 
     def test_difficult_values_round_trip(self) -> None:
         for index, text in enumerate(DIFFICULT_TEXT):
@@ -46,28 +31,11 @@ class StateStoreContract(_StoreContract[StateStore]):
         for index, text in enumerate(DIFFICULT_TEXT):
             assert self.store.get(f"text-{index}") == text
 
-    def test_difficult_keys_round_trip(self) -> None:
-        for key in DIFFICULT_KEYS:
-            self.store.set(key, f"value of {key}")
-        for key in DIFFICULT_KEYS:
-            assert self.store.get(key) == f"value of {key}"
-
     def test_large_value_round_trips(self) -> None:
         size = self.value_size(64 * 1024)
         value = "".join(random.choice("0123456789abcdef") for _ in range(size))
         self.store.set("large", value)
         assert self.store.get("large") == value
-
-    def test_delete_removes_key(self) -> None:
-        self.store.set("key", "value")
-        self.store.delete("key")
-        with pytest.raises(KeyNotFound):
-            self.store.get("key")
-
-    def test_delete_of_missing_key_is_not_an_error(self) -> None:
-        self.store.delete("absent")
-        with pytest.raises(KeyNotFound):
-            self.store.get("absent")
 
     # -- compare-and-swap and create-if-absent ----------------------------------------------
 
@@ -136,24 +104,6 @@ class StateStoreContract(_StoreContract[StateStore]):
         assert self.store.scan("done--") == {"done--y": "mine"}
 
     # -- namespaces ---------------------------------------------------------------------------
-
-    def test_requests_are_isolated(self) -> None:
-        other = self.scoped()
-        self.store.set("key", "mine")
-        other.set("key", "theirs")
-        assert self.store.get("key") == "mine"
-        assert other.get("key") == "theirs"
-
-    def test_flows_are_isolated(self) -> None:
-        other = self.scoped(self.request_id, flow_name=unique("other-flow"))
-        self.store.set("key", "mine")
-        with pytest.raises(KeyNotFound):
-            other.get("key")
-
-    def test_handles_of_one_request_share_values(self) -> None:
-        twin = self.backend.scoped(self.flow_name, self.request_id)
-        self.store.set("key", "value")
-        assert twin.get("key") == "value"
 
     def test_scoping_leaves_the_original_handle_alone(self) -> None:
         self.store.set("key", "value")
