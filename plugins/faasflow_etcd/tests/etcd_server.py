@@ -6,15 +6,18 @@ start their own ``etcd`` on free loopback ports with a data directory of their o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
 import pytest
+from faasflow_etcd.store import EtcdStateStore
 
 from faasflow.testing import ServerProcess, free_port
 
@@ -32,6 +35,18 @@ def shared_endpoints() -> str:
     if not endpoints:
         pytest.fail(f"ETCD_ENDPOINTS is not set: {SERVICES_HINT}")
     return endpoints
+
+
+@contextlib.contextmanager
+def etcd_store(
+    options: Mapping[str, str], flow: str = "f", request: str = "r"
+) -> Iterator[EtcdStateStore]:
+    """An etcd store built from ``options``, scoped to one request and closed afterwards."""
+    store = EtcdStateStore.from_options(dict(options)).scoped(flow, request)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def etcd_binary() -> str:

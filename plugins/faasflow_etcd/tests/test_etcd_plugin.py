@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyetcd
 import pytest
-from etcd_server import EtcdServer, shared_endpoints
+from etcd_server import EtcdServer, etcd_store, shared_endpoints
 from faasflow_etcd.store import EtcdConfig, EtcdStateStore
 
 from faasflow.backends import Kind
@@ -190,8 +190,7 @@ def test_increment_is_exact_under_contention_from_many_handles() -> None:
 
 
 def test_each_operation_is_one_round_trip(private_etcd: EtcdServer) -> None:
-    store = EtcdStateStore.from_options({"endpoints": private_etcd.endpoint}).scoped("f", "r")
-    try:
+    with etcd_store({"endpoints": private_etcd.endpoint}) as store:
         store.set("k", "v")  # connects
         counts = {m: private_etcd.handled(m) for m in ("Range", "Txn", "Put", "DeleteRange")}
 
@@ -214,15 +213,12 @@ def test_each_operation_is_one_round_trip(private_etcd: EtcdServer) -> None:
         assert calls() == {"Range": 1}
         store.cleanup()
         assert calls() == {"DeleteRange": 1}
-    finally:
-        store.close()
 
 
 def test_increment_takes_one_round_trip_to_create_and_two_to_add(
     private_etcd: EtcdServer,
 ) -> None:
-    store = EtcdStateStore.from_options({"endpoints": private_etcd.endpoint}).scoped("f", "r")
-    try:
+    with etcd_store({"endpoints": private_etcd.endpoint}) as store:
         store.set("warm-up", "1")
         before = private_etcd.handled("Txn")
         assert store.increment("counter") == 1
@@ -230,8 +226,6 @@ def test_increment_takes_one_round_trip_to_create_and_two_to_add(
         assert store.increment("counter") == 2
         assert private_etcd.handled("Txn") - before == 3
         assert private_etcd.handled("Range") == 0
-    finally:
-        store.close()
 
 
 # -- failures name the endpoint and the operation, and the store comes back ----------------
@@ -252,22 +246,18 @@ def test_unreachable_server_raises_backend_error_naming_endpoint_and_operation()
 
 
 def test_next_operation_after_a_restart_succeeds(private_etcd: EtcdServer) -> None:
-    store = EtcdStateStore.from_options({"endpoints": private_etcd.endpoint}).scoped("f", "r")
-    try:
+    with etcd_store({"endpoints": private_etcd.endpoint}) as store:
         store.set("k", "before")
         private_etcd.restart()
         assert store.get("k") == "before"
         store.set("k", "after")
         assert store.get("k") == "after"
-    finally:
-        store.close()
 
 
 def test_operation_after_an_outage_succeeds_once_the_server_is_back(
     private_etcd: EtcdServer,
 ) -> None:
-    store = EtcdStateStore.from_options({"endpoints": private_etcd.endpoint}).scoped("f", "r")
-    try:
+    with etcd_store({"endpoints": private_etcd.endpoint}) as store:
         assert store.increment("n") == 1
         private_etcd.stop()
         with pytest.raises(BackendError) as info:
@@ -277,28 +267,22 @@ def test_operation_after_an_outage_succeeds_once_the_server_is_back(
         private_etcd.start()
         # the first call after the restart: gRPC alone would still be backing off here
         assert store.increment("n") == 2
-    finally:
-        store.close()
 
 
 def test_store_fails_over_to_the_next_endpoint(private_etcd: EtcdServer) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": f"{dead},{private_etcd.endpoint}"}
-    ).scoped("f", "r")
-    try:
+    ) as store:
         assert store.create("k", "v") is True
         assert store.get("k") == "v"
         assert store.endpoint.startswith(private_etcd.endpoint)
-    finally:
-        store.close()
 
 
 def test_hung_server_raises_timeout_error_and_recovers(private_etcd: EtcdServer) -> None:
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": private_etcd.endpoint, "timeout": "0.3"}
-    ).scoped("f", "r")
-    try:
+    ) as store:
         store.set("k", "v")
         private_etcd.pause()
         try:
@@ -308,5 +292,3 @@ def test_hung_server_raises_timeout_error_and_recovers(private_etcd: EtcdServer)
         finally:
             private_etcd.resume()
         assert store.get("k") == "v"
-    finally:
-        store.close()

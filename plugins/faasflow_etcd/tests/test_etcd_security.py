@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pyetcd
 import pytest
-from etcd_server import Certificates, EtcdServer
-from faasflow_etcd.store import EtcdStateStore
+from etcd_server import Certificates, EtcdServer, etcd_store
 from pyetcd import etcdrpc
 
 from faasflow.errors import BackendError
@@ -55,111 +54,86 @@ def enable_auth(server: EtcdServer, password: str) -> None:
 def test_tls_with_ca_certificate_round_trips(
     tls_etcd: EtcdServer, certificates: Certificates
 ) -> None:
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": tls_etcd.endpoint, "ca_cert": str(certificates.ca)}
-    ).scoped("f", "r")
-    try:
+    ) as store:
         assert store.create("k", "secure") is True
         assert store.get("k") == "secure"
-    finally:
-        store.close()
 
 
 def test_tls_with_an_untrusted_server_certificate_raises_backend_error(
     tls_etcd: EtcdServer, certificates: Certificates
 ) -> None:
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": tls_etcd.endpoint, "ca_cert": str(certificates.other_ca), "timeout": "2"}
-    ).scoped("f", "r")
-    try:
+    ) as store:
         with pytest.raises(BackendError) as info:
             store.get("k")
         assert info.value.endpoint == tls_etcd.endpoint
-    finally:
-        store.close()
 
 
 def test_mutual_tls_with_client_certificate_round_trips(
     mutual_tls_etcd: EtcdServer, certificates: Certificates
 ) -> None:
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {
             "endpoints": mutual_tls_etcd.endpoint,
             "ca_cert": str(certificates.ca),
             "cert": str(certificates.client_cert),
             "key": str(certificates.client_key),
         }
-    ).scoped("f", "r")
-    try:
+    ) as store:
         store.set("k", "mutual")
         assert store.scan() == {"k": "mutual"}
-    finally:
-        store.close()
 
 
 def test_mutual_tls_without_client_certificate_is_refused(
     mutual_tls_etcd: EtcdServer, certificates: Certificates
 ) -> None:
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": mutual_tls_etcd.endpoint, "ca_cert": str(certificates.ca), "timeout": "2"}
-    ).scoped("f", "r")
-    try:
-        with pytest.raises(BackendError):
-            store.set("k", "v")
-    finally:
-        store.close()
+    ) as store, pytest.raises(BackendError):
+        store.set("k", "v")
 
 
 def test_user_and_password_authenticate(private_etcd: EtcdServer) -> None:
     enable_auth(private_etcd, "pa55")
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": private_etcd.endpoint, "user": "root", "password": "pa55"}
-    ).scoped("f", "r")
-    try:
+    ) as store:
         assert store.increment("n", 2) == 2
-    finally:
-        store.close()
 
 
 def test_wrong_password_raises_backend_error_naming_the_options(private_etcd: EtcdServer) -> None:
     enable_auth(private_etcd, "pa55")
-    store = EtcdStateStore.from_options(
+    with etcd_store(
         {"endpoints": private_etcd.endpoint, "user": "root", "password": "wrong"}
-    ).scoped("f", "r")
-    try:
+    ) as store:
         with pytest.raises(BackendError) as info:
             store.get("k")
         assert "FAASFLOW_ETCD_PASSWORD" in str(info.value)
         assert info.value.endpoint == private_etcd.endpoint
-    finally:
-        store.close()
 
 
 def test_missing_credentials_on_an_auth_server_raise_backend_error(
     private_etcd: EtcdServer,
 ) -> None:
     enable_auth(private_etcd, "pa55")
-    store = EtcdStateStore.from_options({"endpoints": private_etcd.endpoint}).scoped("f", "r")
-    try:
+    with etcd_store({"endpoints": private_etcd.endpoint}) as store:
         with pytest.raises(BackendError) as info:
             store.set("k", "v")
         assert "set 'faasflow/f/r/k'" in str(info.value)
-    finally:
-        store.close()
 
 
 def test_expired_auth_token_is_renewed(etcd_workdir: Path) -> None:
     server = start(etcd_workdir, extra_args=("--auth-token-ttl", "1"))
     try:
         enable_auth(server, "pa55")
-        store = EtcdStateStore.from_options(
+        with etcd_store(
             {"endpoints": server.endpoint, "user": "root", "password": "pa55"}
-        ).scoped("f", "r")
-        try:
+        ) as store:
             store.set("k", "v")
             time.sleep(2.5)  # the simple token expires after 1 s without use
             assert store.get("k") == "v"
-        finally:
-            store.close()
     finally:
         server.stop()
