@@ -50,16 +50,16 @@ class MemoryStateStore(StateStore):
 
     def set(self, key: str, value: str) -> None:
         with self._shelf.lock:
-            self._shelf.values[self.namespace + key] = value
+            self._shelf.values[self._namespace + key] = value
 
     def get(self, key: str) -> str:
-        value = self._shelf.values.get(self.namespace + key)
+        value = self._shelf.values.get(self._namespace + key)
         if value is None:
             raise KeyNotFound(key, self._where)
         return str(value)
 
     def update(self, key: str, old_value: str, new_value: str) -> None:
-        full = self.namespace + key
+        full = self._namespace + key
         with self._shelf.lock:
             current = self._shelf.values.get(full)
             if current is None:
@@ -69,7 +69,7 @@ class MemoryStateStore(StateStore):
             self._shelf.values[full] = new_value
 
     def create(self, key: str, value: str) -> bool:
-        full = self.namespace + key
+        full = self._namespace + key
         with self._shelf.lock:
             if full in self._shelf.values:
                 return False
@@ -78,18 +78,18 @@ class MemoryStateStore(StateStore):
 
     def delete(self, key: str) -> None:
         with self._shelf.lock:
-            self._shelf.values.pop(self.namespace + key, None)
+            self._shelf.values.pop(self._namespace + key, None)
 
     def scan(self, prefix: str = "") -> dict[str, str]:
-        start = self.namespace + prefix
-        skip = len(self.namespace)
+        start = self._namespace + prefix
+        skip = len(self._namespace)
         with self._shelf.lock:
             return {
                 k[skip:]: str(v) for k, v in self._shelf.values.items() if k.startswith(start)
             }
 
     def cleanup(self) -> None:
-        self._shelf.drop(self.namespace)
+        self._shelf.drop(self._namespace)
 
     def transaction(
         self,
@@ -97,7 +97,7 @@ class MemoryStateStore(StateStore):
         put: Mapping[str, str] = {},
         delete: Iterable[str] = (),
     ) -> bool:
-        ns = self.namespace
+        ns = self._namespace
         doomed = [ns + key for key in delete]
         both = set(put) & {full[len(ns):] for full in doomed}
         if both:
@@ -117,7 +117,7 @@ class MemoryStateStore(StateStore):
             return True
 
     def increment(self, key: str, by: int = 1) -> int:
-        full = self.namespace + key
+        full = self._namespace + key
         with self._shelf.lock:
             value = int(str(self._shelf.values.get(full, 0))) + by
             self._shelf.values[full] = str(value)
@@ -125,7 +125,7 @@ class MemoryStateStore(StateStore):
 
     @property
     def _where(self) -> str:
-        return f"{_WHERE} {self.namespace}"
+        return f"{_WHERE} {self._namespace}"
 
 
 @attrs.define(eq=False, slots=False)
@@ -142,20 +142,20 @@ class MemoryDataStore(DataStore):
     def set(self, key: str, value: bytes) -> None:
         data = bytes(value)
         with self._shelf.lock:
-            self._shelf.values[self.namespace + key] = data
+            self._shelf.values[self._namespace + key] = data
 
     def get(self, key: str) -> bytes:
-        value = self._shelf.values.get(self.namespace + key)
+        value = self._shelf.values.get(self._namespace + key)
         if not isinstance(value, bytes):
-            raise KeyNotFound(key, f"{_WHERE} {self.namespace}")
+            raise KeyNotFound(key, f"{_WHERE} {self._namespace}")
         return value
 
     def delete(self, key: str) -> None:
         with self._shelf.lock:
-            self._shelf.values.pop(self.namespace + key, None)
+            self._shelf.values.pop(self._namespace + key, None)
 
     def cleanup(self) -> None:
-        self._shelf.drop(self.namespace)
+        self._shelf.drop(self._namespace)
 
 
 @hookimpl

@@ -4,7 +4,6 @@ what one iteration carries, and calling user code."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -15,9 +14,11 @@ from faasflow.context import RequestView
 from faasflow.errors import FaasflowError, FlowFailure
 from faasflow.graph import Graph, GraphNode
 from faasflow.interfaces import DataStore, Invoker, StateStore, Tracer
+from faasflow.operations import Retry
 from faasflow.operations import as_bytes as _as_bytes
 from faasflow.settings import Settings
 
+from .ids import unique
 from .message import Message
 from .records import RecordBook
 from .retrying import RetryingData, RetryingStates
@@ -81,6 +82,12 @@ class Core:
     waiters: Waiters = attrs.field(factory=Waiters)
     sent: dict[int, tuple[bytes, Message]] | None = None
     """Messages sent to an in-process invoker, by body identity (see Engine.forward)."""
+    default_retry: Retry | None = attrs.field(init=False)
+    """How a function call without ``retry=`` is retried (settings do not change: made once)."""
+
+    def __attrs_post_init__(self) -> None:
+        retries = self.settings.call_retries
+        self.default_retry = Retry.transient(retries) if retries > 1 else None
 
     def stores(self, rid: str) -> tuple[StateStore, DataStore]:
         """Handles on one request's namespace whose calls retry backend blips."""
@@ -107,7 +114,7 @@ class Iteration:
     token: str
     """The delivery this iteration is: the same across redeliveries of one message."""
     attempt: int = 1
-    nonce: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    nonce: str = attrs.field(factory=unique)
     """This delivery, in this process: tells a claim it wrote itself from a concurrent copy."""
     consumed: list[str] = attrs.field(factory=list)
     ended: bool = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from faasflow.errors import CompareFailed, KeyNotFound
@@ -33,6 +34,11 @@ REDO = "redo"
 INLINE = 4096
 
 
+# one encoder for every marker: json.dumps with options builds a new one per call
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_string = encode_basestring_ascii
+
+
 def _read(states: StateStore, key: str) -> tuple[str, dict[str, Any]] | None:
     try:
         raw = states.get(key)
@@ -41,8 +47,11 @@ def _read(states: StateStore, key: str) -> tuple[str, dict[str, Any]] | None:
     return raw, json.loads(raw)
 
 
-def _encode(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"))
+def _claimed(token: str, until: float, start: float, attempt: int, nonce: str) -> str:
+    """The claim as ``_encode`` writes it, formatted directly (every node writes one): floats
+    by ``repr`` as the JSON encoder does, strings escaped by its own function."""
+    return (f'{{"p":"claimed","token":{_string(token)},"until":{until!r},"start":{start!r},'
+            f'"att":{int(attempt)},"n":{_string(nonce)}}}')
 
 
 def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, Any]]:
@@ -53,11 +62,11 @@ def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, An
     key = CLAIM + eid
     while True:
         now = time.time()
-        doc: dict[str, Any] = {"p": "claimed", "token": it.token, "until": now + lease,
-                               "start": now, "att": it.attempt, "n": it.nonce}
-        raw = _encode(doc)
+        until = now + lease
+        raw = _claimed(it.token, until, now, it.attempt, it.nonce)
         if it.states.create(key, raw):  # the common case first: one call
-            return RUN, raw, doc
+            return RUN, raw, {"p": "claimed", "token": it.token, "until": until, "start": now,
+                              "att": it.attempt, "n": it.nonce}
         found = _read(it.states, key)
         if found is None:
             continue
@@ -132,22 +141,27 @@ def kept_input(it: Iteration, doc: dict[str, Any]) -> bytes | None:
 
 def mark_done(
     it: Iteration, eid: str, raw: str, doc: dict[str, Any], output: bytes, attempts: int
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], str]:
     """Store the output and move the marker from claimed to done (output first: a done marker
-    always has its output)."""
-    kept = {k: v for k, v in doc.items() if k not in ("in", "in_ref")}
+    always has its output); the done marker (raw, doc) and the raw handed marker that follows
+    it (see :func:`mark_handed`)."""
+    kept = {k: v for k, v in doc.items() if k not in ("p", "in", "in_ref")}
     if doc.get("in_ref"):
         it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
     end = time.time()
     lease = float(doc.get("until", end)) - float(doc.get("start", end))
     # the lease starts again for the hand-on: a node that ran long is still not taken over
-    done = dict(kept, p="done", end=end, until=end + lease, attempts=attempts,
-                deliveries=it.attempt, **store_output(it.data, eid, output))
-    done_raw = _encode(done)
+    kept.update(end=end, until=end + lease, attempts=attempts, deliveries=it.attempt)
+    stored = store_output(it.data, eid, output)
+    # done and handed share every member but the phase and the output: encoded once
+    members = _encode(kept)[1:-1]
+    done_raw = f'{{"p":"done",{members},{_encode(stored)[1:-1]}}}'
+    handed_raw = f'{{"p":"handed",{members}}}'
+    done = {"p": "done", **kept, **stored}
     while True:
         try:
             it.states.update(CLAIM + eid, raw, done_raw)
-            return done_raw, done
+            return done_raw, done, handed_raw
         except KeyNotFound:
             raise Stopped from None
         except CompareFailed:
@@ -155,19 +169,23 @@ def mark_done(
             if found is None:
                 raise Stopped from None
             if found[0] == done_raw:
-                return done_raw, done  # our write landed before the error
+                return done_raw, done, handed_raw  # our write landed before the error
             if found[1].get("token") != it.token or found[1]["p"] != "claimed":
                 raise Duplicate from None  # another delivery took the node over
             raw = found[0]
 
 
-def mark_handed(it: Iteration, eid: str, raw: str, doc: dict[str, Any]) -> None:
+def mark_handed(
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed_raw: str | None = None
+) -> None:
     """Everything the node fed is durable: its stored output can go, and a later copy of its
-    message has nothing left to do."""
-    handed = {k: v for k, v in doc.items() if k not in ("out", "ref")}
-    handed["p"] = "handed"
+    message has nothing left to do. ``handed_raw``: the marker as :func:`mark_done` made it."""
+    if handed_raw is None:
+        handed = {k: v for k, v in doc.items() if k not in ("out", "ref")}
+        handed["p"] = "handed"
+        handed_raw = _encode(handed)
     try:
-        it.states.update(CLAIM + eid, raw, _encode(handed))
+        it.states.update(CLAIM + eid, raw, handed_raw)
     except (CompareFailed, KeyNotFound):
         return  # another delivery (or the end of the request) got there first
     if doc.get("ref"):

@@ -7,23 +7,30 @@ of a forwarded iteration could be changed undetected. Here the HMAC-SHA256 cover
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import attrs
 
 from faasflow.errors import ConfigurationError, FaasflowError, SignatureError
 
+from .ids import unique
+
 __all__ = ["Message", "MessageError", "sign_body", "verify_body_signature"]
 
 VERSION = 1
 _PREFIX = "sha256="
+_BLOCK = 64  # SHA-256's block size, the length HMAC pads its key to
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 # one encoder for every message: json.dumps with options builds a new one per call
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_string = encode_basestring_ascii
 
 
 class MessageError(FaasflowError):
@@ -51,7 +58,7 @@ class Message:
     callback: str | None = None
     trace: Mapping[str, str] = attrs.field(factory=dict)
     deadline: float | None = None
-    mid: str = attrs.field(factory=lambda: os.urandom(12).hex())
+    mid: str = attrs.field(factory=unique)
     """This message's own id: copies of one message (redelivered, duplicated) share it."""
 
     def to_json(self) -> dict[str, Any]:
@@ -73,9 +80,20 @@ class Message:
         }
 
     def encode(self, key: bytes | None) -> bytes:
-        """The JSON body; with a key, ``sign`` is appended as the last member and covers every
-        byte before it."""
-        body = _ENCODER.encode(self.to_json()).encode()
+        """The JSON body (the members of :meth:`to_json`); with a key, ``sign`` is appended as
+        the last member and covers every byte before it."""
+        # Written directly rather than through to_json: one is sent per iteration. The members
+        # every message of a request shares are encoded once (``_shared``).
+        data = None if self.data is None else base64.b64encode(self.data).decode()
+        shared = _shared(self.request_id, self.flow, self.definition_hash, self.query,
+                         self.callback, self.deadline)
+        body = (
+            f'{{"v":{VERSION},{shared},"node":{_json(self.node)},'
+            f'"branches":{_branches(self.branches)},'
+            f'"from":{_json(self.source)},"data":{_json(data)},"data_ref":{_json(self.data_ref)},'
+            f'"trace":{_ENCODER.encode(dict(self.trace)) if self.trace else "{}"},'
+            f'"mid":{_json(self.mid)}}}'
+        ).encode()
         if key is None:
             return body
         return body[:-1] + b',"sign":"' + _mac(key, body).encode() + b'"}'
@@ -141,6 +159,27 @@ class Message:
             ) from None
 
 
+def _json(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _branches(branches: tuple[Branch, ...]) -> str:
+    if not branches:
+        return "[]"
+    return _ENCODER.encode([list(b) for b in branches])
+
+
+@functools.lru_cache(maxsize=256)
+def _shared(
+    request_id: str, flow: str, digest: str, query: str, callback: str | None,
+    deadline: float | None,
+) -> str:
+    """The members every message of one request carries alike, encoded (without braces)."""
+    doc = {"id": request_id, "flow": flow, "hash": digest, "query": query,
+           "callback": callback, "deadline": deadline}
+    return _ENCODER.encode(doc)[1:-1]
+
+
 def _str(doc: Mapping[str, Any], name: str) -> str:
     value = doc[name]
     if not isinstance(value, str) or not value:
@@ -148,13 +187,29 @@ def _str(doc: Mapping[str, Any], name: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=16)
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256's inner and outer hashes with the key's pads absorbed (RFC 2104)."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return (hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD)))
+
+
 def _mac(key: bytes, body: bytes) -> str:
-    return _PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+    # HMAC from copies of the keyed pad states: every message is signed or verified, and
+    # OpenSSL's HMAC set-up per call costs twice the hashing itself
+    inner, outer = _pads(key)
+    inner = inner.copy()
+    inner.update(body)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return _PREFIX + outer.hexdigest()
 
 
 def sign_body(key: bytes, body: bytes) -> str:
     """``sha256=<hex>`` of ``body``: the ``X-Hub-Signature-256`` of an authenticated request."""
-    return _PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return _mac(key, body)
 
 
 def verify_body_signature(key: bytes | None, body: bytes, header: str | None) -> None:

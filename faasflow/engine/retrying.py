@@ -33,17 +33,31 @@ def retry_backend(budget: float, fn: Callable[[], T]) -> T:
     """``fn()``, retried on BackendError for up to ``budget`` seconds."""
     if budget <= 0:
         return fn()
-    give_up = time.monotonic() + budget
+    started = time.monotonic()
+    try:
+        return fn()
+    except BackendError as exc:
+        return _again(budget, started, fn, exc)
+
+
+def _again(budget: float, started: float, fn: Callable[[], T], error: BackendError) -> T:
+    """``fn()`` once more, and on, after its first try (begun at ``started``) failed."""
+    give_up = started + budget
     delay = _FIRST
     while True:
+        left = give_up - time.monotonic()
+        if left <= 0:
+            raise error
+        time.sleep(min(left, random.uniform(delay / 2, delay)))
+        delay = min(delay * 2, _MAX)
         try:
             return fn()
-        except BackendError:
-            left = give_up - time.monotonic()
-            if left <= 0:
-                raise
-            time.sleep(min(left, random.uniform(delay / 2, delay)))
-            delay = min(delay * 2, _MAX)
+        except BackendError as exc:
+            error = exc
+
+
+# The handles below make the first try of each call directly (no closure, no helper call):
+# the engine makes several store calls per node, and only a failure needs the retry loop.
 
 
 class RetryingStates(StateStore):
@@ -60,16 +74,41 @@ class RetryingStates(StateStore):
         retry_backend(self.budget, self.inner.init)
 
     def set(self, key: str, value: str) -> None:
-        retry_backend(self.budget, lambda: self.inner.set(key, value))
+        started = time.monotonic()
+        try:
+            self.inner.set(key, value)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            _again(self.budget, started, lambda: self.inner.set(key, value), exc)
 
     def get(self, key: str) -> str:
-        return retry_backend(self.budget, lambda: self.inner.get(key))
+        started = time.monotonic()
+        try:
+            return self.inner.get(key)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            return _again(self.budget, started, lambda: self.inner.get(key), exc)
 
     def update(self, key: str, old_value: str, new_value: str) -> None:
-        retry_backend(self.budget, lambda: self.inner.update(key, old_value, new_value))
+        started = time.monotonic()
+        try:
+            self.inner.update(key, old_value, new_value)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            _again(self.budget, started,
+                   lambda: self.inner.update(key, old_value, new_value), exc)
 
     def create(self, key: str, value: str) -> bool:
-        return retry_backend(self.budget, lambda: self.inner.create(key, value))
+        started = time.monotonic()
+        try:
+            return self.inner.create(key, value)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            return _again(self.budget, started, lambda: self.inner.create(key, value), exc)
 
     def delete(self, key: str) -> None:
         retry_backend(self.budget, lambda: self.inner.delete(key))
@@ -112,10 +151,22 @@ class RetryingData(DataStore):
         retry_backend(self.budget, self.inner.init)
 
     def set(self, key: str, value: bytes) -> None:
-        retry_backend(self.budget, lambda: self.inner.set(key, value))
+        started = time.monotonic()
+        try:
+            self.inner.set(key, value)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            _again(self.budget, started, lambda: self.inner.set(key, value), exc)
 
     def get(self, key: str) -> bytes:
-        return retry_backend(self.budget, lambda: self.inner.get(key))
+        started = time.monotonic()
+        try:
+            return self.inner.get(key)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            return _again(self.budget, started, lambda: self.inner.get(key), exc)
 
     def delete(self, key: str) -> None:
         retry_backend(self.budget, lambda: self.inner.delete(key))

@@ -16,7 +16,7 @@ from faasflow.context import Query, RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
 from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
-from faasflow.operations import Call, Retry
+from faasflow.operations import Call
 
 from . import endings, markers
 from .capture import capture_node
@@ -220,6 +220,7 @@ def _run_node(core: Core, it: Iteration) -> None:
         node = node.sub_dag.nodes[node.sub_dag.start]
     branches = msg.branches
     eid = exec_id(node.unique_id, branches)
+    handed: str | None = None
     with running(it.view):
         mode, raw, doc = markers.claim(it, eid, core.settings.claim_lease)
         if mode == markers.REDO:
@@ -243,7 +244,9 @@ def _run_node(core: Core, it: Iteration) -> None:
                 except FlowFailure as exc:
                     it.tracer.node_failure(eid, exc)
                     raise
-                raw, doc = markers.mark_done(it, eid, raw, doc, encode_branches(items), 1)
+                raw, doc, handed = markers.mark_done(
+                    it, eid, raw, doc, encode_branches(items), 1
+                )
                 send_branches(core, it, node, branches, items)
                 it.tracer.node_end(eid, {"faasflow.branches": len(items)})
             else:
@@ -251,11 +254,11 @@ def _run_node(core: Core, it: Iteration) -> None:
                 output, attempts = run_operations(
                     core, msg, node, data, it.tracer, it.view, it.control, it.attempt
                 )
-                raw, doc = markers.mark_done(it, eid, raw, doc, output, attempts)
+                raw, doc, handed = markers.mark_done(it, eid, raw, doc, output, attempts)
                 if core.settings.capture == "all":
                     capture_node(core, msg.request_id, eid, data, output)
                 hand_on(core, it, node, branches, output)
-    markers.mark_handed(it, eid, raw, doc)
+    markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
 
@@ -274,8 +277,7 @@ def run_operations(
     attrs_ = node_attributes(msg, node, attempt)
     tracer.node_start(eid, attrs_)
     attempts = 1
-    retries = core.settings.call_retries
-    default_retry = Retry.transient(retries) if retries > 1 else None
+    default_retry = core.default_retry
     for index, op in enumerate(node.operations):
         if index and control is not None and control.live() is None:
             raise Stopped
