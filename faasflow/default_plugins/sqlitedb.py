@@ -27,6 +27,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from faasflow.errors import BackendError
 __all__ = ["DEFAULT_POOL_SIZE", "Database"]
 
 DEFAULT_POOL_SIZE = 8
+
+# Every Database of this process, so a forked child starts each with an empty pool and fresh
+# locks (a lock held by another thread at the fork would otherwise stay held in the child).
+_DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 class Database:
@@ -64,6 +69,8 @@ class Database:
         self.pool_size = pool_size
         self._available = threading.Condition(threading.Lock())
         self._writing = threading.Lock()
+        self._setting_up = threading.Lock()
+        self._ready = False  # the file is in WAL mode and holds the table
         self._pid = os.getpid()
         # Idle connections. list.pop and list.append are atomic, so the common case (a
         # connection is idle) takes one without the condition's lock; see _acquire.
@@ -71,6 +78,17 @@ class Database:
         self._open = 0  # connections of this process, idle or lent out
         self._waiting = 0  # threads waiting in _acquire for a connection
         self._generation = 0  # bumped by close(): connections lent before it are not kept
+        self._inherited = 0
+        _DATABASES.add(self)
+
+    def _forget_parent(self) -> None:
+        # Connections inherited through fork are never used or closed in the child (SQLite
+        # forbids both); they are simply left behind.
+        self._available = threading.Condition(threading.Lock())
+        self._writing, self._setting_up = threading.Lock(), threading.Lock()
+        self._pid, self._idle, self._open, self._waiting = os.getpid(), [], 0, 0
+        self._generation += 1
+        self._inherited = self._generation  # connections of older generations: the parent's
 
     @property
     def open_connections(self) -> int:
@@ -90,22 +108,15 @@ class Database:
         self._release(conn, generation, broken=False)
 
     def _acquire(self) -> tuple[sqlite3.Connection, int]:
-        if self._pid == os.getpid():
-            generation = self._generation  # read before the list: see close()
-            try:
-                return self._idle.pop(), generation
-            except IndexError:
-                pass
-        return self._acquire_waiting()
+        generation = self._generation  # read before the list: see close()
+        try:
+            return self._idle.pop(), generation
+        except IndexError:
+            return self._acquire_waiting()
 
     def _acquire_waiting(self) -> tuple[sqlite3.Connection, int]:
         deadline = time.monotonic() + self.timeout
         with self._available:
-            if self._pid != os.getpid():
-                # Connections inherited through fork are never used or closed in the child
-                # (SQLite forbids both); they are simply left behind.
-                self._pid, self._idle, self._open, self._waiting = os.getpid(), [], 0, 0
-                self._writing = threading.Lock()
             # Counted before the pool is looked at: a connection given back after this line
             # sees the waiter and notifies it (given back before, it is found in the list).
             self._waiting += 1
@@ -138,8 +149,8 @@ class Database:
 
     def _release(self, conn: sqlite3.Connection, generation: int, *, broken: bool) -> None:
         with self._available:
-            if self._pid != os.getpid():
-                return
+            if generation < self._inherited:
+                return  # lent before a fork and given back in the child: left behind
             if not broken and generation == self._generation:
                 self._idle.append(conn)
                 if self._waiting:
@@ -172,13 +183,17 @@ class Database:
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             # Before the switch to WAL, so creating a new file does not sync it as FULL would.
             conn.execute("PRAGMA synchronous = NORMAL")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            with self._writing:
-                conn.execute(self.schema)
+            if not self._ready:
+                # WAL is a property of the file and the table outlives the connection: once per
+                # process (a new connection costs a third of a millisecond less).
+                with self._setting_up:
+                    if not self._ready:
+                        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                            conn.execute("PRAGMA journal_mode = WAL")
+                        conn.execute(self.schema)
+                        self._ready = True
         except BaseException:
             conn.close()
             raise
@@ -222,29 +237,31 @@ class Database:
         self, operation: str, backend: str, sql: str, params: Sequence[object]
     ) -> tuple[list[Any], int]:
         """Run one statement as this process's only writer; return its rows and row count."""
-        conn, generation = self._acquire()
+        # The write lock first, then a connection: a thread waiting for the lock holds no
+        # connection, so the pool never runs dry behind it (and cannot deadlock).
+        lock = self._lock_writes(operation, backend)
         try:
-            lock = self._lock_writes(operation, backend)
+            conn, generation = self._acquire()
             try:
                 cursor = conn.execute(sql, params)
                 found = cursor.fetchall(), cursor.rowcount
-            finally:
-                lock.release()
-        except BaseException as exc:
-            self._release(conn, generation, broken=conn.in_transaction)
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(backend, operation, str(self.path), exc) from exc
-            raise
-        self._release(conn, generation, broken=False)
+            except BaseException as exc:
+                self._release(conn, generation, broken=conn.in_transaction)
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(backend, operation, str(self.path), exc) from exc
+                raise
+            self._release(conn, generation, broken=False)
+        finally:
+            lock.release()
         return found
 
     @contextlib.contextmanager
     def transaction(self, operation: str, backend: str) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: a write transaction that holds the lock from its
         first statement, so a read-modify-write inside it cannot interleave with another."""
-        with self.errors(operation, backend), self.connection() as conn:
-            lock = self._lock_writes(operation, backend)
-            try:
+        lock = self._lock_writes(operation, backend)
+        try:
+            with self.errors(operation, backend), self.connection() as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -252,8 +269,8 @@ class Database:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
-            finally:
-                lock.release()
+        finally:
+            lock.release()
 
     def close(self) -> None:
         """Close this process's idle connections; those lent out close when given back."""
@@ -277,3 +294,11 @@ class Database:
         for conn in closing:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+def _forget_parents() -> None:
+    for database in list(_DATABASES):
+        database._forget_parent()
+
+
+os.register_at_fork(after_in_child=_forget_parents)
