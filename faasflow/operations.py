@@ -473,4 +473,7 @@ class Modify(Operation):
         }
 
     def execute(self, data: bytes, call: Call) -> bytes:
-        return as_bytes(self.fn(data), f"modifier {callable_name(self.fn)}")
+        result = self.fn(data)
+        if type(result) is bytes:  # the common case: no name looked up for a message
+            return result
+        return as_bytes(result, f"modifier {callable_name(self.fn)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 import attrs
 
@@ -40,6 +41,8 @@ class MemoryStateStore(StateStore):
     """Thread-safe, process-local StateStore."""
 
     atomic_transactions = True
+    #: A scoped handle holds only its namespace: the engine may share one between threads.
+    handles_shareable: ClassVar[bool] = True
 
     _shelf: _Shelf = attrs.field(factory=_Shelf, alias="shelf")
 
@@ -131,6 +134,9 @@ class MemoryStateStore(StateStore):
 @attrs.define(eq=False, slots=False)
 class MemoryDataStore(DataStore):
     """Thread-safe, process-local DataStore."""
+
+    #: A scoped handle holds only its namespace: the engine may share one between threads.
+    handles_shareable: ClassVar[bool] = True
 
     _shelf: _Shelf = attrs.field(factory=_Shelf, alias="shelf")
 

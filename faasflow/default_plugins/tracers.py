@@ -57,6 +57,13 @@ class NoTracer(Tracer):
         """The factory registered for ``none`` (it takes no options)."""
         return cls()
 
+    def scoped(self, flow_name: str, request_id: str) -> NoTracer:
+        # nothing of a request is kept, so one handle serves every iteration (the engine asks
+        # for one per iteration); a subclass that keeps something gets handles of its own
+        if type(self) is NoTracer:
+            return self
+        return super().scoped(flow_name, request_id)
+
 
 def _format(attributes: Mapping[str, object]) -> str:
     parts = []

@@ -47,6 +47,12 @@ __all__ = ["Backends", "Engine", "StartResult"]
 log = logging.getLogger("faasflow.engine")
 
 
+def _header(headers: Mapping[str, str], lowered: Mapping[str, str], name: str) -> str | None:
+    """``header(headers, name)`` with the lower-cased names made once by the caller."""
+    value = headers.get(name)
+    return value if value is not None else lowered.get(name.lower())
+
+
 @attrs.frozen
 class Backends:
     """The four backend objects an engine runs on."""
@@ -220,15 +226,18 @@ class Engine:
                 f"iteration of flow {msg.flow!r} was delivered to flow {self.name!r}"
             )
         self.maybe_sweep()
-        raw_attempt = header(headers, ATTEMPT_HEADER)
+        # names lowered once: two of the three headers are usually absent, and a miss
+        # compares every header's name
+        lowered = {k.lower(): v for k, v in headers.items()}
+        raw_attempt = _header(headers, lowered, ATTEMPT_HEADER)
         attempt = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else 1
-        given_up = header(headers, DEAD_LETTER_HEADER)
+        given_up = _header(headers, lowered, DEAD_LETTER_HEADER)
         if given_up:  # the queue will not deliver this iteration again: fail its request
             fail_after_attempts(self.core, message, max(1, attempt - 1), RuntimeError(given_up))
             return "failed"
         return runner.iterate(
             self.core, msg, message, first=False,
-            token=header(headers, CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),
+            token=_header(headers, lowered, CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),
         )
 
     def _deliver(

@@ -26,6 +26,9 @@ from .state import RequestControl
 
 __all__ = ["Core", "Duplicate", "Iteration", "Stopped", "Waiters", "as_bytes", "describe"]
 
+#: Requests whose shared store handles an engine keeps (see ``Core.control``).
+_HANDLES = 1024
+
 
 def as_bytes(value: object, what: str) -> bytes:
     """A user function's result as bytes; ``None`` counts as empty output."""
@@ -85,21 +88,43 @@ class Core:
     default_retry: Retry | None = attrs.field(init=False)
     """How a function call without ``retry=`` is retried (settings do not change: made once)."""
 
+    _handles: dict[str, RequestControl] = attrs.field(factory=dict, init=False)
+    _shared: bool = attrs.field(default=False, init=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+
     def __attrs_post_init__(self) -> None:
         retries = self.settings.call_retries
         self.default_retry = Retry.transient(retries) if retries > 1 else None
+        # Stores whose scoped handle holds nothing but its namespace say so; their handles
+        # (and the retrying wrappers, which hold nothing either) are made once per request
+        # and shared by its iterations instead of made again for every one.
+        self._shared = all(
+            getattr(store, "handles_shareable", False)
+            for store in (self.state_store, self.data_store)
+        )
 
     def stores(self, rid: str) -> tuple[StateStore, DataStore]:
         """Handles on one request's namespace whose calls retry backend blips."""
+        control = self.control(rid)
+        return control.states, control.data
+
+    def control(self, rid: str) -> RequestControl:
+        """The request's state transitions, on handles of :meth:`stores`."""
+        found = self._handles.get(rid)
+        if found is not None:
+            return found
         budget = self.settings.backend_retry
-        return (
+        made = RequestControl(
+            rid,
             RetryingStates(self.state_store.scoped(self.name, rid), budget),
             RetryingData(self.data_store.scoped(self.name, rid), budget),
         )
-
-    def control(self, rid: str) -> RequestControl:
-        states, data = self.stores(rid)
-        return RequestControl(rid, states, data)
+        if self._shared:
+            with self._lock:
+                while len(self._handles) >= _HANDLES:
+                    del self._handles[next(iter(self._handles))]  # the oldest request's
+                self._handles[rid] = made
+        return made
 
 
 @attrs.define

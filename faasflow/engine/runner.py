@@ -61,8 +61,8 @@ def iterate(
     be retried) and RequestNotActive when the request has ended."""
     rid = msg.request_id
     graph = core.flow.graph(msg.query, rid)
-    states, store = core.stores(rid)
-    control = RequestControl(rid, states, store)
+    control = core.control(rid)
+    states, store = control.states, control.data
     tracer = core.tracer.scoped(core.name, rid)
     view = RequestView(core.name, rid, Query(msg.query), data_store=store)
     it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt)
@@ -294,7 +294,8 @@ def run_operations(
         tracer.operation_start(op.id, eid, {})
         tracer.inject(call.headers)
         try:
-            data = as_bytes(op.execute(data, call), f"operation {op.id}")
+            result = op.execute(data, call)
+            data = result if type(result) is bytes else as_bytes(result, f"operation {op.id}")
         except Exception as exc:
             tracer.operation_failure(op.id, eid, exc)
             failure = FlowFailure(
