@@ -52,6 +52,9 @@ class EnvVars:
     MAX_BODY = "FAASFLOW_MAX_BODY"
     REPLICAS = "FAASFLOW_REPLICAS"
     CALLBACK_HOSTS = "FAASFLOW_CALLBACK_HOSTS"
+    #: ``0``: a flow's call of a function its own ``faasflow up`` worker serves goes through
+    #: the gateway over HTTP instead of straight to the handler.
+    SAME_PROCESS_CALLS = "FAASFLOW_SAME_PROCESS_CALLS"
     #: of-watchdog's own variable: where it forwards requests (the template binds there).
     UPSTREAM_URL = "upstream_url"
     #: OpenFaaS's own variable: ``true`` puts ``/system/*`` of ``faasflow up`` behind basic auth.

@@ -26,7 +26,7 @@ from faasflow.runtime.workers import WorkerPool
 if TYPE_CHECKING:
     from faasflow.runtime.gateway import Gateway
 
-__all__ = ["FunctionRoutes"]
+__all__ = ["FunctionRoutes", "call_limit", "forwarded_headers"]
 
 log = logging.getLogger("faasflow.gateway")
 
@@ -77,7 +77,7 @@ class FunctionRoutes:
     def _proxy(self, request: WebRequest, pool: WorkerPool, name: str, rest: str, call_id: str,
                remote: str) -> WebResponse:
         started = time.time()
-        headers = _forwarded_headers(request, call_id, remote, started)
+        headers = forwarded_headers(request, call_id, remote, started)
         target = f"/{name}{rest}" + (f"?{request.query}" if request.query else "")
         timing = (("X-Call-Id", call_id), ("X-Start-Time", str(int(started * 1e9))))
         limit = self._call_timeout(request)
@@ -99,15 +99,7 @@ class FunctionRoutes:
                                        ("X-Served-By", f"faasflow-up/{served_by}")))
 
     def _call_timeout(self, request: WebRequest) -> float:
-        """--timeout, or longer when the caller asks a flow to wait longer for its output:
-        the wait is the flow's to answer, not the gateway's to cut."""
-        try:
-            wait = float(request.header("X-Faas-Flow-Wait") or 0)
-        except ValueError:
-            wait = 0.0  # the flow answers 400 for it
-        if wait <= 0:
-            return self.gateway.config.timeout
-        return max(self.gateway.config.timeout, min(wait, _MAX_WAIT) + 10.0)
+        return call_limit(request.header("X-Faas-Flow-Wait"), self.gateway.config.timeout)
 
     def _enqueue(self, request: WebRequest, name: str, rest: str, call_id: str, remote: str
                  ) -> WebResponse:
@@ -116,7 +108,7 @@ class FunctionRoutes:
             problem = _callback_problem(callback)
             if problem:
                 return error(request, 400, f"header X-Callback-Url: {callback!r} {problem}")
-        headers = tuple(_forwarded_headers(request, call_id, remote, time.time()).items())
+        headers = tuple(forwarded_headers(request, call_id, remote, time.time()).items())
         job = Job(id=call_id, function=name, path=rest, query=request.query,
                   method=request.method, headers=headers, body=request.body, callback=callback)
         try:
@@ -156,8 +148,23 @@ class FunctionRoutes:
         return WebResponse(reply.status_code, reply.content, kept)
 
 
-def _forwarded_headers(request: WebRequest, call_id: str, remote: str, started: float
-                       ) -> dict[str, str]:
+def call_limit(wait_header: str | None, timeout: float) -> float:
+    """Seconds the gateway gives a call: ``timeout`` (--timeout), or longer when the caller
+    asks a flow to wait longer for its output (``X-Faas-Flow-Wait``): the wait is the flow's
+    to answer, not the gateway's to cut."""
+    try:
+        wait = float(wait_header or 0)
+    except ValueError:
+        wait = 0.0  # the flow answers 400 for it
+    if wait <= 0:
+        return timeout
+    return max(timeout, min(wait, _MAX_WAIT) + 10.0)
+
+
+def forwarded_headers(request: WebRequest, call_id: str, remote: str, started: float
+                      ) -> dict[str, str]:
+    """The headers a function gets for ``request``: the caller's but hop-by-hop ones, and the
+    gateway's ``X-Call-Id``, ``X-Start-Time``, ``X-Forwarded-Host`` and ``X-Forwarded-For``."""
     out = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     out["X-Call-Id"] = call_id
     out.setdefault("X-Start-Time", str(int(started * 1e9)))

@@ -296,7 +296,14 @@ class Gateway:
             namespace_of={n: s.namespace for n, s in stack.functions.items()},
             logs=self.logs, flows=frozenset(n for n, s in stack.functions.items() if s.is_flow),
             filter=self.config.filter, regex=self.config.regex,
+            on_served=self._served_in_worker,
         )
+
+    def _served_in_worker(self, name: str, status: int, seconds: float) -> None:
+        """A call a worker served in the flow's own process (``samecall``), counted as the
+        gateway counts the calls it proxies."""
+        self.count_invocation(name)
+        self.metrics.invoked(name, status, seconds)
 
     def _start_pools(self) -> None:
         self.pools = build_pools(self.stack, self._worker_settings(self.stack),

@@ -27,6 +27,7 @@ import attrs
 
 from faasflow.context import current
 from faasflow.errors import ConfigurationError, FaasflowError
+from faasflow.runtime import samecall
 from faasflow.runtime.logbook import Tag, encode
 from faasflow.runtime.preflight import check_flow
 from faasflow.runtime.python3http import wsgi_app
@@ -185,6 +186,7 @@ def _watch_stdin(apps: Mapping[str, WSGIApp]) -> None:
         closing = threading.Thread(target=_close_all, args=(apps,), daemon=True)
         closing.start()
         closing.join(CLOSE_GRACE)
+        samecall.flush_reports()  # the gateway counts calls served here until the end
         os._exit(0)
 
 
@@ -253,9 +255,13 @@ def main() -> int:
                            filter=config.get("filter"), regex=config.get("regex"))
         apps = {name: build_app(stack.get(name), config["defaults"])
                 for name in config["functions"]}
-        server = serve(FunctionsApp(apps), "127.0.0.1", 0,
+        functions = FunctionsApp(apps)
+        server = serve(functions, "127.0.0.1", 0,
                        threads=int(config.get("threads") or DEFAULT_THREADS),
                        keepalive=float(config.get("keepalive") or DEFAULT_KEEPALIVE))
+        # a flow's calls of the python3-http functions served here skip the gateway
+        samecall.install(config, functions, [name for name in apps
+                                             if not stack.functions[name].is_flow], server.port)
     except (FaasflowError, ValueError, KeyError, OSError) as exc:
         print(json.dumps({"error": str(exc)}), file=protocol, flush=True)
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 from faasflow.errors import ConfigurationError
+from faasflow.runtime.callreports import Served, read_reports
 from faasflow.runtime.logbook import LogBook, LogLine, decode
 from faasflow.runtime.stack import Stack
 from faasflow.runtime.upstream import Upstream, WorkerUnreachable
@@ -36,7 +38,7 @@ class WorkerSettings:
                  environ: Mapping[str, str], keepalive: float, threads: int, timeout: float,
                  startup_timeout: float, quiet: bool, namespace_of: Mapping[str, str],
                  logs: LogBook, flows: frozenset[str], filter: str | None = None,
-                 regex: str | None = None) -> None:
+                 regex: str | None = None, on_served: Served | None = None) -> None:
         self.stack = stack
         self.directory = directory
         self.defaults = dict(defaults)
@@ -51,6 +53,8 @@ class WorkerSettings:
         self.flows = flows
         self.filter = filter
         self.regex = regex
+        self.on_served = on_served
+        """Counts a call a worker served without the gateway (:mod:`~.callreports`)."""
 
 
 class WorkerProcess:
@@ -93,12 +97,21 @@ class WorkerProcess:
             "quiet": settings.quiet,
             "filter": settings.filter,
             "regex": settings.regex,
+            "timeout": settings.timeout,
         }
+        reports = os.pipe() if settings.on_served is not None else None
+        if reports is not None:
+            config["reports"] = reports[1]  # the worker writes its calls' reports there
         process = subprocess.Popen(
             [sys.executable, "-m", "faasflow.runtime.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**settings.environ, **self.pool.environment}, cwd=settings.directory,
+            pass_fds=reports[1:] if reports is not None else (),
         )
+        if reports is not None:
+            os.close(reports[1])  # the worker's now: the reader sees its end when it exits
+            threading.Thread(target=self._read_call_reports, args=(reports[0],), daemon=True,
+                             name=f"faasflow-call-reports-{self.name}").start()
         assert process.stdin is not None
         process.stdin.write(json.dumps(config).encode() + b"\n")
         process.stdin.flush()
@@ -133,6 +146,13 @@ class WorkerProcess:
                     node=tag.node if tag else None))
         with contextlib.suppress(OSError):
             process.stderr.close()
+
+    def _read_call_reports(self, fd: int) -> None:
+        settings = self.pool.settings
+        assert settings.on_served is not None
+        functions = frozenset(f for f in self.pool.functions if f not in settings.flows)
+        with os.fdopen(fd, "rb") as stream:
+            read_reports(stream, functions, settings.on_served)
 
     def wait_ready(self) -> None:
         """Wait for the worker's port (or its error)."""
