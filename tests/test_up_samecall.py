@@ -148,7 +148,7 @@ def probe(gateway: GatewayProcess, spec: dict[str, Any]) -> dict[str, Any]:
 
 def comparable(answer: dict[str, Any], gateway: GatewayProcess) -> dict[str, Any]:
     """The answer without what differs per call, with the gateway's URL as a placeholder."""
-    doc = json.loads(json.dumps(answer).replace(gateway.url, "<gateway>"))
+    doc: dict[str, Any] = json.loads(json.dumps(answer).replace(gateway.url, "<gateway>"))
     assert doc["headers"].pop("Content-Length") == str(len(base64.b64decode(doc["body"])))
     doc["headers"] = {k: v for k, v in doc["headers"].items() if k.lower() not in PER_CALL}
     try:
