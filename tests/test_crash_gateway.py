@@ -2,16 +2,16 @@
 (and once the gateway itself) are killed with SIGKILL, on sqlite and on etcd; and etcd stopped
 with SIGSTOP for 5 s in the middle of a batch.
 
-No ``retry=`` in the flow and no client-chosen request ids. The functions count their own
-calls: each appends ``<idempotency key> <tag> <pid> <time> <body>`` to a log file just before
-it answers, and the flow's aggregator does the same from the flow's worker. The tests then
-assert that every submission became exactly one request that succeeded with the right output,
-that none is stuck, and that no node function and no aggregator ran twice -- except a run that
-a kill or a visible failure interrupted: a second run of one idempotency key is accepted only
-when a kill happened between the two runs (the first one's answer, or the iteration that got
-it, died with the process), or when the gateway's output reports a failed attempt of that
-request (a store call that timed out under load, say): at-least-once by design. Those repeats
-are counted and printed.
+No ``retry=`` in the flow and no client-chosen request ids. The functions count their own calls:
+each logs its idempotency key, tag, pid, time and body (:mod:`faasflow.testing.calllog`) just
+before it answers, and the flow's aggregator does the same from the flow's worker. The tests
+then assert that every submission became exactly one request that succeeded with the right
+output, that none is stuck, and that no node function and no aggregator ran twice -- except a
+run that a kill or a visible failure interrupted: a second run of one idempotency key is
+accepted only when a kill happened between the two runs (the first one's answer, or the
+iteration that got it, died with the process), or when the gateway's output reports a failed
+attempt of that request (a store call that timed out under load, say): at-least-once by design.
+Those repeats are counted and printed.
 
 Sizes come from ``FAASFLOW_CRASH_REQUESTS`` (default 500), ``FAASFLOW_CRASH_KILLS`` (default
 12 worker kills per run) and ``FAASFLOW_CRASH_WAIT`` (seconds for the batch to finish, default
@@ -38,6 +38,7 @@ import pytest
 import requests
 
 from faasflow.runtime.process import GatewayProcess
+from faasflow.testing import calllog
 
 pytestmark = pytest.mark.slow
 
@@ -47,39 +48,11 @@ WAIT = float(os.environ.get("FAASFLOW_CRASH_WAIT", "150"))
 #: The flow's name, new for each run: the shared etcd keeps the records of earlier runs.
 FLOW = f"fan{uuid.uuid4().hex[:8]}"
 
-COUNT = """
-    import os
-    import time
-
-    def handle(event, context):
-        tag = event.headers.get("x-tag", "?")
-        key = event.headers.get("idempotency-key", "")
-        body = event.body.decode()
-        line = f"{key}\\t{tag}\\t{os.getpid()}\\t{time.time():.6f}\\t{body}\\n"
-        fd = os.open(os.environ["COUNT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-        return body + "." + tag
-"""
-
 FAN = """
-    import os
-    import time
-
-    def _log(key, body):
-        line = f"{key}\\tagg\\t{os.getpid()}\\t{time.time():.6f}\\t{body}\\n"
-        fd = os.open(COUNT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-
     def define(flow, context):
         def join(inputs):
             out = inputs["l"] + b"+" + inputs["r"]
-            _log(context.request_id + "/aggregator", out.decode())
+            append(COUNT_LOG, "agg", out.decode(), context.request_id + "/aggregator")
             return out
 
         dag = flow.dag()
@@ -102,8 +75,8 @@ def expected_output(body: str) -> str:
 def stack(tmp_path: Path) -> Path:
     log = tmp_path / "calls.log"
     # flows may share worker processes, so the flow's handler names the log itself
-    fan = textwrap.dedent(FAN).lstrip() + f"\nCOUNT_LOG = {str(log)!r}\n"
-    for name, source in {"count": textwrap.dedent(COUNT).lstrip(), "fan": fan}.items():
+    fan = calllog.append_source() + textwrap.dedent(FAN) + f"\nCOUNT_LOG = {str(log)!r}\n"
+    for name, source in {"count": calllog.counting_handler(), "fan": fan}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "handler.py").write_text(source)
     path = tmp_path / "stack.yml"
@@ -262,13 +235,7 @@ def full_record(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
 
 
 def read_calls(log: Path) -> list[tuple[str, str, int, float, str]]:
-    calls = []
-    if not log.exists():
-        return calls
-    for line in log.read_text().splitlines():
-        key, tag, pid, when, body = line.split("\t", 4)
-        calls.append((key, tag, int(pid), float(when), body))
-    return calls
+    return [(c.key, c.tag, c.pid, c.time, c.body) for c in calllog.read(log)]
 
 
 # a failed attempt: a 5xx, a timeout, a store failure (not a refused duplicate: 409/410)

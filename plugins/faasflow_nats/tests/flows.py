@@ -1,7 +1,7 @@
 """A fan-out flow whose functions sleep and count their calls, served by ``faasflow up``.
 
-``count`` appends ``<request id> <tag> <host> <body>`` to a shared log just before it answers,
-so a test can tell that each node's function ran once per request, and on which host.
+``count`` logs each call (:mod:`faasflow.testing.calllog`) just before it answers, so a test
+can tell that each node's function ran once per request, and on which host.
 """
 
 from __future__ import annotations
@@ -16,22 +16,7 @@ from typing import Any
 
 import requests
 
-COUNT = """
-    import os
-    import time
-
-    def handle(event, context):
-        time.sleep(float(os.environ.get("COUNT_SLEEP", "0.05")))
-        tag = event.headers.get("x-tag", "?")
-        body = event.body.decode()
-        line = f"{body}\\t{tag}\\t{os.environ.get('HOST_NAME', '?')}@{time.time():.6f}\\n"
-        fd = os.open(os.environ["COUNT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-        return body + "." + tag
-"""
+from faasflow.testing import calllog
 
 FAN = """
     def define(flow, context):
@@ -55,9 +40,10 @@ def write_stack(directory: Path, log: Path, sleep: float = 0.05, host: str = "h"
                 flow: str = "fan") -> Path:
     """The stack of ``count`` and the flow (named ``flow``: stores shared across runs keep
     every run's requests apart by flow name)."""
-    for name, source in {"count": COUNT, flow: FAN}.items():
+    sources = {"count": calllog.counting_handler(), flow: textwrap.dedent(FAN).lstrip()}
+    for name, source in sources.items():
         (directory / name).mkdir(parents=True, exist_ok=True)
-        (directory / name / "handler.py").write_text(textwrap.dedent(source).lstrip())
+        (directory / name / "handler.py").write_text(source)
     path = directory / "stack.yml"
     path.write_text(textwrap.dedent(f"""
         functions:
@@ -103,14 +89,7 @@ def submit(urls: list[str], bodies: list[str], threads: int = 8, flow: str = "fa
 
 def read_calls_timed(log: Path) -> list[tuple[str, str, str, float]]:
     """``(body, tag, host, time)`` of every call ``count`` answered."""
-    if not log.exists():
-        return []
-    calls = []
-    for line in log.read_text().splitlines():
-        body, tag, where = line.split("\t")
-        host, _, when = where.partition("@")
-        calls.append((body, tag, host, float(when or 0)))
-    return calls
+    return [(call.body, call.tag, call.host, call.time) for call in calllog.read(log)]
 
 
 def read_calls(log: Path) -> list[tuple[str, str, str]]:
