@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,67 @@ def test_a_thread_waits_for_a_busy_connection_then_times_out_naming_the_option(
 def test_bad_pool_size_names_the_variable(raw: str) -> None:
     with pytest.raises(ConfigurationError, match="FAASFLOW_SQLITE_POOL_SIZE"):
         SqliteStateStore.from_options({"pool_size": raw})
+
+
+def _checkpointers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("faasflow-sqlite-checkpoint")]
+
+
+def test_commits_reach_the_database_file_while_it_stays_open(tmp_path: Path) -> None:
+    from faasflow.default_plugins.sqlitedb import CHECKPOINT_EVERY
+
+    path = tmp_path / "s.db"
+    backend = SqliteStateStore.from_options({"path": str(path)})
+    store = backend.scoped("f", "r")
+    try:
+        store.set("first", "v")
+        empty = path.stat().st_size
+        for index in range(CHECKPOINT_EVERY + 10):
+            store.set(f"k{index}", "v" * 100)
+        deadline = time.monotonic() + 30
+        while path.stat().st_size <= empty and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_size > empty  # copied from the WAL by the checkpointer
+    finally:
+        backend.close()
+
+
+def test_close_ends_the_checkpointer_thread(tmp_path: Path) -> None:
+    from faasflow.default_plugins.sqlitedb import CHECKPOINT_EVERY
+
+    backend = SqliteStateStore.from_options({"path": str(tmp_path / "s.db")})
+    store = backend.scoped("f", "r")
+    before = set(_checkpointers())
+    for index in range(CHECKPOINT_EVERY):
+        store.set(f"k{index}", "v")
+    started = set(_checkpointers()) - before
+    assert len(started) == 1
+    backend.close()
+    for thread in started:
+        thread.join(10)
+        assert not thread.is_alive()
+    store.set("after", "close")  # usable again, a new checkpointer when one is due
+    assert store.get("after") == "close"
+    backend.close()
+
+
+def test_a_write_of_one_thread_waits_for_another_threads_transaction(tmp_path: Path) -> None:
+    backend = SqliteStateStore.from_options({"path": str(tmp_path / "s.db"), "timeout": "5"})
+    store = backend.scoped("f", "r")
+    order: list[str] = []
+    try:
+        with backend.db.transaction("test", "test") as conn:
+            writer = threading.Thread(target=lambda: (store.set("k", "second"),
+                                                      order.append("set")))
+            writer.start()
+            time.sleep(0.2)  # the set queues behind this transaction (no SQLITE_BUSY error)
+            conn.execute(
+                "INSERT INTO faasflow_state (key, value) VALUES (?, ?)",
+                (store.namespace + "k", "first"),
+            )
+            order.append("transaction")
+        writer.join(10)
+        assert order == ["transaction", "set"]
+        assert store.get("k") == "second"
+    finally:
+        backend.close()
