@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from faasflow.default_plugins.filesystem import INLINE_LIMIT, FilesystemDataStore, encode_name
-from faasflow.errors import KeyNotFound
+from faasflow.errors import ConfigurationError, KeyNotFound
+from faasflow.testing import DataStoreContract
 
 SMALL = b"s" * 100
 LARGE = b"L" * (INLINE_LIMIT + 1)
@@ -148,3 +149,26 @@ def test_a_writer_killed_mid_write_leaves_a_whole_value(tmp_path: Path) -> None:
             assert _whole(reader.get("k"))
     finally:
         reader.close()
+
+
+class TestFilesystemDataStoreWithoutIndex(DataStoreContract):
+    """FAASFLOW_FILESYSTEM_INDEX=0: one file per value, no SQLite file."""
+
+    def make_store(self):
+        return FilesystemDataStore.from_options(
+            {"path": str(self.workdir / "data"), "index": "0"}
+        )
+
+
+def test_without_index_every_value_is_a_file_and_no_sqlite_file_is_made(tmp_path: Path) -> None:
+    backend = FilesystemDataStore.from_options({"path": str(tmp_path / "data"), "index": "off"})
+    store = backend.scoped("flow", "r1")
+    store.set("k", SMALL)
+    assert store.get("k") == SMALL
+    assert _files(store) == [encode_name("k")]
+    assert not any(name.startswith(".values.db") for name in os.listdir(tmp_path / "data"))
+
+
+def test_a_bad_index_flag_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="FAASFLOW_FILESYSTEM_INDEX"):
+        FilesystemDataStore.from_options({"index": "maybe"})

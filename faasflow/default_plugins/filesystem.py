@@ -13,6 +13,11 @@ branch's time on some file systems), and a branch's values are small, so one fil
 kept for values above :data:`INLINE_LIMIT` only. Values written as ``<request>/<key>`` files by
 earlier versions are still read and deleted.
 
+With ``index`` off (``FAASFLOW_FILESYSTEM_INDEX=0``) every value is a file
+``<request>/<key>``, written to a temporary name and moved into place with ``os.replace``, and
+no SQLite file is opened: for a network file system shared by hosts, where SQLite's WAL (shared
+memory) cannot work.
+
 Cleanup deletes the request's rows, then renames its directory out of the way and deletes it;
 it touches nothing else.
 """
@@ -30,7 +35,7 @@ import attrs
 
 from faasflow.backends import Backend
 from faasflow.default_plugins.sqlitedb import Database
-from faasflow.errors import BackendError, KeyNotFound
+from faasflow.errors import BackendError, ConfigurationError, KeyNotFound
 from faasflow.hookspecs import hookimpl
 from faasflow.interfaces import DataStore, Options
 
@@ -84,19 +89,37 @@ def _index(root: Path) -> Database:
     return Database(root / _INDEX, _TABLE, timeout=_TIMEOUT)
 
 
+def _flag(options: Options, name: str, default: bool) -> bool:
+    raw = options.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(
+        f"FAASFLOW_FILESYSTEM_{name.upper()}={options.get(name)!r} is not 1 or 0 "
+        "(true/false, yes/no, on/off)"
+    )
+
+
 @attrs.define(eq=False, slots=False)
 class FilesystemDataStore(DataStore):
     """DataStore on a local directory tree, safe for several processes."""
 
     root: Path = attrs.field(converter=Path)
+    #: False: one file per value and no SQLite file (a network file system shared by hosts,
+    #: where SQLite's WAL cannot work).
+    index: bool = True
     db: Database = attrs.field(
         init=False, default=attrs.Factory(lambda self: _index(self.root), takes_self=True)
     )
 
     @classmethod
     def from_options(cls, options: Options) -> FilesystemDataStore:
-        """Options: ``path``, the root directory (default ``.faasflow/data``)."""
-        return cls(options.get("path") or DEFAULT_PATH)
+        """Options: ``path``, the root directory (default ``.faasflow/data``); ``index``
+        (default 1), 0 for one file per value and no SQLite file."""
+        return cls(options.get("path") or DEFAULT_PATH, _flag(options, "index", True))
 
     @property
     def directory(self) -> Path:
@@ -111,6 +134,9 @@ class FilesystemDataStore(DataStore):
         return BackendError(_BACKEND, operation, str(path), exc)
 
     def set(self, key: str, value: bytes) -> None:
+        if not self.index:
+            self._set_legacy(key, value)
+            return
         full = self._namespace + key
         if len(value) <= INLINE_LIMIT:
             _, changed = self.db.execute("set", _BACKEND, _PUT_INLINE, (full, bytes(value)))
@@ -143,6 +169,26 @@ class FilesystemDataStore(DataStore):
             # A concurrent cleanup took the file after it was written: write it again.
         raise self._error("set", self.directory, FileNotFoundError("directory removed"))
 
+    def _set_legacy(self, key: str, value: bytes) -> None:
+        target = self._legacy(key)
+        # Dot-names are never produced by encode_name, so temporary files never shadow a key.
+        temp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        for attempt in range(3):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(temp, "wb") as file:
+                    file.write(value)
+                os.replace(temp, target)
+                return
+            except FileNotFoundError as exc:
+                # A concurrent cleanup removed the directory between mkdir and replace.
+                self._drop(temp)
+                if attempt == 2:
+                    raise self._error("set", target, exc) from exc
+            except OSError as exc:
+                self._drop(temp)
+                raise self._error("set", target, exc) from exc
+
     def _put(self, full: str, value: bytes | None, name: str | None) -> None:
         with self.db.transaction("set", _BACKEND) as conn:
             row = conn.execute(
@@ -161,6 +207,8 @@ class FilesystemDataStore(DataStore):
             raise self._error("delete", path, exc) from exc
 
     def get(self, key: str) -> bytes:
+        if not self.index:
+            return self._get_legacy(key)
         full = self._namespace + key
         for _ in range(10):
             rows = self.db.query(
@@ -190,6 +238,9 @@ class FilesystemDataStore(DataStore):
             raise self._error("get", path, exc) from exc
 
     def delete(self, key: str) -> None:
+        if not self.index:
+            self._drop(self._legacy(key))
+            return
         full = self._namespace + key
         _, changed = self.db.execute(
             "delete", _BACKEND,
@@ -206,11 +257,12 @@ class FilesystemDataStore(DataStore):
         self._drop(self._legacy(key))
 
     def cleanup(self) -> None:
-        low, high = _range(self._namespace)
-        self.db.execute(
-            "cleanup", _BACKEND,
-            "DELETE FROM faasflow_values WHERE key >= ? AND key < ?", (low, high),
-        )
+        if self.index:
+            low, high = _range(self._namespace)
+            self.db.execute(
+                "cleanup", _BACKEND,
+                "DELETE FROM faasflow_values WHERE key >= ? AND key < ?", (low, high),
+            )
         directory = self.directory
         trash = directory.parent / f".trash-{uuid.uuid4().hex}"
         try:
@@ -234,6 +286,12 @@ def faasflow_data_stores() -> Iterable[Backend]:
             "Local directory: small values in one SQLite file, large ones a file each; safe "
             "for several processes."
         ),
-        options={"path": f"root directory, created as needed (default {DEFAULT_PATH})"},
+        options={
+            "path": f"root directory, created as needed (default {DEFAULT_PATH})",
+            "index": (
+                "1: values up to 64 KiB in the SQLite file .values.db under the root (default);"
+                " 0: one file per value (a network file system shared by hosts)"
+            ),
+        },
         shared="host",
     )
