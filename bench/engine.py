@@ -31,6 +31,9 @@ from faasflow.plugins import Registry
 from faasflow.settings import Settings
 
 WORKERS = 8
+#: Store calls counted: each is one round trip (a transaction too, however many keys it holds).
+_COUNTED = ("set", "get", "update", "create", "delete", "scan", "cleanup", "increment",
+            "transaction")
 
 
 class Counting:
@@ -45,7 +48,7 @@ class Counting:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if name in {"set", "get", "update", "create", "delete", "scan", "cleanup", "increment"}:
+        if name in _COUNTED:
 
             def counted(*args: Any, **kwargs: Any) -> Any:
                 self._counts[name] += 1
@@ -126,7 +129,7 @@ def measure(
     best = min(times)
     state_ops = sum(
         counts[k]
-        for k in ("set", "get", "update", "create", "delete", "scan", "cleanup", "increment")
+        for k in _COUNTED
     )
     return {
         "shape": name,

@@ -25,15 +25,32 @@ _WHERE = "memory store"
 
 @attrs.define(eq=False)
 class _Shelf:
-    """The dictionary every handle of one backend object shares."""
+    """The dictionaries every handle of one backend object shares, one per request namespace:
+    a handle finds its own without joining strings, and lists or drops it without walking the
+    keys of every other request."""
 
-    values: dict[str, object] = attrs.field(factory=dict)
+    spaces: dict[str, dict[str, object]] = attrs.field(factory=dict)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    @property
+    def values(self) -> dict[str, object]:
+        """Every value by its full key (namespace and key): a copy, for looking at."""
+        with self.lock:
+            return {ns + k: v for ns, space in self.spaces.items() for k, v in space.items()}
+
+    def space(self, namespace: str) -> dict[str, object]:
+        """The namespace's dictionary, made when missing (call with the lock held)."""
+        space = self.spaces.get(namespace)
+        if space is None:
+            space = self.spaces[namespace] = {}
+        return space
 
     def drop(self, namespace: str) -> None:
         with self.lock:
-            for key in [k for k in self.values if k.startswith(namespace)]:
-                del self.values[key]
+            self.spaces.pop(namespace, None)
+
+
+_EMPTY: dict[str, object] = {}
 
 
 @attrs.define(eq=False, slots=False)
@@ -53,43 +70,40 @@ class MemoryStateStore(StateStore):
 
     def set(self, key: str, value: str) -> None:
         with self._shelf.lock:
-            self._shelf.values[self._namespace + key] = value
+            self._shelf.space(self._namespace)[key] = value
 
     def get(self, key: str) -> str:
-        value = self._shelf.values.get(self._namespace + key)
+        value = self._shelf.spaces.get(self._namespace, _EMPTY).get(key)
         if value is None:
             raise KeyNotFound(key, self._where)
         return str(value)
 
     def update(self, key: str, old_value: str, new_value: str) -> None:
-        full = self._namespace + key
         with self._shelf.lock:
-            current = self._shelf.values.get(full)
+            space = self._shelf.spaces.get(self._namespace, _EMPTY)
+            current = space.get(key)
             if current is None:
                 raise KeyNotFound(key, self._where)
             if current != old_value:
                 raise CompareFailed(key, old_value, self._where)
-            self._shelf.values[full] = new_value
+            space[key] = new_value
 
     def create(self, key: str, value: str) -> bool:
-        full = self._namespace + key
         with self._shelf.lock:
-            if full in self._shelf.values:
+            space = self._shelf.space(self._namespace)
+            if key in space:
                 return False
-            self._shelf.values[full] = value
+            space[key] = value
             return True
 
     def delete(self, key: str) -> None:
         with self._shelf.lock:
-            self._shelf.values.pop(self._namespace + key, None)
+            self._shelf.spaces.get(self._namespace, _EMPTY).pop(key, None)
 
     def scan(self, prefix: str = "") -> dict[str, str]:
-        start = self._namespace + prefix
-        skip = len(self._namespace)
         with self._shelf.lock:
-            return {
-                k[skip:]: str(v) for k, v in self._shelf.values.items() if k.startswith(start)
-            }
+            space = self._shelf.spaces.get(self._namespace, _EMPTY)
+            return {k: str(v) for k, v in space.items() if k.startswith(prefix)}
 
     def cleanup(self) -> None:
         self._shelf.drop(self._namespace)
@@ -100,30 +114,30 @@ class MemoryStateStore(StateStore):
         put: Mapping[str, str] = {},
         delete: Iterable[str] = (),
     ) -> bool:
-        ns = self._namespace
-        doomed = [ns + key for key in delete]
-        both = set(put) & {full[len(ns):] for full in doomed}
+        doomed = list(delete)
+        both = set(put) & set(doomed)
         if both:
             raise ValueError(
                 f"transaction both puts and deletes {sorted(both)}; choose one per key"
             )
         with self._shelf.lock:
-            values = self._shelf.values
+            values = self._shelf.spaces.get(self._namespace, _EMPTY)
             for key, expected in compare.items():
-                current = values.get(ns + key)
+                current = values.get(key)
                 if (None if current is None else str(current)) != expected:
                     return False
-            for key, value in put.items():
-                values[ns + key] = value
-            for full in doomed:
-                values.pop(full, None)
+            if put:
+                values = self._shelf.space(self._namespace)
+                values.update(put)
+            for key in doomed:
+                values.pop(key, None)
             return True
 
     def increment(self, key: str, by: int = 1) -> int:
-        full = self._namespace + key
         with self._shelf.lock:
-            value = int(str(self._shelf.values.get(full, 0))) + by
-            self._shelf.values[full] = str(value)
+            space = self._shelf.space(self._namespace)
+            value = int(str(space.get(key, 0))) + by
+            space[key] = str(value)
             return value
 
     @property
@@ -148,17 +162,17 @@ class MemoryDataStore(DataStore):
     def set(self, key: str, value: bytes) -> None:
         data = bytes(value)
         with self._shelf.lock:
-            self._shelf.values[self._namespace + key] = data
+            self._shelf.space(self._namespace)[key] = data
 
     def get(self, key: str) -> bytes:
-        value = self._shelf.values.get(self._namespace + key)
+        value = self._shelf.spaces.get(self._namespace, _EMPTY).get(key)
         if not isinstance(value, bytes):
             raise KeyNotFound(key, f"{_WHERE} {self._namespace}")
         return value
 
     def delete(self, key: str) -> None:
         with self._shelf.lock:
-            self._shelf.values.pop(self._namespace + key, None)
+            self._shelf.spaces.get(self._namespace, _EMPTY).pop(key, None)
 
     def cleanup(self) -> None:
         self._shelf.drop(self._namespace)

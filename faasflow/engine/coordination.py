@@ -18,7 +18,7 @@ from faasflow.graph import GraphNode, NodeKind
 
 from . import endings
 from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
-from .iteration import Core, Iteration, as_bytes, describe, user
+from .iteration import Core, Handed, Iteration, as_bytes, describe, user
 from .markers import add_member, joined_output
 from .message import Branch, Message
 from .retrying import retry_backend
@@ -212,23 +212,34 @@ def send(
     if msg.callback:
         headers[CALLBACK_HEADER] = msg.callback
     body = nxt.encode(core.key)
+    offer = None
     if core.sent is not None:
-        core.sent[id(body)] = (body, nxt)
+        # the sending node's hand-over goes with the message (taken here: at most one send)
+        offer, it.offer = it.offer, None
+        if offer is not None:
+            core.pending[(msg.request_id, offer.key)] = offer.done
+        core.sent[id(body)] = (body, nxt, offer)
     try:
         retry_backend(
             core.settings.backend_retry,
             lambda: core.invoker.forward(core.name, msg.request_id, body, headers),
         )
     except BackendError:
-        if core.sent is not None:
-            core.sent.pop(id(body), None)
+        _unsent(core, msg.request_id, body, offer)
         raise  # transient and exhausted: the iteration answers 503 and may be redelivered
     except Exception as exc:
-        if core.sent is not None:
-            core.sent.pop(id(body), None)
+        _unsent(core, msg.request_id, body, offer)
         raise FlowFailure(
             f"Node({target}): failed to forward the iteration: {describe(exc)}",
             node=target,
             request_id=msg.request_id,
         ) from exc
 
+
+
+def _unsent(core: Core, rid: str, body: bytes, offer: Handed | None) -> None:
+    """A forward failed: its message is not in hand, nor is the hand-over that went with it."""
+    if core.sent is not None:
+        core.sent.pop(id(body), None)
+    if offer is not None:
+        core.pending.pop((rid, offer.key), None)

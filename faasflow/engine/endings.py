@@ -42,16 +42,32 @@ log = logging.getLogger("faasflow.engine")
 HOOKS_DONE = "hooks-done"
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _marker(raw: str) -> Any:
+    # raw_decode skips the two whitespace scans of json.loads: a record reads every marker,
+    # and the engine writes them without whitespace around (anything else is read in full)
+    try:
+        doc, end = _raw_decode(raw)
+        if end == len(raw):
+            return doc
+    except ValueError:
+        pass
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 def node_marks(states: StateStore) -> dict[str, dict[str, Any]]:
     """Every node instance's marker by execution id (one scan)."""
     marks = {}
+    skip = len(CLAIM)
     for key, raw in states.scan(CLAIM).items():
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            continue
+        doc = _marker(raw)
         if isinstance(doc, dict) and "p" in doc:
-            marks[key[len(CLAIM) :]] = doc
+            marks[key[skip:]] = doc
     return marks
 
 

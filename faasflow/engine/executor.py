@@ -217,8 +217,9 @@ class Engine:
         headers = headers or {}
         sent = self.core.sent
         known = None if sent is None else sent.pop(id(message), None)
+        handed = None
         if known is not None and known[0] is message:
-            msg = known[1]
+            msg, handed = known[1], known[2]
         else:
             msg = Message.decode(message, self.core.key)
         if msg.flow != self.name:
@@ -233,11 +234,14 @@ class Engine:
         attempt = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else 1
         given_up = _header(headers, lowered, DEAD_LETTER_HEADER)
         if given_up:  # the queue will not deliver this iteration again: fail its request
+            if handed is not None:  # nor will its predecessor's hand-over be made with it
+                self.core.pending.pop((msg.request_id, handed.key), None)
             fail_after_attempts(self.core, message, max(1, attempt - 1), RuntimeError(given_up))
             return "failed"
         return runner.iterate(
             self.core, msg, message, first=False,
             token=_header(headers, lowered, CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),
+            handed=handed,
         )
 
     def _deliver(

@@ -24,10 +24,14 @@ from .records import RecordBook
 from .retrying import RetryingData, RetryingStates
 from .state import RequestControl
 
-__all__ = ["Core", "Duplicate", "Iteration", "Stopped", "Waiters", "as_bytes", "describe"]
+__all__ = [
+    "Core", "Duplicate", "Handed", "Iteration", "Stopped", "Waiters", "as_bytes", "describe",
+]
 
 #: Requests whose shared store handles an engine keeps (see ``Core.control``).
 _HANDLES = 1024
+#: Running requests whose last seen state an engine keeps (see ``Core.admitted``).
+_ADMITTED = 4096
 
 
 def as_bytes(value: object, what: str) -> bytes:
@@ -83,11 +87,19 @@ class Core:
     key: bytes | None
     records: RecordBook
     waiters: Waiters = attrs.field(factory=Waiters)
-    sent: dict[int, tuple[bytes, Message]] | None = None
-    """Messages sent to an in-process invoker, by body identity (see Engine.forward)."""
     default_retry: Retry | None = attrs.field(init=False)
     """How a function call without ``retry=`` is retried (settings do not change: made once)."""
 
+    sent: dict[int, tuple[bytes, Message, Handed | None]] | None = None
+    """Messages sent to an in-process invoker, by body identity (see Engine.forward), with the
+    hand-over of the node that sent each."""
+    admitted: dict[str, str] = attrs.field(factory=dict, init=False)
+    """The last request state this process read or wrote per running request (a cache the
+    claim transaction verifies: see ``runner``)."""
+    pending: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
+    """Hand-overs of this process's nodes that wait for their successor's claim, by (request,
+    marker key): the node's done marker. A copy of such a node's iteration finds its work in
+    hand (a duplicate), as it would find the node handed."""
     _handles: dict[str, RequestControl] = attrs.field(factory=dict, init=False)
     _shared: bool = attrs.field(default=False, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
@@ -102,6 +114,14 @@ class Core:
             getattr(store, "handles_shareable", False)
             for store in (self.state_store, self.data_store)
         )
+
+    def admit(self, rid: str, raw: str) -> None:
+        """Remember ``raw``, a running request's state this process read or wrote."""
+        admitted = self.admitted
+        if rid not in admitted:
+            while len(admitted) >= _ADMITTED:
+                admitted.pop(next(iter(admitted)), None)
+        admitted[rid] = raw
 
     def stores(self, rid: str) -> tuple[StateStore, DataStore]:
         """Handles on one request's namespace whose calls retry backend blips."""
@@ -127,6 +147,21 @@ class Core:
         return made
 
 
+@attrs.frozen
+class Handed:
+    """A done node's move to ``handed``, left to the one iteration it handed on to in this
+    process: that iteration writes it in the transaction of its own claim (one store call for
+    both), or on its own when it gets no claim (see ``markers.claim``)."""
+
+    key: str
+    """The node's marker key."""
+    done: str
+    """The marker as the node left it (``done``): the move is a compare-and-swap from it."""
+    handed: str
+    data_keys: tuple[str, ...] = ()
+    """DataStore keys to delete once handed (a stored output, consumed inputs)."""
+
+
 @attrs.define
 class Iteration:
     msg: Message
@@ -146,6 +181,13 @@ class Iteration:
     """The request ended in this iteration (the tracer has been told)."""
     node_input: tuple[str, bytes] | None = None
     """(execution id, input) of the node running, for the capture of a failure."""
+    state: str | None = None
+    """The request state admitted without a read (this process's last sight of it): the claim
+    checks it is still the state, in one transaction with the claim itself."""
+    handed: Handed | None = None
+    """The predecessor's hand-over this iteration writes with its claim."""
+    offer: Handed | None = None
+    """This node's hand-over, offered to the one iteration its hand-on forwards in-process."""
 
 
 def user(fn: Callable[..., object], arg: object, what: str) -> bytes:

@@ -24,9 +24,13 @@ from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.interfaces import DataStore, StateStore
 
 from .ids import CLAIM
-from .iteration import Duplicate, Iteration, Stopped
+from .iteration import Duplicate, Handed, Iteration, Stopped
+from .state import KEY as STATE_KEY
 
-__all__ = ["REDO", "RUN", "add_member", "claim", "joined_output", "mark_done", "mark_handed"]
+__all__ = [
+    "REDO", "RUN", "Recheck", "add_member", "claim", "hand_over", "joined_output", "mark_done",
+    "mark_handed", "offer_handed",
+]
 
 RUN = "run"
 REDO = "redo"
@@ -54,24 +58,51 @@ def _claimed(token: str, until: float, start: float, attempt: int, nonce: str) -
             f'"att":{int(attempt)},"n":{_string(nonce)}}}')
 
 
-def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, Any]]:
+class Recheck(Exception):
+    """The claim's transaction found the request state, the marker or the predecessor's marker
+    other than this iteration assumed: admit it again from what the store holds."""
+
+
+def claim(
+    it: Iteration, eid: str, lease: float, pending: dict[tuple[str, str], str]
+) -> tuple[str, str, dict[str, Any]]:
     """Claim node instance ``eid`` for this delivery: (RUN or REDO, raw marker, marker).
 
-    Raises Duplicate when the node was handed on already or another live delivery holds it.
+    Raises Duplicate when the node was handed on already, its hand-over waits in this process
+    for its successor (``pending``, see ``Core.pending``) or another live delivery holds it.
+    With an assumed request state or a predecessor's hand-over (``it.state``, ``it.handed``)
+    on a store with atomic transactions, one transaction checks the state, claims the node and
+    moves the predecessor to handed; Recheck when it finds anything else (nothing written).
     """
     key = CLAIM + eid
+    now, raw, doc = _claim_of(it, lease)
+    if (it.state is not None or it.handed is not None) and it.states.atomic_transactions:
+        compare: dict[str, str | None] = {key: None}
+        put = {key: raw}
+        if it.state is not None:
+            compare[STATE_KEY] = it.state
+        handed = it.handed
+        if handed is not None:
+            compare[handed.key] = handed.done
+            put[handed.key] = handed.handed
+        if not it.states.transaction(compare, put):
+            raise Recheck
+        it.state = None
+        if handed is not None:
+            it.handed = None
+            pending.pop((it.msg.request_id, handed.key), None)
+            for data_key in handed.data_keys:
+                it.data.delete(data_key)
+        return RUN, raw, doc
     while True:
-        now = time.time()
-        until = now + lease
-        raw = _claimed(it.token, until, now, it.attempt, it.nonce)
         if it.states.create(key, raw):  # the common case first: one call
-            return RUN, raw, {"p": "claimed", "token": it.token, "until": until, "start": now,
-                              "att": it.attempt, "n": it.nonce}
+            return RUN, raw, doc
         found = _read(it.states, key)
         if found is None:
+            now, raw, doc = _claim_of(it, lease)
             continue
         raw, doc = found
-        if doc["p"] == "handed":
+        if doc["p"] == "handed" or pending.get((it.msg.request_id, key)) == raw:
             raise Duplicate
         mine = doc.get("token") == it.token
         if not mine and doc.get("until", 0) > now:
@@ -85,8 +116,19 @@ def claim(it: Iteration, eid: str, lease: float) -> tuple[str, str, dict[str, An
         except KeyNotFound:
             raise Stopped from None  # the request ended and its namespace went
         except CompareFailed:
+            now, raw, doc = _claim_of(it, lease)
             continue
         return (REDO if new["p"] == "done" else RUN), new_raw, new
+
+
+def _claim_of(it: Iteration, lease: float) -> tuple[float, str, dict[str, Any]]:
+    """(now, raw claim, claim) of this delivery, leased from now."""
+    now = time.time()
+    until = now + lease
+    return now, _claimed(it.token, until, now, it.attempt, it.nonce), {
+        "p": "claimed", "token": it.token, "until": until, "start": now, "att": it.attempt,
+        "n": it.nonce,
+    }
 
 
 def store_output(data: DataStore, name: str, output: bytes) -> dict[str, Any]:
@@ -155,7 +197,8 @@ def mark_done(
     stored = store_output(it.data, eid, output)
     # done and handed share every member but the phase and the output: encoded once
     members = _encode(kept)[1:-1]
-    done_raw = f'{{"p":"done",{members},{_encode(stored)[1:-1]}}}'
+    ((name, value),) = stored.items()
+    done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
     done = {"p": "done", **kept, **stored}
     while True:
@@ -190,6 +233,26 @@ def mark_handed(
         return  # another delivery (or the end of the request) got there first
     if doc.get("ref"):
         it.data.delete(doc["ref"])
+
+
+def offer_handed(
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed_raw: str
+) -> Handed:
+    """This node's move to handed, with the DataStore keys that go once it is made."""
+    keys = [*it.consumed]
+    if doc.get("ref"):
+        keys.insert(0, doc["ref"])
+    return Handed(CLAIM + eid, raw, handed_raw, tuple(keys))
+
+
+def hand_over(it: Iteration, handed: Handed) -> None:
+    """Make a predecessor's move to handed on its own (its successor got no claim)."""
+    try:
+        it.states.update(handed.key, handed.done, handed.handed)
+    except (CompareFailed, KeyNotFound):
+        return  # another delivery (or the end of the request) got there first
+    for key in handed.data_keys:
+        it.data.delete(key)
 
 
 def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:

@@ -28,7 +28,8 @@ _PRECEDENCE = ("failed", "running", "held", "stopped", "pending", "succeeded", "
 
 def instance_node(eid: str) -> str:
     """The unique id of the node an execution id is an instance of (its last segment)."""
-    return eid.rsplit("--", 1)[-1]
+    cut = eid.rfind("--")
+    return eid if cut < 0 else eid[cut + 2 :]
 
 
 def _instance_state(doc: Mapping[str, Any], ended: str | None, failed_node: str | None,

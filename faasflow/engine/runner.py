@@ -25,6 +25,7 @@ from .ids import exec_id
 from .iteration import (
     Core,
     Duplicate,
+    Handed,
     Iteration,
     Stopped,
     as_bytes,
@@ -34,7 +35,7 @@ from .iteration import (
 )
 from .message import Message
 from .redrive import keep_iteration, keeps
-from .state import FINISHED, PAUSED, RequestControl
+from .state import FINISHED, PAUSED, RUNNING, RequestControl, RequestState
 
 __all__ = ["DUPLICATE", "PARKED", "RAN", "iterate", "run_operations"]
 
@@ -54,8 +55,12 @@ def iterate(
     carrier: dict[str, str] | None = None,
     token: str,
     attempt: int = 1,
+    handed: Handed | None = None,
 ) -> str:
     """Run one iteration; RAN, DUPLICATE (another delivery did or does the work) or PARKED.
+
+    ``handed``: the predecessor's move to handed, when it handed this iteration on in this
+    process (written with this iteration's claim, or on its own if it gets none).
 
     Raises BackendError when a store or the gateway stayed unreachable (the delivery should
     be retried) and RequestNotActive when the request has ended."""
@@ -65,15 +70,26 @@ def iterate(
     states, store = control.states, control.data
     tracer = core.tracer.scoped(core.name, rid)
     view = RequestView(core.name, rid, Query(msg.query), data_store=store)
-    it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt)
+    it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt,
+                   handed=handed)
     if first:
         tracer.request_start(carrier or {})
     else:
         tracer.request_continue(carrier or msg.trace)
     try:
-        if not _admit(core, it, body, first):
+        if not _admit(core, it, body, first, assume=True):
             return PARKED
-        _run_node(core, it)
+        try:
+            _run_node(core, it)
+        except markers.Recheck:
+            # the state this process last saw changed, or the claim or the predecessor's
+            # marker is not as assumed: from what the store holds, as without the shortcut
+            core.admitted.pop(rid, None)
+            it.state = None
+            _hand_over(core, it)
+            if not _admit(core, it, body, first, assume=False):
+                return PARKED
+            _run_node(core, it)
         if not it.ended:
             tracer.request_end({"faasflow.status": "running"})
     except Stopped:
@@ -95,20 +111,47 @@ def iterate(
             f"Node({msg.node}): {type(exc).__name__}: {exc}", node=msg.node, request_id=rid
         ))
     finally:
+        _hand_over(core, it)
         tracer.flush()
     return RAN
 
 
-def _admit(core: Core, it: Iteration, body: bytes, first: bool) -> bool:
-    """Whether the iteration may run now (False: it was parked)."""
+def _hand_over(core: Core, it: Iteration) -> None:
+    """The predecessor's move to handed, when this iteration's claim did not make it."""
+    handed, it.handed = it.handed, None
+    if handed is None:
+        return
+    core.pending.pop((it.msg.request_id, handed.key), None)
+    try:
+        markers.hand_over(it, handed)
+    except Exception as exc:
+        # best effort: a node left done (not handed) is only handed on again by a
+        # redelivery, which its successor's marker turns into a duplicate
+        log.debug("[Request `%s`] hand-over of %s not written: %s", it.msg.request_id,
+                  handed.key, exc)
+
+
+def _admit(core: Core, it: Iteration, body: bytes, first: bool, *, assume: bool) -> bool:
+    """Whether the iteration may run now (False: it was parked).
+
+    With ``assume``, on a store with atomic transactions, the request state this process last
+    saw running is taken without a read: the claim's transaction checks it (``markers``)."""
     rid = it.msg.request_id
-    found = it.control.read()
-    if found is None:
-        # refused: whatever an earlier in-flight iteration wrote after the end goes too
-        it.states.cleanup()
-        it.data.cleanup()
-        raise RequestNotActive(rid, FINISHED)
-    _, current = found
+    atomic = it.states.atomic_transactions
+    raw = core.admitted.get(rid) if assume and atomic else None
+    if raw is not None:
+        it.state = raw
+        current = RequestState.decode(raw)
+    else:
+        found = it.control.read()
+        if found is None:
+            # refused: whatever an earlier in-flight iteration wrote after the end goes too
+            it.states.cleanup()
+            it.data.cleanup()
+            raise RequestNotActive(rid, FINISHED)
+        raw, current = found
+        if atomic and current.state == RUNNING:
+            core.admit(rid, raw)
     if current.terminal:
         if current.status == "stopped" or (current.by and current.by == it.token):
             # a stop (no hooks to wait for), or a redelivery of the iteration that ended the
@@ -222,7 +265,7 @@ def _run_node(core: Core, it: Iteration) -> None:
     eid = exec_id(node.unique_id, branches)
     handed: str | None = None
     with running(it.view):
-        mode, raw, doc = markers.claim(it, eid, core.settings.claim_lease)
+        mode, raw, doc = markers.claim(it, eid, core.settings.claim_lease, core.pending)
         if mode == markers.REDO:
             # done before a crash or an error: never run again, only hand on once more
             it.consumed = _input_keys(it, entry)
@@ -257,7 +300,18 @@ def _run_node(core: Core, it: Iteration) -> None:
                 raw, doc, handed = markers.mark_done(it, eid, raw, doc, output, attempts)
                 if core.settings.capture == "all":
                     capture_node(core, msg.request_id, eid, data, output)
+                # one successor, forwarded last and in-process: it may write this node's
+                # hand-over with its own claim (send takes the offer; not taken, it is made
+                # here as always)
+                offered = len(node.children) == 1 and core.sent is not None and (
+                    it.states.atomic_transactions
+                )
+                if offered:
+                    it.offer = markers.offer_handed(it, eid, raw, doc, handed)
                 hand_on(core, it, node, branches, output)
+                if offered and it.offer is None:
+                    return
+                it.offer = None
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)

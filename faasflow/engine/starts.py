@@ -72,11 +72,12 @@ def start_dag(
         deadline = existing.get("deadline")
         log.info("[Request `%s`] start delivered again: continuing it", rid)
     ctl = core.control(rid)
+    state = RequestState(RUNNING, graph.definition_hash, deadline)
     # False: a repeated start, or our own write that landed before an error; the record
     # entry (created or matched above) says the id is this request's
-    if not ctl.begin(RequestState(RUNNING, graph.definition_hash, deadline)) and (
-        ctl.live() is None
-    ):
+    if ctl.begin(state):
+        core.admit(rid, state.encode())  # the first claim checks it instead of reading it
+    elif ctl.live() is None:
         return as_started(core, rid)
     ctl.states.init()
     ctl.data.init()
