@@ -82,6 +82,19 @@ def _database(options: Options, default_path: str, schema: str) -> Database:
     return Database(path, schema, timeout=_timeout(options), pool_size=_pool_size(options))
 
 
+_STATE = "sqlite state store"
+
+
+def _compare_sql(count: int) -> str:
+    return f"SELECT key, value FROM faasflow_state WHERE key IN ({', '.join('?' * count)})"
+
+
+def _matches(rows: Sequence[Any], checks: Mapping[str, str | None]) -> bool:
+    """Whether the ``(key, value)`` rows found are exactly what ``checks`` expects."""
+    found = {str(key): str(value) for key, value in rows}
+    return all(found.get(key) == expected for key, expected in checks.items())
+
+
 def _overlap(put: Mapping[str, str], doomed: Sequence[tuple[str]], skip: int) -> None:
     both = set(put) & {full[skip:] for (full,) in doomed}
     if both:
@@ -207,24 +220,29 @@ class SqliteStateStore(StateStore):
         put: Mapping[str, str] = {},
         delete: Iterable[str] = (),
     ) -> bool:
-        ns = self.namespace
-        checks = [(ns + key, expected) for key, expected in compare.items()]
+        ns = self._namespace
+        checks = {ns + key: expected for key, expected in compare.items()}
         writes = [(ns + key, value) for key, value in put.items()]
         doomed = [(ns + key,) for key in delete]
         _overlap(put, doomed, len(ns))
-        with self.db.transaction("transaction", "sqlite state store") as conn:
-            for full, expected in checks:
-                row = conn.execute(
-                    "SELECT value FROM faasflow_state WHERE key = ?", (full,)
-                ).fetchone()
-                if (None if row is None else str(row[0])) != expected:
-                    return False
-            conn.executemany(
-                "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                writes,
-            )
-            conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
+        if checks:
+            sql = _compare_sql(len(checks))
+            # A compare that fails now fails as well as it would under the lock (one statement
+            # reads one snapshot): answer without queueing for the write lock. A fan-in's
+            # counter fails its first compare whenever another member moved it meanwhile.
+            if not _matches(self.db.query("transaction", _STATE, sql, tuple(checks)), checks):
+                return False
+        with self.db.transaction("transaction", _STATE) as conn:
+            if checks and not _matches(conn.execute(sql, tuple(checks)).fetchall(), checks):
+                return False
+            if writes:
+                conn.executemany(
+                    "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    writes,
+                )
+            if doomed:
+                conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
         return True
 
     def increment(self, key: str, by: int = 1) -> int:
