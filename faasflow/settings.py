@@ -61,6 +61,8 @@ class EnvVars:
     BASIC_AUTH = "basic_auth"
     KEEPALIVE_TIMEOUT = "FAASFLOW_KEEPALIVE_TIMEOUT"
     SERVER_THREADS = "FAASFLOW_SERVER_THREADS"
+    #: ``0`` turns off iterations kept on the ``faasflow up`` worker that handed them on.
+    SAME_WORKER_ITERATIONS = "FAASFLOW_SAME_WORKER_ITERATIONS"
 
     # faas-flow's own names, still honoured so existing stack.yml files keep working.
     LEGACY = {

@@ -127,6 +127,22 @@ class Dispatcher:
         else:
             self.queue.done(job)
 
+    def settle_elsewhere(self, job: Job, status: int | None, why: str) -> None:
+        """A claimed job a worker ran itself (see :mod:`~faasflow.runtime.kept`) and handed
+        back: answered ``status`` (a retry status), or not run at all (``None``). It is tried
+        again with backoff like a delivery of this dispatcher's, or dead-lettered."""
+        reason = f"status {status}" if status is not None else f"not run: {why}"
+        if self.closing.is_set():
+            self.queue.release(job)  # stays queued for the next run
+            return
+        if self._retry(job, reason):
+            return
+        pool = self.pool_of.get(job.function)
+        if pool is not None:
+            target = f"/{job.function}{job.path}" + (f"?{job.query}" if job.query else "")
+            self._give_up(job, pool, target, reason)
+        self.queue.dead_letter(job, reason)
+
     def _give_up(self, job: Job, pool: WorkerPool, target: str, why: str) -> None:
         """Tell a flow that its iteration is a dead letter, so the request fails with the
         cause instead of running until its deadline (the flow checks the message's signature

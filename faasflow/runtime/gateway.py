@@ -39,9 +39,11 @@ from faasflow.runtime.auth import Credentials, load_credentials
 from faasflow.runtime.calls import FunctionRoutes
 from faasflow.runtime.datadir import hmac_secret, secure_tree
 from faasflow.runtime.dispatch import Dispatcher
+from faasflow.runtime.kept import KeptHub, enabled
 from faasflow.runtime.logbook import LogBook
 from faasflow.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from faasflow.runtime.preflight import describe
+from faasflow.runtime.queue import DurableQueue
 from faasflow.runtime.queues import (
     QUEUE_ENV,
     Queue,
@@ -154,6 +156,7 @@ class Gateway:
         self._queue: Queue | None = None
         self.queue_kind: QueueKind | None = None
         self._dispatcher: Dispatcher | None = None
+        self._kept: KeptHub | None = None
         self._lock_file: IO[str] | None = None
         self._count_lock = threading.Lock()
         self._monitor: threading.Thread | None = None
@@ -204,6 +207,9 @@ class Gateway:
             check_multi_host(self.queue_kind, self.settings, self.defaults, self.hmac_source)
             self.web_apps = WebMounts.from_plugins(self._server.url,
                                                    self.settings)
+            if isinstance(self._queue, DurableQueue) and enabled(self.settings.environ):
+                # workers keep the iterations they hand on in this queue's file (handoff.py)
+                self._kept = KeptHub(self._queue, self._count_kept)
             self._start_pools()
             self._server.start()
             self._dispatcher = Dispatcher(
@@ -211,6 +217,8 @@ class Gateway:
                 max_attempts=self.config.max_attempts, closing=self.closing,
                 stack_name=self.stack.path.name,
             )
+            if self._kept is not None:
+                self._kept.dispatcher = self._dispatcher
             self._dispatcher.start()
             self._monitor = threading.Thread(target=self._watch_workers, daemon=True,
                                              name="faasflow-monitor")
@@ -296,6 +304,7 @@ class Gateway:
             namespace_of={n: s.namespace for n, s in stack.functions.items()},
             logs=self.logs, flows=frozenset(n for n, s in stack.functions.items() if s.is_flow),
             filter=self.config.filter, regex=self.config.regex,
+            handoff=self._kept_config(), listener=self._kept,
             on_served=self._served_in_worker,
         )
 
@@ -304,6 +313,21 @@ class Gateway:
         gateway counts the calls it proxies."""
         self.count_invocation(name)
         self.metrics.invoked(name, status, seconds)
+
+    def _kept_config(self) -> dict[str, str] | None:
+        if self._kept is None or self._server is None:
+            return None
+        return {"queue": str(self._kept.queue.path.resolve()),
+                "gateway": self._server.url,
+                "host": self._server.url.split("://", 1)[-1].rstrip("/")}
+
+    def _count_kept(self, name: str, times: int) -> None:
+        """Iterations a worker kept, counted as the ``/async-function`` calls they replace."""
+        with self._count_lock:
+            if name not in self.invocations and name not in self.stack.functions:
+                return
+            self.invocations[name] = self.invocations.get(name, 0) + times
+        self.metrics.invocations.labels(name, "202").inc(times)
 
     def _start_pools(self) -> None:
         self.pools = build_pools(self.stack, self._worker_settings(self.stack),

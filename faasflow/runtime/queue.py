@@ -10,6 +10,12 @@ A call id (``X-Call-Id``) names one call: a second put with the same id and the 
 (function, path, query, body) is the same job, while it is queued and for an hour after it was
 delivered; with another call it is refused (:class:`CallIdInUse`). A job that used up its
 attempts moves to the ``dead`` table (``/system/queue`` counts them).
+
+A worker process may commit a job itself, *held* by it (the ``holder`` column names the worker
+process; see :mod:`~faasflow.runtime.kept`): the gateway does not deliver a held row, and
+takes it over when the worker hands it back (:meth:`DurableQueue.take_over`) or dies
+(:meth:`DurableQueue.release_holder`). On start every row is delivered again, held or not: the
+workers died with the previous gateway.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["CallIdInUse", "DurableQueue", "Job"]
+__all__ = ["CallIdInUse", "DurableQueue", "Job", "finish_job", "insert_job", "open_db"]
 
 #: Seconds a delivered call's id is remembered, so a repeated put is recognised.
 SEEN_FOR = 3600.0
@@ -43,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     body BLOB NOT NULL,
     callback TEXT,
     enqueued REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    holder TEXT
 );
 CREATE TABLE IF NOT EXISTS seen (
     id TEXT PRIMARY KEY,
@@ -101,10 +108,8 @@ class DurableQueue:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path)
+        self._db.execute("UPDATE jobs SET holder = NULL WHERE holder IS NOT NULL")
         self._lock = threading.Lock()
         self._ready: collections.deque[Job] = collections.deque()
         self._later: list[tuple[float, int, Job]] = []
@@ -113,10 +118,7 @@ class DurableQueue:
         self._closed = False
         self._db_closed = False
         self._claimed = 0
-        for row in self._db.execute(
-            "SELECT id, function, path, query, method, headers, body, callback, enqueued, "
-            "attempts FROM jobs ORDER BY seq"
-        ):
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq"):
             self._ready.append(_job(row))
         self.recovered = len(self._ready)
         """Jobs left by a previous run, delivered again."""
@@ -128,28 +130,8 @@ class DurableQueue:
         with self._lock:
             if self._db_closed:
                 raise RuntimeError("the queue is closed")
-            row = self._db.execute(
-                "SELECT function, path, query, body FROM jobs WHERE id = ?", (job.id,)
-            ).fetchone()
-            known: str | None = None
-            if row is not None:
-                known = _digest(str(row[0]), str(row[1]), str(row[2]), bytes(row[3]))
-            else:
-                found = self._db.execute(
-                    "SELECT digest FROM seen WHERE id = ? AND at > ?",
-                    (job.id, time.time() - SEEN_FOR),
-                ).fetchone()
-                known = None if found is None else str(found[0])
-            if known is not None:
-                if known != job.digest:
-                    raise CallIdInUse(job.id)
+            if not insert_job(self._db, job):
                 return False
-            self._db.execute(
-                "INSERT INTO jobs (id, function, path, query, method, headers, body, callback,"
-                " enqueued, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.function, job.path, job.query, job.method,
-                 json.dumps(job.headers), job.body, job.callback, job.enqueued, job.attempts),
-            )
             self._ready.append(job)
             self._changed.notify()
             return True
@@ -180,10 +162,7 @@ class DurableQueue:
         with self._lock:
             self._claimed -= 1
             if not self._db_closed:  # after close the row stays and is delivered next run
-                with self._db:
-                    self._db.execute("BEGIN")
-                    self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
-                    self._remember(job)
+                finish_job(self._db, job)
 
     def release(self, job: Job) -> None:
         """Give a claimed job back undelivered (the gateway is stopping); its row stays for
@@ -198,21 +177,14 @@ class DurableQueue:
             if self._db_closed:
                 return
             with self._db:
-                self._db.execute("BEGIN")
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
                 self._db.execute(
                     "INSERT OR REPLACE INTO dead (id, function, path, attempts, reason, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (job.id, job.function, job.path, job.attempts + 1, reason, time.time()),
                 )
-                self._remember(job)
-
-    def _remember(self, job: Job) -> None:
-        now = time.time()
-        self._db.execute("INSERT OR REPLACE INTO seen (id, digest, at) VALUES (?, ?, ?)",
-                         (job.id, job.digest, now))
-        if next(self._tie) % 256 == 0:
-            self._db.execute("DELETE FROM seen WHERE at < ?", (now - SEEN_FOR,))
+                _remember(self._db, job)
 
     def dead(self) -> int:
         """Jobs given up after their last attempt."""
@@ -234,9 +206,46 @@ class DurableQueue:
         return again
 
     def pending(self) -> int:
-        """Jobs not yet finished (waiting, delayed or being delivered)."""
+        """Jobs not yet finished (waiting, delayed, being delivered, or held by a worker)."""
         with self._lock:
-            return len(self._ready) + len(self._later) + self._claimed
+            held = 0
+            if not self._db_closed:
+                held = int(self._db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE holder IS NOT NULL").fetchone()[0])
+            return len(self._ready) + len(self._later) + self._claimed + held
+
+    def take_over(self, job_id: str, holder: str) -> Job | None:
+        """Claim for the caller the job ``holder`` handed back (see :meth:`retry` to deliver
+        it again); ``None`` when that worker does not hold it (any more)."""
+        with self._lock:
+            if self._db_closed:
+                return None
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND holder = ?",
+                    (job_id, holder)).fetchone()
+                if row is None:
+                    return None
+                self._db.execute("UPDATE jobs SET holder = NULL WHERE id = ?", (job_id,))
+            self._claimed += 1
+            return _job(row)
+
+    def release_holder(self, holder: str) -> int:
+        """Deliver every job the (dead) worker process ``holder`` held; how many there were."""
+        with self._lock:
+            if self._db_closed:
+                return 0
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE holder = ? ORDER BY seq",
+                    (holder,)).fetchall()
+                self._db.execute("UPDATE jobs SET holder = NULL WHERE holder = ?", (holder,))
+            for row in rows:
+                self._ready.append(_job(row))
+            self._changed.notify(len(rows))
+            return len(rows)
 
     def stop(self) -> None:
         """Hand out no more jobs: every waiting :meth:`take` returns ``None``. Jobs being
@@ -252,6 +261,79 @@ class DurableQueue:
             self._db_closed = True
             self._changed.notify_all()
             self._db.close()
+
+
+_COLUMNS = ("id, function, path, query, method, headers, body, callback, enqueued, attempts")
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """A connection to the queue file, its schema created or migrated; autocommit, so every
+    write names its own transaction. The gateway and its workers open it at once: WAL lets
+    them, ``BEGIN IMMEDIATE`` orders their writes, and the busy timeout waits out the other's
+    commit instead of failing it."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+    db.executescript(_SCHEMA)
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(jobs)")}
+    if "holder" not in columns:  # a queue written before workers could hold rows
+        try:
+            db.execute("ALTER TABLE jobs ADD COLUMN holder TEXT")
+        except sqlite3.OperationalError as exc:  # another process migrated it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
+    return db
+
+
+def insert_job(db: sqlite3.Connection, job: Job, holder: str | None = None) -> bool:
+    """Commit ``job`` (held by ``holder`` when given) unless its call id is known: False for
+    the same call put before (queued, held, or delivered within :data:`SEEN_FOR`),
+    :class:`CallIdInUse` for another call under that id."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")  # the check and the insert as one, across processes
+        row = db.execute(
+            "SELECT function, path, query, body FROM jobs WHERE id = ?", (job.id,)
+        ).fetchone()
+        known: str | None = None
+        if row is not None:
+            known = _digest(str(row[0]), str(row[1]), str(row[2]), bytes(row[3]))
+        else:
+            found = db.execute(
+                "SELECT digest FROM seen WHERE id = ? AND at > ?",
+                (job.id, time.time() - SEEN_FOR),
+            ).fetchone()
+            known = None if found is None else str(found[0])
+        if known is not None:
+            if known != job.digest:
+                raise CallIdInUse(job.id)
+            return False
+        db.execute(
+            "INSERT INTO jobs (id, function, path, query, method, headers, body, callback,"
+            " enqueued, attempts, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.function, job.path, job.query, job.method,
+             json.dumps(job.headers), job.body, job.callback, job.enqueued, job.attempts,
+             holder),
+        )
+        return True
+
+
+def finish_job(db: sqlite3.Connection, job: Job) -> None:
+    """Delete a delivered job's row and remember its call id (see :data:`SEEN_FOR`)."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+        _remember(db, job)
+
+
+_sweeps = itertools.count()
+
+
+def _remember(db: sqlite3.Connection, job: Job) -> None:
+    now = time.time()
+    db.execute("INSERT OR REPLACE INTO seen (id, digest, at) VALUES (?, ?, ?)",
+               (job.id, job.digest, now))
+    if next(_sweeps) % 256 == 0:
+        db.execute("DELETE FROM seen WHERE at < ?", (now - SEEN_FOR,))
 
 
 def _job(row: tuple[object, ...]) -> Job:

@@ -28,6 +28,7 @@ import attrs
 from faasflow.context import current
 from faasflow.errors import ConfigurationError, FaasflowError
 from faasflow.runtime import samecall
+from faasflow.runtime.kept import SameWorkerIterations, enabled
 from faasflow.runtime.logbook import Tag, encode
 from faasflow.runtime.preflight import check_flow
 from faasflow.runtime.python3http import wsgi_app
@@ -233,6 +234,22 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
+def _keep_iterations(config: Mapping[str, Any], functions: FunctionsApp, stack: Stack
+                     ) -> SameWorkerIterations | None:
+    """Install the shortcut keeping hand-ons on this worker, when the gateway offers its queue
+    (the built-in one; see :mod:`faasflow.runtime.kept`)."""
+    offer = config.get("handoff")
+    flows = [name for name in functions.apps if stack.functions[name].is_flow]
+    if not isinstance(offer, dict) or not flows or not enabled(os.environ):
+        return None
+    from faasflow import shortcuts
+
+    kept = SameWorkerIterations(functions, flows, offer["queue"], offer["holder"],
+                                offer["host"])
+    shortcuts.install(offer["gateway"], forward=kept)
+    return kept
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the gateway, which stops us
     os.umask(0o077)  # request bodies and outputs written here are the owner's only
@@ -256,7 +273,8 @@ def main() -> int:
         apps = {name: build_app(stack.get(name), config["defaults"])
                 for name in config["functions"]}
         functions = FunctionsApp(apps)
-        server = serve(functions, "127.0.0.1", 0,
+        kept = _keep_iterations(config, functions, stack)
+        server = serve(kept.wrap(functions) if kept else functions, "127.0.0.1", 0,
                        threads=int(config.get("threads") or DEFAULT_THREADS),
                        keepalive=float(config.get("keepalive") or DEFAULT_KEEPALIVE))
         # a flow's calls of the python3-http functions served here skip the gateway
@@ -269,6 +287,8 @@ def main() -> int:
         log.exception("worker start failed")
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), file=protocol, flush=True)
         return 1
+    if kept is not None:
+        kept.reports_to(protocol)
     ready: dict[str, Any] = {"port": server.port}
     if config.get("report"):
         known = set(stack.functions) | set(stack.skipped)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from faasflow.errors import ConfigurationError
 from faasflow.runtime.callreports import Served, read_reports
@@ -25,10 +25,22 @@ from faasflow.runtime.logbook import LogBook, LogLine, decode
 from faasflow.runtime.stack import Stack
 from faasflow.runtime.upstream import Upstream, WorkerUnreachable
 
-__all__ = ["WorkerPool", "WorkerProcess", "WorkerSettings", "build_pools", "start_all"]
+__all__ = ["WorkerListener", "WorkerPool", "WorkerProcess", "WorkerSettings", "build_pools",
+           "start_all"]
 
 #: Most worker processes one pool may be scaled to.
 MAX_REPLICAS = 32
+
+
+class WorkerListener(Protocol):
+    """Hears what a worker process reports on its stdout after it is ready (one JSON object a
+    line; see :mod:`~faasflow.runtime.kept`), and its death."""
+
+    def report(self, holder: str, message: Mapping[str, Any]) -> None:
+        ...
+
+    def exited(self, holder: str) -> None:
+        """The process started as ``holder`` is dead and reaped."""
 
 
 class WorkerSettings:
@@ -38,7 +50,9 @@ class WorkerSettings:
                  environ: Mapping[str, str], keepalive: float, threads: int, timeout: float,
                  startup_timeout: float, quiet: bool, namespace_of: Mapping[str, str],
                  logs: LogBook, flows: frozenset[str], filter: str | None = None,
-                 regex: str | None = None, on_served: Served | None = None) -> None:
+                 regex: str | None = None, handoff: Mapping[str, Any] | None = None,
+                 listener: WorkerListener | None = None, on_served: Served | None = None
+                 ) -> None:
         self.stack = stack
         self.directory = directory
         self.defaults = dict(defaults)
@@ -55,6 +69,9 @@ class WorkerSettings:
         self.regex = regex
         self.on_served = on_served
         """Counts a call a worker served without the gateway (:mod:`~.callreports`)."""
+        self.handoff = dict(handoff) if handoff is not None else None
+        """Where a worker keeps the iterations it hands on (``None``: it does not)."""
+        self.listener = listener
 
 
 class WorkerProcess:
@@ -67,6 +84,8 @@ class WorkerProcess:
         self.upstream: Upstream | None = None
         self.started = 0.0
         self.reported = False
+        self.holder = ""
+        """This start of the process, as the queue rows it holds name it."""
         self.flow_reports: list[dict[str, Any]] = []
         """What the first start found about the flows it serves (see ``preflight``)."""
 
@@ -99,6 +118,11 @@ class WorkerProcess:
             "regex": settings.regex,
             "timeout": settings.timeout,
         }
+        if settings.handoff is not None and settings.listener is not None:
+            from faasflow.runtime.kept import new_holder
+
+            self.holder = new_holder(self.name)
+            config["handoff"] = {**settings.handoff, "holder": self.holder}
         reports = os.pipe() if settings.on_served is not None else None
         if reports is not None:
             config["reports"] = reports[1]  # the worker writes its calls' reports there
@@ -179,7 +203,34 @@ class WorkerProcess:
             self.reported = True
         self.upstream = Upstream(int(ready["port"]), settings.timeout, settings.keepalive)
         self.started = time.time()
+        if settings.listener is not None and self.holder:
+            threading.Thread(target=self._read_reports,
+                             args=(process, self.holder, settings.listener), daemon=True,
+                             name=f"faasflow-reports-{self.name}").start()
         self.pool.ready_changed()
+
+    def _read_reports(self, process: subprocess.Popen[bytes], holder: str,
+                      listener: WorkerListener) -> None:
+        """Pass on the worker's reports; once its stdout closes and it is reaped, its death."""
+        assert process.stdout is not None
+        try:
+            for raw in process.stdout:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    try:
+                        listener.report(holder, message)
+                    except Exception:  # one bad report must not deafen the gateway
+                        import logging
+
+                        logging.getLogger("faasflow.gateway").exception(
+                            "handling a report of worker %s failed", self.name)
+        except (OSError, ValueError):  # stop() closed the pipe: the process is gone too
+            pass
+        process.wait()  # the rows it held may go to another worker only once it is dead
+        listener.exited(holder)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

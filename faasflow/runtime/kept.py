@@ -1,0 +1,369 @@
+"""Iterations kept on the worker: a flow's next iteration goes into the durable queue from the
+worker process itself and runs on that worker, without the two HTTP hops through the gateway.
+
+Through the gateway, a hand-on is a POST ``/async-function/<flow>/flow/<id>/forward`` (the
+gateway commits the job to its SQLite queue and answers 202), then a dispatcher thread's POST of
+the job to a worker: two HTTP round trips per chain step. A worker started by a gateway whose
+queue is the built-in :class:`~faasflow.runtime.queue.DurableQueue` instead commits the job to
+that queue's file itself, *held* by this worker process (the row's ``holder``), and runs it on
+one of its own threads:
+
+- inside an iteration the worker runs, the first iteration it hands on is kept: it runs right
+  after the current one on the same thread (a chain is a loop, never a recursion); further ones
+  (fan-out branches) go through the gateway as before, so they spread over the workers;
+- an iteration the gateway delivered (or a flow's start) keeps its first hand-on only when one
+  of :data:`RUNNERS` runner threads is free; a runner gives its chain back to the gateway after
+  :data:`BURST_STEPS` steps or :data:`BURST_SECONDS`, so deliveries of other requests are not
+  starved;
+- a kept iteration answered with a retry status (``dispatch.RETRY_STATUSES``), or that could
+  not run, is handed back: a line on the worker's protocol stdout (the pipe the gateway reads)
+  names it, and the gateway's :class:`KeptHub` takes the row over and retries it with the
+  dispatcher's backoff, attempt count and dead-lettering;
+- otherwise its row is deleted (and its call id remembered) as the dispatcher's ``done`` does.
+
+Crash safety is the queue's: a row is committed before the hand-on returns, so a worker killed
+at any point leaves it in the file; the gateway sees the worker's pipe close, reaps it, and
+delivers every row that worker held (:meth:`DurableQueue.release_holder`); a gateway killed
+takes its workers with it and delivers every row on start. A redelivered iteration whose work
+was done is a duplicate the engine's markers recognise.
+
+Hand-ons are counted as invocations of the flow, as the HTTP ones are, reported to the gateway
+in batches on the same pipe. ``FAASFLOW_SAME_WORKER_ITERATIONS=0`` turns it all off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from faasflow.runtime.queue import CallIdInUse, Job, finish_job, insert_job, open_db
+from faasflow.runtime.server import StartResponse, WSGIApp
+
+if TYPE_CHECKING:
+    from faasflow.runtime.dispatch import Dispatcher
+    from faasflow.runtime.queue import DurableQueue
+
+__all__ = ["BURST_SECONDS", "BURST_STEPS", "RUNNERS", "KeptHub", "SameWorkerIterations",
+           "enabled", "new_holder"]
+
+log = logging.getLogger("faasflow.worker")
+
+#: Threads of one worker running kept iterations (a chain each).
+RUNNERS = 4
+#: Steps, and seconds, a runner keeps one chain before handing it to the gateway.
+BURST_STEPS = 64
+BURST_SECONDS = 0.5
+#: Hand-ons counted before the worker reports them (also at the end of every burst).
+REPORT_EVERY = 32
+
+#: Request headers never stored with a job (as the gateway's ``/async-function`` drops them).
+_DROPPED = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer",
+    "proxy-authorization", "proxy-authenticate", "host", "content-length",
+})
+
+
+def enabled(environ: Mapping[str, str]) -> bool:
+    """False when ``FAASFLOW_SAME_WORKER_ITERATIONS`` turns the shortcut off."""
+    from faasflow.settings import EnvVars
+
+    value = environ.get(EnvVars.SAME_WORKER_ITERATIONS, "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def new_holder(worker_name: str) -> str:
+    """A name for one start of a worker process (a restarted worker holds nothing yet)."""
+    return f"{worker_name}:{uuid.uuid4().hex[:12]}"
+
+
+# -- the worker's side ---------------------------------------------------------------------------
+
+
+class _Reports:
+    """One JSON object a line on the pipe the gateway reads (the worker's protocol stdout).
+
+    Each line is one ``os.write`` of less than ``PIPE_BUF`` bytes, so it never interleaves
+    with the lines other reporters of this process write to the same pipe."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._counted = 0
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._write(message)
+
+    def count(self, function: str) -> None:
+        with self._lock:
+            self._counts[function] = self._counts.get(function, 0) + 1
+            self._counted += 1
+            if self._counted >= REPORT_EVERY:
+                self._flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._counts:
+            counts, self._counts, self._counted = self._counts, {}, 0
+            self._write({"kept": counts})
+
+    def _write(self, message: Mapping[str, Any]) -> None:
+        if self.fd is None:
+            return
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with contextlib.suppress(OSError):  # the gateway is gone; this worker dies with it
+            os.write(self.fd, line)
+
+
+class SameWorkerIterations:
+    """The worker's :class:`~faasflow.shortcuts.ForwardShortcut`: commits a hand-on to the
+    gateway's queue, held by this worker, and runs it on this worker."""
+
+    def __init__(self, app: WSGIApp, flows: Iterable[str], queue_path: str | Path, holder: str,
+                 gateway_host: str, *, runners: int = RUNNERS) -> None:
+        self.app = app
+        self.flows = frozenset(flows)
+        self.holder = holder
+        self.gateway_host = gateway_host
+        self._db = open_db(Path(queue_path))
+        self._db_lock = threading.Lock()
+        self._reports = _Reports()
+        self._slots = threading.BoundedSemaphore(max(1, runners))
+        self._runners = ThreadPoolExecutor(max(1, runners), thread_name_prefix="faasflow-kept")
+        self._local = threading.local()
+
+    def reports_to(self, stream: IO[str]) -> None:
+        """Report to ``stream`` (the worker's protocol stdout, once its ready line is out)."""
+        stream.flush()
+        self._reports.fd = stream.fileno()
+
+    # the served iteration's side
+
+    def wrap(self, app: WSGIApp) -> WSGIApp:
+        """``app`` as the worker's server runs it: a request may keep its first hand-on, which
+        a runner starts at once (the request may go on for long: a flow's start waiting for
+        its output, say)."""
+
+        def served(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            local = self._local
+            pending: list[Job] = []
+            local.pending = pending
+            local.runner = False
+            try:
+                return app(environ, start_response)
+            finally:
+                local.pending = None
+
+        return served
+
+    def forward(self, flow_name: str, request_id: str, message: bytes,
+                headers: Mapping[str, str]) -> bool:
+        local = self._local
+        pending: list[Job] | None = getattr(local, "pending", None)
+        if pending is None or pending or flow_name not in self.flows:
+            return False  # not in an iteration of this worker, or a fan-out's further branch
+        if any(k.lower() == "x-callback-url" for k in headers):
+            return False  # the gateway's dispatcher posts such a call's answer
+        if local.runner:
+            if local.steps >= BURST_STEPS or time.monotonic() >= local.until:
+                return False  # this chain goes round the gateway, behind what is queued there
+        elif not self._slots.acquire(blocking=False):
+            return False  # every runner busy: the gateway delivers it to whichever is free
+        job = self._job(flow_name, request_id, message, headers)
+        stored: bool | None
+        try:
+            with self._db_lock:
+                stored = insert_job(self._db, job, self.holder)
+        except CallIdInUse:
+            stored = None  # the gateway answers the 409 naming the id
+        except Exception as exc:  # sqlite trouble: the gateway's queue takes it as before
+            log.warning("cannot keep the iteration of request %s on this worker: %s",
+                        request_id, exc)
+            stored = None
+        if not stored:
+            if not local.runner:
+                self._slots.release()
+            # False: the same call was queued before, nothing to do (the gateway answers 202)
+            return stored is False
+        self._reports.count(flow_name)
+        pending.append(job)
+        if not local.runner:
+            self._runners.submit(self._burst, job)
+        return True
+
+    def _job(self, flow_name: str, request_id: str, message: bytes,
+             headers: Mapping[str, str]) -> Job:
+        """The row the gateway's ``/async-function`` would have stored for this forward."""
+        now = time.time()
+        stored = {k: v for k, v in headers.items() if k.lower() not in _DROPPED}
+        call_id = next((v for k, v in stored.items() if k.lower() == "x-call-id"), "")
+        stored = {k: v for k, v in stored.items()
+                  if k.lower() not in ("x-call-id", "content-type")}
+        stored["Content-Type"] = "application/json"
+        stored["X-Call-Id"] = call_id or str(uuid.uuid4())
+        stored.setdefault("X-Start-Time", str(int(now * 1e9)))
+        stored["X-Forwarded-Host"] = self.gateway_host
+        stored["X-Forwarded-For"] = "127.0.0.1"
+        return Job(id=stored["X-Call-Id"], function=flow_name,
+                   path=f"/flow/{quote(request_id, safe='')}/forward", query="", method="POST",
+                   headers=tuple(stored.items()), body=message, enqueued=now)
+
+    # the runner's side
+
+    def _burst(self, first: Job) -> None:
+        """Run a kept iteration, then the one it kept, and so on, up to the burst's bound."""
+        local = self._local
+        local.runner = True
+        local.steps = 0
+        local.until = time.monotonic() + BURST_SECONDS
+        job: Job | None = first
+        try:
+            while job is not None:
+                pending: list[Job] = []
+                local.pending = pending
+                local.steps += 1
+                try:
+                    self._run(job)
+                finally:
+                    local.pending = None
+                job = pending[0] if pending else None  # it runs when this one returned
+        finally:
+            local.runner = False
+            self._reports.flush()
+            self._slots.release()
+
+    def _run(self, job: Job) -> None:
+        from faasflow.runtime.dispatch import ATTEMPT_HEADER, RETRY_STATUSES
+
+        headers = dict(job.headers)
+        headers[ATTEMPT_HEADER] = str(job.attempts + 1)
+        answer: list[str] = []
+
+        def start_response(status: str, response_headers: list[tuple[str, str]],
+                           exc_info: object = None) -> Callable[[bytes], object]:
+            answer[:] = [status]
+            return lambda data: None
+
+        try:
+            body = b"".join(self.app(_environ(job, headers), start_response))
+            status = int(answer[0].split(" ", 1)[0]) if answer else 500
+        except Exception as exc:
+            log.exception("kept call %s to %s failed to run", job.id, job.function)
+            self._hand_back(job, None, f"{type(exc).__name__}: {exc}")
+            return
+        if status in RETRY_STATUSES:
+            self._hand_back(job, status, body[:300].decode(errors="replace").strip())
+            return
+        if status >= 400:
+            # 410: an iteration of a request that was stopped or ended meanwhile - expected
+            log.log(logging.INFO if status == 410 else logging.WARNING,
+                    "kept call %s to %s%s (attempt %d) answered %d: %s", job.id, job.function,
+                    job.path, job.attempts + 1, status,
+                    body[:300].decode(errors="replace").strip())
+        try:
+            with self._db_lock:
+                finish_job(self._db, job)
+        except Exception as exc:  # the row stays held: the gateway takes it back
+            log.warning("cannot finish kept call %s: %s", job.id, exc)
+            self._hand_back(job, None, f"cannot delete its row: {exc}")
+
+    def _hand_back(self, job: Job, status: int | None, why: str) -> None:
+        self._reports.flush()
+        self._reports.send({"hand_back": job.id, "status": status, "why": why[:300]})
+
+    def close(self) -> None:
+        self._runners.shutdown(wait=False, cancel_futures=True)
+
+
+def _environ(job: Job, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The WSGI environ of the dispatcher's delivery of ``job`` to this worker."""
+    path = f"/{job.function}{job.path}"
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": job.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "RAW_URI": path + (f"?{job.query}" if job.query else ""),
+        "QUERY_STRING": job.query,
+        "CONTENT_LENGTH": str(len(job.body)),
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "0",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(job.body),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key != "CONTENT_LENGTH":
+            environ[f"HTTP_{key}"] = value
+    return environ
+
+
+# -- the gateway's side --------------------------------------------------------------------------
+
+
+class KeptHub:
+    """What the gateway does with its workers' reports on kept iterations: counted as the
+    invocations they replace, handed back ones retried by the dispatcher, those a dead worker
+    held delivered."""
+
+    def __init__(self, queue: DurableQueue, count: Callable[[str, int], None]) -> None:
+        self.queue = queue
+        self.count = count
+        self.dispatcher: Dispatcher | None = None
+
+    def report(self, holder: str, message: Mapping[str, Any]) -> None:
+        kept = message.get("kept")
+        if isinstance(kept, dict):
+            for function, times in kept.items():
+                if isinstance(times, int) and times > 0:
+                    self.count(str(function), times)
+        job_id = message.get("hand_back")
+        if isinstance(job_id, str):
+            status = message.get("status")
+            self._hand_back(job_id, holder, status if isinstance(status, int) else None,
+                            str(message.get("why") or ""))
+
+    def _hand_back(self, job_id: str, holder: str, status: int | None, why: str) -> None:
+        job = self.queue.take_over(job_id, holder)
+        if job is None:
+            return
+        dispatcher = self.dispatcher
+        if dispatcher is None:  # the dispatcher is being set up: its threads take it soon
+            self.queue.retry(job, 0.1)
+            return
+        dispatcher.settle_elsewhere(job, status, why)
+
+    def exited(self, holder: str) -> None:
+        """The worker process ``holder`` is dead (reaped): deliver what it held."""
+        try:
+            released = self.queue.release_holder(holder)
+        except Exception as exc:  # the next gateway start delivers them
+            log.warning("cannot release the calls worker %s held: %s", holder, exc)
+            return
+        if released:
+            logging.getLogger("faasflow.gateway").warning(
+                "worker %s died holding %d queued calls; delivering them again", holder,
+                released)
