@@ -241,9 +241,12 @@ class DurableQueue:
                 rows = self._db.execute(
                     f"SELECT {_COLUMNS} FROM jobs WHERE holder = ? ORDER BY seq",
                     (holder,)).fetchall()
-                self._db.execute("UPDATE jobs SET holder = NULL WHERE holder = ?", (holder,))
+                # the worker's run of each was a delivery that died: one attempt more
+                self._db.execute("UPDATE jobs SET holder = NULL, attempts = attempts + 1 "
+                                 "WHERE holder = ?", (holder,))
             for row in rows:
-                self._ready.append(_job(row))
+                job = _job(row)
+                self._ready.append(attrs.evolve(job, attempts=job.attempts + 1))
             self._changed.notify(len(rows))
             return len(rows)
 

@@ -1,0 +1,208 @@
+"""Iterations kept on the worker (faasflow/runtime/kept.py) under kill -9: chains whose next
+iteration a worker commits to the gateway's queue itself and runs on its own threads, while
+workers (and once the gateway) are killed with SIGKILL.
+
+Every step of the chain calls the python3-http function ``count``, which logs its idempotency
+key and tag before it answers (faasflow.testing.calllog). The test asserts that every
+submission became exactly one request that succeeded with the right output, none is stuck, and
+no step ran twice unless a kill came between the two runs; and that held rows were there to
+release (a worker died holding some), so the kept path is the one that was crashed.
+
+Sizes: ``FAASFLOW_CRASH_HANDOFF_REQUESTS`` (default 150) chains of ``STEPS`` steps,
+``FAASFLOW_CRASH_KILLS`` worker kills (default 12).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import textwrap
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from test_crash_gateway import KILLS, WAIT, Chaos, read_calls, troubled
+
+from faasflow.runtime.process import GatewayProcess
+from faasflow.testing import calllog
+
+pytestmark = pytest.mark.slow
+
+REQUESTS = int(os.environ.get("FAASFLOW_CRASH_HANDOFF_REQUESTS", "150"))
+STEPS = 8
+FLOW = f"chain{uuid.uuid4().hex[:8]}"
+
+CHAIN = f"""
+    def define(flow, context):
+        dag = flow.dag()
+        for i in range({STEPS}):
+            dag.node(f"n{{i}}").apply("count", headers={{"X-Tag": f"n{{i}}"}})
+            if i:
+                dag.edge(f"n{{i - 1}}", f"n{{i}}")
+"""
+
+
+def expected_output(body: str) -> str:
+    return body + "".join(f".n{i}" for i in range(STEPS))
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    log = tmp_path / "calls.log"
+    for name, source in {"count": calllog.counting_handler(),
+                         "chain": textwrap.dedent(CHAIN).lstrip()}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "handler.py").write_text(source)
+    path = tmp_path / "stack.yml"
+    path.write_text(textwrap.dedent(f"""
+        functions:
+          count:
+            lang: python3-http
+            handler: ./count
+            environment:
+              COUNT_LOG: {log}
+          {FLOW}:
+            lang: faasflow
+            handler: ./chain
+    """))
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
+    env.update(extra)
+    return env
+
+
+def submit(gateway: GatewayProcess, count: int) -> list[str]:
+    bodies = [f"c{i:04d}" for i in range(count)]
+
+    def one(body: str) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                reply = requests.post(f"{gateway.url}/async-function/{FLOW}", data=body,
+                                      timeout=30)
+                if reply.status_code == 202:
+                    return body
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the gateway never accepted {body}")
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, bodies))
+
+
+def read(gateway: GatewayProcess, path: str) -> Any:
+    deadline = time.monotonic() + 30
+    problem = ""
+    while time.monotonic() < deadline:
+        try:
+            reply = requests.get(f"{gateway.url}{path}", timeout=60)
+            if reply.status_code == 200:
+                return reply.json()
+            problem = f"{reply.status_code} {reply.text}"
+            if reply.status_code < 500:
+                raise AssertionError(f"GET {path}: {problem}")
+        except requests.RequestException as exc:
+            problem = str(exc)
+        time.sleep(0.2)
+    raise AssertionError(f"GET {path} kept failing: {problem}")
+
+
+def wait_done(gateway: GatewayProcess, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + WAIT
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found, cursor = [], None
+        while True:
+            page = read(gateway, f"/function/{FLOW}/flow?limit=1000"
+                        + (f"&cursor={cursor}" if cursor else ""))
+            found += page["requests"]
+            cursor = page.get("next")
+            if not cursor:
+                break
+        if len(found) >= count and all(r["status"] not in ("running", "paused") for r in found):
+            break
+        time.sleep(0.5)
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda r: read(gateway, f"/function/{FLOW}/flow/{r['id']}"), found))
+
+
+def check(log: Path, found: list[dict[str, Any]], bodies: list[str], kill_times: list[float],
+          output: str) -> dict[str, int]:
+    stuck = [r["id"] for r in found if r["status"] in ("running", "paused")]
+    assert not stuck, f"{len(stuck)} requests stuck: {stuck[:5]}"
+    failed = [(r["id"], r.get("error")) for r in found if r["status"] != "success"]
+    assert not failed, f"{len(failed)} requests did not succeed: {failed[:5]}"
+    outputs = collections.Counter(r["output"] for r in found)
+    wanted = collections.Counter(expected_output(b) for b in bodies)
+    assert outputs == wanted, (
+        f"{len(found)} records for {len(bodies)} submissions; unexpected "
+        f"{list((outputs - wanted).items())[:3]}, missing {list((wanted - outputs).items())[:3]}"
+    )
+    calls = read_calls(log)
+    starts: dict[str, set[str]] = collections.defaultdict(set)
+    for key, tag, _, _, body in calls:
+        if tag == "n0":
+            starts[body].add(key.split("/", 1)[0])
+    twice = {body: ids for body, ids in starts.items() if len(ids) > 1}
+    assert not twice, f"{len(twice)} submissions made more than one request: {list(twice)[:5]}"
+    runs: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for key, tag, _, when, _ in calls:
+        runs[(key, tag)].append(when)
+    reported = troubled(output)
+    excused = 0
+    unexcused = []
+    for (key, tag), times in runs.items():
+        times.sort()
+        for first, second in zip(times, times[1:], strict=False):
+            if any(first <= k <= second for k in kill_times) or key.split("/")[0] in reported:
+                excused += 1
+            else:
+                unexcused.append((key, tag, len(times)))
+    assert not unexcused, (
+        f"{len(unexcused)} steps ran again with no kill in between: {unexcused[:5]}"
+    )
+    return {"requests": len(found), "calls": len(calls), "repeats_excused": excused}
+
+
+def test_kill_9_of_workers_and_the_gateway_mid_kept_chains_loses_nothing(stack: Path) -> None:
+    log = stack.parent / "calls.log"
+    data = stack.parent / "data"
+    gateway = GatewayProcess(stack, data_dir=data, env=_env()).start()
+    gateways = [gateway]
+    chaos = Chaos(KILLS, interval=0.5, seed=17)
+    try:
+        chaos.start(gateway)
+        bodies = submit(gateway, REQUESTS)
+        while len(chaos.killed) < KILLS // 2 and chaos._thread.is_alive():
+            time.sleep(0.1)
+        gateway.kill()
+        chaos.note()
+        gateway = GatewayProcess(stack, data_dir=data, env=_env()).start()
+        gateways.append(gateway)
+        chaos.gateway = gateway
+        found = wait_done(gateway, len(bodies))
+        chaos.stop()
+        output = "".join(g.text for g in gateways)
+        figures = check(log, found, bodies, chaos.times, output)
+        held = [int(n) for n in re.findall(r"died holding (\d+) queued calls", output)]
+        assert held, "no worker was killed while it held a kept iteration: the test proves nothing"
+        figures["held_rows_released"] = sum(held)
+    except BaseException:
+        print("".join(g.text for g in gateways)[-20_000:])
+        raise
+    finally:
+        chaos.stop()
+        for g in gateways:
+            g.stop()
+    figures["kills"] = len(chaos.times)
+    print(f"kept-chain crash batch: {figures}")
+    assert figures["requests"] == REQUESTS
