@@ -244,9 +244,15 @@ class Gateway:
         if self._queue is not None:
             self._queue.stop()
         end = time.monotonic() + grace
+        if self._kept is not None:
+            # workers hand on through this gateway again (queued for the next start) and
+            # finish the kept iterations they run, which this grace waits for as for deliveries
+            for pool in self.pools.values():
+                for worker in pool.workers:
+                    worker.tell(b"closing")
         if self._dispatcher is not None:
-            while not self._aborted.is_set() and time.monotonic() < end and \
-                    self._dispatcher.busy():
+            while not self._aborted.is_set() and time.monotonic() < end and (
+                    self._dispatcher.busy() or self._kept_running()):
                 self._aborted.wait(0.05)
         if self._server is not None:
             while not self._aborted.is_set() and time.monotonic() < end and \
@@ -264,6 +270,14 @@ class Gateway:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+    def _kept_running(self) -> bool:
+        if self._kept is None or self._queue is None:
+            return False
+        try:
+            return self._kept.queue.held() > 0
+        except Exception:  # the queue file went away: nothing to wait for
+            return False
 
     def abort(self) -> None:
         """End :meth:`close`'s grace now: running calls are cut off (queued ones stay)."""

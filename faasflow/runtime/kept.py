@@ -146,6 +146,12 @@ class SameWorkerIterations:
         self._slots = threading.BoundedSemaphore(max(1, runners))
         self._runners = ThreadPoolExecutor(max(1, runners), thread_name_prefix="faasflow-kept")
         self._local = threading.local()
+        self._keeping = True
+
+    def stop_keeping(self) -> None:
+        """Keep no more hand-ons (the gateway is stopping: it waits for the held ones, and a
+        hand-on over HTTP stays queued for its next start)."""
+        self._keeping = False
 
     def reports_to(self, stream: IO[str]) -> None:
         """Report to ``stream`` (the worker's protocol stdout, once its ready line is out)."""
@@ -175,7 +181,7 @@ class SameWorkerIterations:
                 headers: Mapping[str, str]) -> bool:
         local = self._local
         pending: list[Job] | None = getattr(local, "pending", None)
-        if pending is None or pending or flow_name not in self.flows:
+        if pending is None or pending or flow_name not in self.flows or not self._keeping:
             return False  # not in an iteration of this worker, or a fan-out's further branch
         if any(k.lower() == "x-callback-url" for k in headers):
             return False  # the gateway's dispatcher posts such a call's answer

@@ -214,6 +214,14 @@ class DurableQueue:
                     "SELECT COUNT(*) FROM jobs WHERE holder IS NOT NULL").fetchone()[0])
             return len(self._ready) + len(self._later) + self._claimed + held
 
+    def held(self) -> int:
+        """Jobs held by worker processes (kept iterations queued or running there)."""
+        with self._lock:
+            if self._db_closed:
+                return 0
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE holder IS NOT NULL").fetchone()[0])
+
     def take_over(self, job_id: str, holder: str) -> Job | None:
         """Claim for the caller the job ``holder`` handed back (see :meth:`retry` to deliver
         it again); ``None`` when that worker does not hold it (any more)."""

@@ -177,10 +177,15 @@ def build_app(spec: FunctionSpec, defaults: Mapping[str, str]) -> WSGIApp:
 CLOSE_GRACE = 3.0
 
 
-def _watch_stdin(apps: Mapping[str, WSGIApp]) -> None:
+def _watch_stdin(apps: Mapping[str, WSGIApp], kept: SameWorkerIterations | None = None
+                 ) -> None:
     try:
-        while sys.stdin.buffer.read(4096):
-            pass
+        while True:
+            chunk = os.read(sys.stdin.fileno(), 4096)  # returns what is there, not 4096
+            if not chunk:
+                break
+            if kept is not None and b"closing" in chunk:
+                kept.stop_keeping()  # the gateway is stopping: hand-ons go to its queue
     finally:
         # the gateway is stopping us: close the flows' backends (a tracer exports what it
         # queued) for a bounded time, then leave at once, whatever is still running
@@ -295,7 +300,7 @@ def main() -> int:
         ready["flows"] = [check_flow(app, name, known, stack.path.name)
                           for name, app in apps.items() if stack.functions[name].is_flow]
     print(json.dumps(ready), file=protocol, flush=True)
-    threading.Thread(target=_watch_stdin, args=(apps,), daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(apps, kept), daemon=True).start()
     if config.get("sweep"):
         threading.Thread(target=_sweep, args=(apps, SWEEP_INTERVAL), daemon=True).start()
     log.info("worker %s serving %s", config.get("name", "?"), ", ".join(apps))

@@ -232,6 +232,15 @@ class WorkerProcess:
         process.wait()  # the rows it held may go to another worker only once it is dead
         listener.exited(holder)
 
+    def tell(self, line: bytes) -> None:
+        """Write one line to the worker's stdin (``closing``: the gateway is stopping)."""
+        process = self.process
+        if process is None or process.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            process.stdin.write(line.rstrip(b"\n") + b"\n")
+            process.stdin.flush()
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
