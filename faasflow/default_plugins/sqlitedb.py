@@ -16,9 +16,7 @@ moment the writer before them commits. The busy handler still arbitrates between
 Durability: WAL with ``synchronous = NORMAL``. A commit is in the WAL file when ``COMMIT``
 returns, so a process killed at any instant (``SIGKILL`` included) loses nothing it committed;
 only a power loss or an operating-system crash can lose the last commits (the WAL is synced at
-checkpoints), which is what a store of one machine promises. A thread of each writing process
-copies the WAL into the database file every :data:`CHECKPOINT_EVERY` commits, beside the
-writers rather than inside one writer's commit.
+checkpoints), which is what a store of one machine promises.
 """
 
 from __future__ import annotations
@@ -36,11 +34,9 @@ from typing import Any
 
 from faasflow.errors import BackendError
 
-__all__ = ["CHECKPOINT_EVERY", "DEFAULT_POOL_SIZE", "Database"]
+__all__ = ["DEFAULT_POOL_SIZE", "Database"]
 
 DEFAULT_POOL_SIZE = 8
-#: Commits of this process between two checkpoints of the WAL into the database file.
-CHECKPOINT_EVERY = 1000
 
 # Every Database of this process, so a forked child starts each with an empty pool and fresh
 # locks (a lock held by another thread at the fork would otherwise stay held in the child).
@@ -83,9 +79,6 @@ class Database:
         self._waiting = 0  # threads waiting in _acquire for a connection
         self._generation = 0  # bumped by close(): connections lent before it are not kept
         self._inherited = 0
-        self._commits = 0  # since the last checkpoint was asked for
-        self._checkpoint_due = threading.Event()
-        self._checkpointer: threading.Thread | None = None
         _DATABASES.add(self)
 
     def _forget_parent(self) -> None:
@@ -96,8 +89,6 @@ class Database:
         self._pid, self._idle, self._open, self._waiting = os.getpid(), [], 0, 0
         self._generation += 1
         self._inherited = self._generation  # connections of older generations: the parent's
-        self._commits, self._checkpointer = 0, None  # the parent's thread did not come along
-        self._checkpoint_due = threading.Event()
 
     @property
     def open_connections(self) -> int:
@@ -194,10 +185,6 @@ class Database:
         try:
             # Before the switch to WAL, so creating a new file does not sync it as FULL would.
             conn.execute("PRAGMA synchronous = NORMAL")
-            # SQLite's own checkpoint runs inside the commit that crosses its threshold, so a
-            # writer would copy a thousand pages and sync twice while every other writer of
-            # this process waits for it; our checkpointer thread does it beside the writers.
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
             if not self._ready:
                 # WAL is a property of the file and the table outlives the connection: once per
                 # process (a new connection costs a third of a millisecond less).
@@ -266,7 +253,6 @@ class Database:
             self._release(conn, generation, broken=False)
         finally:
             lock.release()
-        self._committed()
         return found
 
     @contextlib.contextmanager
@@ -285,48 +271,6 @@ class Database:
                 conn.execute("COMMIT")
         finally:
             lock.release()
-        self._committed()
-
-    def _committed(self) -> None:
-        self._commits += 1  # unlocked: an increment lost to a race only delays a checkpoint
-        if self._commits < CHECKPOINT_EVERY:
-            return
-        self._commits = 0
-        thread = self._checkpointer
-        if thread is None or not thread.is_alive():
-            with self._available:
-                thread = self._checkpointer
-                if thread is None or not thread.is_alive():
-                    thread = threading.Thread(
-                        target=self._checkpoint, args=(self._generation,), daemon=True,
-                        name=f"faasflow-sqlite-checkpoint {self.path.name}",
-                    )
-                    self._checkpointer = thread
-                    thread.start()
-        self._checkpoint_due.set()
-
-    def _checkpoint(self, generation: int) -> None:
-        """Copy the WAL into the database file whenever asked, until close().
-
-        PASSIVE: it never waits for a writer or a reader (the WAL keeps what it could not copy
-        for the next round) and never makes a writer wait. Ending here changes no commit:
-        the WAL holds every one until it is copied."""
-        due = self._checkpoint_due
-        while True:
-            due.wait()
-            due.clear()
-            if generation != self._generation:
-                return
-            try:
-                conn, lent = self._acquire()
-            except BackendError:
-                continue  # every connection busy for the timeout: the next round tries again
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                pass  # another process is checkpointing, or the file went away
-            finally:
-                self._release(conn, lent, broken=conn.in_transaction)
 
     def close(self) -> None:
         """Close this process's idle connections; those lent out close when given back."""
@@ -340,8 +284,6 @@ class Database:
             # popped once, by that thread or here.
             idle, self._idle = self._idle, []
             self._generation += 1
-            self._checkpointer = None
-            self._checkpoint_due.set()  # its generation is over: the checkpointer returns
             while True:
                 try:
                     closing.append(idle.pop())
