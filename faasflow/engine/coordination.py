@@ -49,9 +49,10 @@ def hand_on(
         if owner.kind is NodeKind.SUBDAG:
             node = owner
             continue
-        joined = _join(it, owner, branches, output, redo)
+        joined, checked = _join(core, it, owner, branches, output, redo)
         if joined is None:
-            endings.clean_if_ended(it)
+            if not checked:
+                endings.clean_if_ended(it)
             return
         node, branches, output = owner, branches[:-1], joined
 
@@ -63,6 +64,7 @@ def _dispatch_children(
     dag = it.graph.dags[node.dag_id]
     source = exec_id(node.unique_id, branches)
     waiting = False
+    settled = False  # the last write was followed by an arrival that saw the request running
     for edge in dag.out_edges(node.id):
         child = dag.nodes[edge.target]
         payload: bytes | None = None
@@ -74,16 +76,18 @@ def _dispatch_children(
         if len(child.parents) > 1:
             if payload is not None:
                 it.data.set(edge_key, payload)  # durable before the arrival is recorded
-            arrived, last = add_member(
+            arrived, last, checked = add_member(
                 it.states, "arrived--" + exec_id(child.unique_id, branches), source,
-                len(child.parents),
+                len(child.parents), core.admitted.get(it.msg.request_id),
             )
             if arrived < len(child.parents) or (not redo and not last):
                 waiting = True
+                settled = checked
                 continue
             payload = None
         send(core, it, child.unique_id, branches, payload, node.id, edge_key)
-    if waiting:
+        settled = False
+    if waiting and not settled:
         endings.clean_if_ended(it)
 
 
@@ -154,9 +158,13 @@ def select_branches(node: GraphNode, data: bytes) -> list[tuple[str, bytes]]:
 
 
 def _join(
-    it: Iteration, owner: GraphNode, branches: tuple[Branch, ...], output: bytes, redo: bool
-) -> bytes | None:
-    """A branch of ``owner`` ended with ``output``; the one completing the set aggregates."""
+    core: Core, it: Iteration, owner: GraphNode, branches: tuple[Branch, ...], output: bytes,
+    redo: bool,
+) -> tuple[bytes | None, bool]:
+    """A branch of ``owner`` ended with ``output``; the one completing the set aggregates.
+
+    With None (another branch completes the set): whether the arrival saw the request
+    running (see ``add_member``)."""
     _, key, total = branches[-1]
     outer = branches[:-1]
     owner_eid = exec_id(owner.unique_id, outer)
@@ -168,11 +176,14 @@ def _join(
     if total > 1:
         if collect:
             it.data.set(result_key(key), output)
-        done, last = add_member(it.states, f"branches--{owner_eid}", encode_key(key), total)
+        done, last, checked = add_member(
+            it.states, f"branches--{owner_eid}", encode_key(key), total,
+            core.admitted.get(it.msg.request_id),
+        )
         if done < total or (not redo and not last):
-            return None
+            return None, checked
     if not collect:
-        return b""
+        return b"", True
     aggregate = owner.sub_aggregator
     assert aggregate is not None
 
@@ -185,7 +196,7 @@ def _join(
         it.view.node = owner_eid
         return user(aggregate, results, f"Dynamic Node {owner.unique_id} aggregator")
 
-    return joined_output(it, owner_eid, compute)
+    return joined_output(it, owner_eid, compute), True
 
 
 def send(

@@ -270,21 +270,31 @@ def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:
     return output if found is None else load_output(it.data, found[1])
 
 
-def add_member(states: StateStore, key: str, member: str, total: int) -> tuple[int, bool]:
+def add_member(
+    states: StateStore, key: str, member: str, total: int, state: str | None = None
+) -> tuple[int, bool, bool]:
     """Record ``member``'s arrival in the set ``key`` once: (members so far, whether this
-    member is the one that completed the set of ``total``).
+    member is the one that completed the set of ``total``, whether the request was running
+    at the arrival).
 
     Repeating it (after a lost answer or a crash) adds nothing and answers the same. With an
     atomic multi-key transaction each member is a key holding its arrival position, written
     together with a counter (constant work per member); without, the set is one JSON list
-    changed by compare-and-swap (work grows with the set's size)."""
+    changed by compare-and-swap (work grows with the set's size).
+
+    ``state``: the request state this process last saw running; the first try of the
+    transaction also checks it, and when it held, nothing the caller wrote before can have
+    come after the request's end and cleanup (which change or delete the state first), so
+    the caller need not look (``endings.clean_if_ended``). Otherwise the third value is False."""
     if states.atomic_transactions:
-        return _add_counted(states, key, member, total)
+        return _add_counted(states, key, member, total, state)
     members = _add_listed(states, key, member)
-    return len(members), len(members) >= total and members[-1] == member
+    return len(members), len(members) >= total and members[-1] == member, False
 
 
-def _add_counted(states: StateStore, key: str, member: str, total: int) -> tuple[int, bool]:
+def _add_counted(
+    states: StateStore, key: str, member: str, total: int, state: str | None
+) -> tuple[int, bool, bool]:
     marker = f"{key}@{member}"
     while True:
         try:
@@ -292,8 +302,15 @@ def _add_counted(states: StateStore, key: str, member: str, total: int) -> tuple
         except KeyNotFound:
             raw = None
         count = int(raw) + 1 if raw else 1
-        if states.transaction({marker: None, key: raw}, {marker: str(count), key: str(count)}):
-            return count, count == total
+        compare: dict[str, str | None] = {marker: None, key: raw}
+        if state is not None:
+            compare[STATE_KEY] = state
+            state = None  # once: a failure may be the state's, and is looked into below
+            if states.transaction(compare, {marker: str(count), key: str(count)}):
+                return count, count == total, True
+            continue
+        if states.transaction(compare, {marker: str(count), key: str(count)}):
+            return count, count == total, False
         try:
             position = int(states.get(marker))
         except KeyNotFound:
@@ -302,7 +319,7 @@ def _add_counted(states: StateStore, key: str, member: str, total: int) -> tuple
             current = int(states.get(key))
         except KeyNotFound:
             raise Stopped from None
-        return current, position == total  # our own arrival, recorded before
+        return current, position == total, False  # our own arrival, recorded before
 
 
 def _add_listed(states: StateStore, key: str, member: str) -> list[str]:
