@@ -121,6 +121,23 @@ def claim(
         return (REDO if new["p"] == "done" else RUN), new_raw, new
 
 
+_DONE_TYPES = {"token": str, "until": float, "start": float, "att": int, "n": str,
+               "end": float, "attempts": int, "deliveries": int}
+
+
+def _members(doc: dict[str, Any]) -> str:
+    """``_encode(doc)`` without its braces; a done marker made from this version's claim (the
+    members and types of ``_DONE_TYPES``, every node has one) formatted directly."""
+    if doc.keys() != _DONE_TYPES.keys() or any(
+        type(doc[k]) is not t for k, t in _DONE_TYPES.items()
+    ):
+        return _encode(doc)[1:-1]
+    return (f'"token":{_string(doc["token"])},"until":{doc["until"]!r},'
+            f'"start":{doc["start"]!r},"att":{doc["att"]},"n":{_string(doc["n"])},'
+            f'"end":{doc["end"]!r},"attempts":{doc["attempts"]},'
+            f'"deliveries":{doc["deliveries"]}')
+
+
 def _claim_of(it: Iteration, lease: float) -> tuple[float, str, dict[str, Any]]:
     """(now, raw claim, claim) of this delivery, leased from now."""
     now = time.time()
@@ -196,7 +213,7 @@ def mark_done(
     kept.update(end=end, until=end + lease, attempts=attempts, deliveries=it.attempt)
     stored = store_output(it.data, eid, output)
     # done and handed share every member but the phase and the output: encoded once
-    members = _encode(kept)[1:-1]
+    members = _members(kept)
     ((name, value),) = stored.items()
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
