@@ -33,11 +33,28 @@ CHAIN = f"""
 """
 
 
+BRANCHES = 20
+
+FAN = f"""
+    def define(flow, context):
+        dag = flow.dag()
+        dag.node("a").modify(lambda data: data)
+        dag.node("j", aggregator=lambda inputs: str(len(inputs)).encode()).modify(
+            lambda data: data)
+        for i in range({BRANCHES}):
+            dag.node(f"b{{i}}").modify(lambda data: data)
+            dag.edge("a", f"b{{i}}")
+            dag.edge(f"b{{i}}", "j")
+"""
+
+
 def _stack(tmp_path: Path) -> Path:
-    (tmp_path / "chain").mkdir()
-    (tmp_path / "chain" / "handler.py").write_text(textwrap.dedent(CHAIN).lstrip())
+    for name, source in (("chain", CHAIN), ("fan", FAN)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "handler.py").write_text(textwrap.dedent(source).lstrip())
     path = tmp_path / "stack.yml"
-    path.write_text("functions:\n  chain:\n    lang: faasflow\n    handler: ./chain\n")
+    path.write_text("functions:\n  chain:\n    lang: faasflow\n    handler: ./chain\n"
+                    "  fan:\n    lang: faasflow\n    handler: ./fan\n")
     return path
 
 
@@ -65,11 +82,11 @@ def run_chain(gateway: GatewayProcess) -> None:
     assert reply.content == b"x" + b"".join(f".{i}".encode() for i in range(STEPS))
 
 
-def metric(gateway: GatewayProcess, name: str) -> float:
+def metric(gateway: GatewayProcess, name: str, function: str = "chain") -> float:
     page = requests.get(f"{gateway.url}/metrics", timeout=10).text
     return sum(s.value for family in text_string_to_metric_families(page)
                for s in family.samples
-               if s.name == name and s.labels.get("function_name") == "chain")
+               if s.name == name and s.labels.get("function_name") == function)
 
 
 def invocations_when_settled(gateway: GatewayProcess, at_least: float) -> float:
@@ -115,3 +132,14 @@ def test_no_row_stays_held_after_a_kept_chain(gateway: GatewayProcess, tmp_path:
             break
         time.sleep(0.1)
     assert (held, pending) == (0, 0)
+
+
+def test_fan_out_branches_are_queued_by_the_worker_without_the_gateways_route(
+    gateway: GatewayProcess,
+) -> None:
+    reply = requests.post(f"{gateway.url}/function/fan", data=b"x", timeout=60,
+                          headers={"X-Faas-Flow-Wait": "30"})
+    assert reply.status_code == 200, reply.text
+    assert reply.content == str(BRANCHES).encode()
+    # the start only: every branch (and the aggregator's hand-on) skipped the HTTP route
+    assert metric(gateway, "gateway_functions_seconds_count", "fan") == 1

@@ -9,12 +9,14 @@ that queue's file itself, *held* by this worker process (the row's ``holder``), 
 one of its own threads:
 
 - inside an iteration the worker runs, the first iteration it hands on is kept: it runs right
-  after the current one on the same thread (a chain is a loop, never a recursion); further ones
-  (fan-out branches) go through the gateway as before, so they spread over the workers;
+  after the current one on the same thread (a chain is a loop, never a recursion);
 - an iteration the gateway delivered (or a flow's start) keeps its first hand-on only when one
   of :data:`RUNNERS` runner threads is free; a runner gives its chain back to the gateway after
   :data:`BURST_STEPS` steps or :data:`BURST_SECONDS`, so deliveries of other requests are not
   starved;
+- every other hand-on (a fan-out's further branches, a chain past its burst) is committed the
+  same way, then given to the gateway (a ``deliver`` line on the pipe below): its dispatcher
+  delivers it to any worker, so branches spread over the workers, without the HTTP request;
 - a kept iteration answered with a retry status (``dispatch.RETRY_STATUSES``), or that could
   not run, is handed back: a line on the worker's protocol stdout (the pipe the gateway reads)
   names it, and the gateway's :class:`KeptHub` takes the row over and retries it with the
@@ -181,15 +183,16 @@ class SameWorkerIterations:
                 headers: Mapping[str, str]) -> bool:
         local = self._local
         pending: list[Job] | None = getattr(local, "pending", None)
-        if pending is None or pending or flow_name not in self.flows or not self._keeping:
-            return False  # not in an iteration of this worker, or a fan-out's further branch
+        if pending is None or flow_name not in self.flows or not self._keeping:
+            return False  # not in an iteration of this worker: over HTTP
         if any(k.lower() == "x-callback-url" for k in headers):
             return False  # the gateway's dispatcher posts such a call's answer
-        if local.runner:
-            if local.steps >= BURST_STEPS or time.monotonic() >= local.until:
-                return False  # this chain goes round the gateway, behind what is queued there
-        elif not self._slots.acquire(blocking=False):
-            return False  # every runner busy: the gateway delivers it to whichever is free
+        # the first hand-on runs here; the others (a fan-out's further branches, a chain past
+        # its burst, every runner busy) are queued for the gateway to deliver to any worker,
+        # without the HTTP request
+        keep = not pending and (
+            local.steps < BURST_STEPS and time.monotonic() < local.until if local.runner
+            else self._slots.acquire(blocking=False))
         job = self._job(flow_name, request_id, message, headers)
         stored: bool | None
         try:
@@ -202,11 +205,14 @@ class SameWorkerIterations:
                         request_id, exc)
             stored = None
         if not stored:
-            if not local.runner:
+            if keep and not local.runner:
                 self._slots.release()
             # False: the same call was queued before, nothing to do (the gateway answers 202)
             return stored is False
         self._reports.count(flow_name)
+        if not keep:
+            self._reports.send({"deliver": job.id})
+            return True
         pending.append(job)
         if not local.runner:
             self._runners.submit(self._burst, job)
@@ -346,6 +352,9 @@ class KeptHub:
             for function, times in kept.items():
                 if isinstance(times, int) and times > 0:
                     self.count(str(function), times)
+        queued = message.get("deliver")
+        if isinstance(queued, str):
+            self.queue.take_over(queued, holder, claim=False)
         job_id = message.get("hand_back")
         if isinstance(job_id, str):
             status = message.get("status")

@@ -222,9 +222,10 @@ class DurableQueue:
             return int(self._db.execute(
                 "SELECT COUNT(*) FROM jobs WHERE holder IS NOT NULL").fetchone()[0])
 
-    def take_over(self, job_id: str, holder: str) -> Job | None:
-        """Claim for the caller the job ``holder`` handed back (see :meth:`retry` to deliver
-        it again); ``None`` when that worker does not hold it (any more)."""
+    def take_over(self, job_id: str, holder: str, *, claim: bool = True) -> Job | None:
+        """The job ``holder`` handed back, claimed for the caller (see :meth:`retry` to deliver
+        it again), or with ``claim=False`` queued for delivery like a job just put; ``None``
+        when that worker does not hold it (any more)."""
         with self._lock:
             if self._db_closed:
                 return None
@@ -236,8 +237,13 @@ class DurableQueue:
                 if row is None:
                     return None
                 self._db.execute("UPDATE jobs SET holder = NULL WHERE id = ?", (job_id,))
-            self._claimed += 1
-            return _job(row)
+            job = _job(row)
+            if claim:
+                self._claimed += 1
+            else:
+                self._ready.append(job)
+                self._changed.notify()
+            return job
 
     def release_holder(self, holder: str) -> int:
         """Deliver every job the (dead) worker process ``holder`` held; how many there were."""
