@@ -106,7 +106,8 @@ class OpenFaasInvoker(Invoker):
         shortcut = call_shortcut(self.gateway_url)
         if shortcut is not None:
             answer = shortcut.call(function, data, method=method, headers=headers or {},
-                                   query=query, timeout=timeout)
+                                   query=query,
+                                   timeout=self.client.timeout if timeout is None else timeout)
             if answer is not None:
                 return answer
         url = _function_url(self.gateway_url, function, query)
