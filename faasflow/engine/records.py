@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ _CALL = "call--"
 _INPUT = "input--"
 
 RUNNING = "running"
+#: Records a RecordBook keeps decoded after saving them (see ``RecordBook.load``).
+_RECENT = 64
 TERMINAL = ("success", "failure", "stopped")
 
 
@@ -160,6 +163,9 @@ class RecordBook:
     index: RequestIndex | None = None
     watchers: list[RecordWatcher] = attrs.field(factory=list)
     """Told of every start and end this process records (metrics)."""
+    _recent: dict[str, tuple[bytes, RequestRecord]] = attrs.field(factory=dict, init=False)
+    """The last records this process saved, with their bodies (see :meth:`load`)."""
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.index is None:  # the index shares the records' namespace (faasflow.engine.index)
@@ -283,18 +289,33 @@ class RecordBook:
                 failed[0] if failed else None, first_line(record.error),
             ))
         self.data.set(_KEY + record.request_id, body)
+        recent = self._recent
+        with self._lock:
+            recent.pop(record.request_id, None)
+            while len(recent) >= _RECENT:
+                recent.pop(next(iter(recent)))
+            recent[record.request_id] = (body, record)
 
     def load(self, request_id: str) -> RequestRecord | None:
         """The full record of an ended request, or None when it is running or unknown."""
         try:
-            return RequestRecord.from_json(json.loads(self.data.get(_KEY + request_id)))
+            body = self.data.get(_KEY + request_id)
         except KeyNotFound:
             return None
+        # the record this process saved, when the store still holds exactly its body: the
+        # waiter of a request reads the record its ender just wrote, and decoding it again
+        # costs as much as writing it
+        known = self._recent.get(request_id)
+        if known is not None and known[0] == body:
+            return known[1]
+        return RequestRecord.from_json(json.loads(body))
 
     def entries(self) -> dict[str, dict[str, Any]]:
         return {k[len(_KEY) :]: json.loads(v) for k, v in self.states.scan(_KEY).items()}
 
     def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._recent.pop(request_id, None)
         if self.index is not None:
             self.index.remove(request_id)
         self.states.delete(_KEY + request_id)
