@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import pytest
-from engine_harness import Harness
+from engine_harness import Harness, QueueInvoker
 
 from faasflow import Flow
 from faasflow.backends import Kind
@@ -190,3 +190,37 @@ def test_ids_are_unique_across_a_fork() -> None:
     mine = {unique() for _ in range(1000)}
     assert len(mine) == 1000 and child not in mine
     assert all(len(i) == 24 for i in (*mine, child))
+
+
+def fan(n: int) -> Any:
+    def define(flow: Any, context: Any) -> None:
+        dag = flow.dag()
+        dag.node("start")
+        dag.node("join", aggregator=lambda inputs: b"".join(inputs.values()))
+        for i in range(n):
+            dag.node(f"b{i}").modify(lambda d: d + b".")
+            dag.edge("start", f"b{i}")
+            dag.edge(f"b{i}", "join")
+
+    return define
+
+
+def test_a_fan_out_branch_makes_four_state_store_calls_on_memory() -> None:
+    def calls_for(n: int) -> int:
+        counts: collections.Counter[str] = collections.Counter()
+        settings = Settings(hmac_secret=b"k")
+        queue = QueueInvoker()
+        engine = Engine(Flow(fan(n), name="calls"), settings, Backends(
+            Counted(MemoryStateStore(), counts), MemoryDataStore(),
+            Registry.from_settings(settings).create(Kind.TRACER, settings, "none"), queue,
+        ))
+        rid = engine.start(b"").request_id
+        while queue.queue:  # one at a time: no two arrivals race for the set's counter
+            item = queue.queue.popleft()
+            engine.forward(item.body, item.headers)
+        record = engine.record(rid)
+        assert record is not None and record.output == b"." * n
+        return sum(counts.values())
+
+    # claim, done, the set's counter, and the arrival that also hands the branch over
+    assert calls_for(30) - calls_for(10) == 4 * 20

@@ -76,10 +76,15 @@ def _dispatch_children(
         if len(child.parents) > 1:
             if payload is not None:
                 it.data.set(edge_key, payload)  # durable before the arrival is recorded
-            arrived, last, checked = add_member(
+            offer = it.offer  # offered for a node with this one successor
+            arrived, last, checked, made = add_member(
                 it.states, "arrived--" + exec_id(child.unique_id, branches), source,
-                len(child.parents), core.admitted.get(it.msg.request_id),
+                len(child.parents), core.admitted.get(it.msg.request_id), offer,
             )
+            if offer is not None and made:
+                it.offer = None  # taken: the node is handed
+                for key in offer.data_keys:
+                    it.data.delete(key)
             if arrived < len(child.parents) or (not redo and not last):
                 waiting = True
                 settled = checked
@@ -176,7 +181,7 @@ def _join(
     if total > 1:
         if collect:
             it.data.set(result_key(key), output)
-        done, last, checked = add_member(
+        done, last, checked, _ = add_member(
             it.states, f"branches--{owner_eid}", encode_key(key), total,
             core.admitted.get(it.msg.request_id),
         )

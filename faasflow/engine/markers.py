@@ -288,8 +288,9 @@ def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:
 
 
 def add_member(
-    states: StateStore, key: str, member: str, total: int, state: str | None = None
-) -> tuple[int, bool, bool]:
+    states: StateStore, key: str, member: str, total: int, state: str | None = None,
+    handed: Handed | None = None,
+) -> tuple[int, bool, bool, bool]:
     """Record ``member``'s arrival in the set ``key`` once: (members so far, whether this
     member is the one that completed the set of ``total``, whether the request was running
     at the arrival).
@@ -302,16 +303,21 @@ def add_member(
     ``state``: the request state this process last saw running; the first try of the
     transaction also checks it, and when it held, nothing the caller wrote before can have
     come after the request's end and cleanup (which change or delete the state first), so
-    the caller need not look (``endings.clean_if_ended``). Otherwise the third value is False."""
+    the caller need not look (``endings.clean_if_ended``). Otherwise the third value is False.
+
+    ``handed``: the arriving node's own hand-over, made in that same first try when this
+    arrival does not complete the set (nothing follows it then); the fourth value says whether
+    it was made."""
     if states.atomic_transactions:
-        return _add_counted(states, key, member, total, state)
+        return _add_counted(states, key, member, total, state, handed)
     members = _add_listed(states, key, member)
-    return len(members), len(members) >= total and members[-1] == member, False
+    return len(members), len(members) >= total and members[-1] == member, False, False
 
 
 def _add_counted(
-    states: StateStore, key: str, member: str, total: int, state: str | None
-) -> tuple[int, bool, bool]:
+    states: StateStore, key: str, member: str, total: int, state: str | None,
+    handed: Handed | None,
+) -> tuple[int, bool, bool, bool]:
     marker = f"{key}@{member}"
     while True:
         try:
@@ -322,12 +328,17 @@ def _add_counted(
         compare: dict[str, str | None] = {marker: None, key: raw}
         if state is not None:
             compare[STATE_KEY] = state
-            state = None  # once: a failure may be the state's, and is looked into below
-            if states.transaction(compare, {marker: str(count), key: str(count)}):
-                return count, count == total, True
+            put = {marker: str(count), key: str(count)}
+            made = handed is not None and count < total
+            if handed is not None and made:
+                compare[handed.key] = handed.done
+                put[handed.key] = handed.handed
+            state = handed = None  # once: a failure may be theirs, and is looked into below
+            if states.transaction(compare, put):
+                return count, count == total, True, made
             continue
         if states.transaction(compare, {marker: str(count), key: str(count)}):
-            return count, count == total, False
+            return count, count == total, False, False
         try:
             position = int(states.get(marker))
         except KeyNotFound:
@@ -336,7 +347,7 @@ def _add_counted(
             current = int(states.get(key))
         except KeyNotFound:
             raise Stopped from None
-        return current, position == total, False  # our own arrival, recorded before
+        return current, position == total, False, False  # our own arrival, recorded before
 
 
 def _add_listed(states: StateStore, key: str, member: str) -> list[str]:

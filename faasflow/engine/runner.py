@@ -300,11 +300,12 @@ def _run_node(core: Core, it: Iteration) -> None:
                 raw, doc, handed = markers.mark_done(it, eid, raw, doc, output, attempts)
                 if core.settings.capture == "all":
                     capture_node(core, msg.request_id, eid, data, output)
-                # one successor, forwarded last and in-process: it may write this node's
-                # hand-over with its own claim (send takes the offer; not taken, it is made
-                # here as always)
-                offered = len(node.children) == 1 and core.sent is not None and (
-                    it.states.atomic_transactions
+                # one successor: forwarded in-process, it writes this node's hand-over with
+                # its own claim; joined at a fan-in, the arrival's transaction makes it when it
+                # does not complete the set (whoever takes the offer makes it; not taken, it
+                # is made here as always)
+                offered = len(node.children) == 1 and it.states.atomic_transactions and (
+                    core.sent is not None or len(_only_child(it, node).parents) > 1
                 )
                 if offered:
                     it.offer = markers.offer_handed(it, eid, raw, doc, handed)
@@ -315,6 +316,11 @@ def _run_node(core: Core, it: Iteration) -> None:
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
+
+
+def _only_child(it: Iteration, node: GraphNode) -> GraphNode:
+    """The one successor of ``node``."""
+    return it.graph.dags[node.dag_id].nodes[node.children[0]]
 
 
 def run_operations(
