@@ -82,7 +82,7 @@ def _dispatch_children(
                 len(child.parents), core.admitted.get(it.msg.request_id), offer,
             )
             if offer is not None and made:
-                it.offer = None  # taken: the node is handed
+                it.offer, it.taken = None, True  # the node is handed
                 for key in offer.data_keys:
                     it.data.delete(key)
             if arrived < len(child.parents) or (not redo and not last):
@@ -178,13 +178,20 @@ def _join(
     def result_key(k: str) -> str:
         return f"{encode_key(k)}--{owner_eid}--{owner.unique_id}"
 
+    # the branch's hand-over goes with its arrival when that is the last step (the set is
+    # not complete); withdrawn either way: after a completing arrival more follows
+    offer, it.offer = it.offer, None
     if total > 1:
         if collect:
             it.data.set(result_key(key), output)
-        done, last, checked, _ = add_member(
+        done, last, checked, made = add_member(
             it.states, f"branches--{owner_eid}", encode_key(key), total,
-            core.admitted.get(it.msg.request_id),
+            core.admitted.get(it.msg.request_id), offer,
         )
+        if offer is not None and made:
+            it.taken = True
+            for data_key in offer.data_keys:
+                it.data.delete(data_key)
         if done < total or (not redo and not last):
             return None, checked
     if not collect:
@@ -233,6 +240,7 @@ def send(
         # the sending node's hand-over goes with the message (taken here: at most one send)
         offer, it.offer = it.offer, None
         if offer is not None:
+            it.taken = True
             core.pending[(msg.request_id, offer.key)] = offer.done
         core.sent[id(body)] = (body, nxt, offer)
     try:

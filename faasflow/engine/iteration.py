@@ -187,7 +187,9 @@ class Iteration:
     handed: Handed | None = None
     """The predecessor's hand-over this iteration writes with its claim."""
     offer: Handed | None = None
-    """This node's hand-over, offered to the one iteration its hand-on forwards in-process."""
+    """This node's hand-over, offered to the last step of its hand-on (see ``runner``)."""
+    taken: bool = False
+    """The offer was taken: the hand-over is made, or goes with the message forwarded."""
 
 
 def user(fn: Callable[..., object], arg: object, what: str) -> bytes:

@@ -304,23 +304,28 @@ def _run_node(core: Core, it: Iteration) -> None:
                 # its own claim; joined at a fan-in, the arrival's transaction makes it when it
                 # does not complete the set (whoever takes the offer makes it; not taken, it
                 # is made here as always)
-                offered = len(node.children) == 1 and it.states.atomic_transactions and (
-                    core.sent is not None or len(_only_child(it, node).parents) > 1
-                )
-                if offered:
+                if _offers(core, it, node):
                     it.offer = markers.offer_handed(it, eid, raw, doc, handed)
                 hand_on(core, it, node, branches, output)
-                if offered and it.offer is None:
-                    return
                 it.offer = None
+                if it.taken:
+                    return
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
 
 
-def _only_child(it: Iteration, node: GraphNode) -> GraphNode:
-    """The one successor of ``node``."""
-    return it.graph.dags[node.dag_id].nodes[node.children[0]]
+def _offers(core: Core, it: Iteration, node: GraphNode) -> bool:
+    """Whether the node's hand-over may be left to the one last step of its hand-on: the
+    claim of its one successor, forwarded in-process, or its arrival at its one successor's
+    fan-in or at its foreach or conditional join."""
+    if not it.states.atomic_transactions:
+        return False
+    dag = it.graph.dags[node.dag_id]
+    if len(node.children) == 1:
+        return core.sent is not None or len(dag.nodes[node.children[0]].parents) > 1
+    owner = it.graph.owner_of(dag)
+    return not node.children and owner is not None and owner.is_dynamic
 
 
 def run_operations(
