@@ -205,22 +205,41 @@ def fan(n: int) -> Any:
     return define
 
 
-def test_a_fan_out_branch_makes_four_state_store_calls_on_memory() -> None:
-    def calls_for(n: int) -> int:
-        counts: collections.Counter[str] = collections.Counter()
-        settings = Settings(hmac_secret=b"k")
-        queue = QueueInvoker()
-        engine = Engine(Flow(fan(n), name="calls"), settings, Backends(
-            Counted(MemoryStateStore(), counts), MemoryDataStore(),
-            Registry.from_settings(settings).create(Kind.TRACER, settings, "none"), queue,
-        ))
-        rid = engine.start(b"").request_id
-        while queue.queue:  # one at a time: no two arrivals race for the set's counter
-            item = queue.queue.popleft()
-            engine.forward(item.body, item.headers)
-        record = engine.record(rid)
-        assert record is not None and record.output == b"." * n
-        return sum(counts.values())
+def foreach(n: int) -> Any:
+    def define(flow: Any, context: Any) -> None:
+        dag = flow.dag()
+        sub = dag.foreach_branch("F", lambda d: {str(i): b"" for i in range(n)},
+                                 aggregator=lambda found: b"".join(found.values()))
+        sub.node("x").modify(lambda d: d + b".")
 
+    return define
+
+
+def _queued_calls(define: Any, expected: bytes) -> int:
+    """State store calls of one request, its iterations delivered one at a time (no two
+    arrivals race for a set's counter)."""
+    counts: collections.Counter[str] = collections.Counter()
+    settings = Settings(hmac_secret=b"k")
+    queue = QueueInvoker()
+    engine = Engine(Flow(define, name="calls"), settings, Backends(
+        Counted(MemoryStateStore(), counts), MemoryDataStore(),
+        Registry.from_settings(settings).create(Kind.TRACER, settings, "none"), queue,
+    ))
+    rid = engine.start(b"").request_id
+    while queue.queue:
+        item = queue.queue.popleft()
+        engine.forward(item.body, item.headers)
+    record = engine.record(rid)
+    assert record is not None and record.output == expected
+    return sum(counts.values())
+
+
+def test_a_fan_out_branch_makes_four_state_store_calls_on_memory() -> None:
     # claim, done, the set's counter, and the arrival that also hands the branch over
-    assert calls_for(30) - calls_for(10) == 4 * 20
+    more = _queued_calls(fan(30), b"." * 30) - _queued_calls(fan(10), b"." * 10)
+    assert more == 4 * 20
+
+
+def test_a_foreach_branch_makes_four_state_store_calls_on_memory() -> None:
+    more = _queued_calls(foreach(30), b"." * 30) - _queued_calls(foreach(10), b"." * 10)
+    assert more == 4 * 20
