@@ -10,6 +10,10 @@ input, so each result is checked (W1 = N, W2 = N, W3 = 100). Four deployments:
            python3-http function through the gateway, the request waited for with
            X-Faas-Flow-Wait
   up-etcd  the same on the etcd state store of .ci/services (only when ETCD_ENDPOINTS is set)
+  up-http-calls, up-http-handoff, up-http
+           `up` with FAASFLOW_SAME_PROCESS_CALLS=0 (every call through the gateway), with
+           FAASFLOW_SAME_WORKER_ITERATIONS=0 (every hand-off through the gateway), and with
+           both: what each shortcut buys
 
 Prints one JSON object {deployment: {workload: [seconds, ...]}} on stdout (--json) or a table.
 """
@@ -17,6 +21,7 @@ Prints one JSON object {deployment: {workload: [seconds, ...]}} on stdout (--jso
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import socket
@@ -38,6 +43,7 @@ from faasflow.backends import Kind
 from faasflow.engine import Backends, Engine
 from faasflow.plugins import Registry
 from faasflow.runtime.process import GatewayProcess
+from faasflow.runtime.python3http import wsgi_app
 from faasflow.settings import Settings
 
 #: (name, flow source key, N, units the time is divided by, the checked output)
@@ -168,19 +174,29 @@ def write_stack(root: Path, environment: dict[str, str] | None, suffix: str = ""
     return stack
 
 
+#: The `faasflow up` deployments that turn shortcuts off, and the gateway's environment.
+OPT_OUTS = {
+    "up-http-calls": {"FAASFLOW_SAME_PROCESS_CALLS": "0"},
+    "up-http-handoff": {"FAASFLOW_SAME_WORKER_ITERATIONS": "0"},
+    "up-http": {"FAASFLOW_SAME_PROCESS_CALLS": "0", "FAASFLOW_SAME_WORKER_ITERATIONS": "0"},
+}
+
+
 def start_gateway(workdir: Path, environment: dict[str, str] | None,
-                  suffix: str = "") -> GatewayProcess:
+                  suffix: str = "", gateway_env: dict[str, str] | None = None
+                  ) -> GatewayProcess:
     stack = write_stack(workdir / "stack", environment, suffix)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
+    env.update(gateway_env or {})
     return GatewayProcess(stack, data_dir=workdir / "data", processes=2, env=env,
                           extra=["--concurrency", "8", "--quiet"]).start()
 
 
-def through_up(repeat: int, workdir: Path,
-               environment: dict[str, str] | None = None) -> dict[str, list[float]]:
+def through_up(repeat: int, workdir: Path, environment: dict[str, str] | None = None,
+               gateway_env: dict[str, str] | None = None) -> dict[str, list[float]]:
     # a flow name of its own on a shared store, so runs never meet in a namespace
     suffix = f"-{uuid.uuid4().hex[:8]}" if environment else ""
-    gateway = start_gateway(workdir, environment, suffix)
+    gateway = start_gateway(workdir, environment, suffix, gateway_env)
     session = requests.Session()
     results: dict[str, list[float]] = {}
     try:
@@ -267,6 +283,7 @@ def floors(workdir: Path, n: int = 300) -> dict[str, float]:
     finally:
         session.close()
         gateway.stop()
+    out["python3-http handler in-process (WSGI)"] = median_ms(_handler_in_process(), n)
     db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
@@ -290,6 +307,26 @@ def floors(workdir: Path, n: int = 300) -> dict[str, float]:
     return out
 
 
+def _handler_in_process() -> Callable[[int], object]:
+    """One call of ``inc`` through the python3-http WSGI adapter, no socket: what a call
+    served in the flow's own worker cannot avoid."""
+    namespace: dict[str, Any] = {}
+    exec(compile(INC, "<inc>", "exec"), namespace)
+    app = wsgi_app(namespace["handle"], "inc")
+
+    def call(i: int) -> None:
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "",
+                   "CONTENT_LENGTH": "1", "CONTENT_TYPE": "text/plain",
+                   "wsgi.input": io.BytesIO(b"1"), "SERVER_PROTOCOL": "HTTP/1.1",
+                   "HTTP_X_CALL_ID": f"floor-{i}"}
+        status: list[str] = []
+        body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+        if body != b"2" or not status[0].startswith("200"):
+            raise SystemExit(f"floor handler: {status} {body!r}")
+
+    return call
+
+
 def units() -> dict[str, int]:
     return {name: unit for name, _, _, unit, _ in WORKLOADS}
 
@@ -297,11 +334,12 @@ def units() -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", action="append", help="memory, sqlite, up, up-etcd")
+    parser.add_argument("--only", action="append",
+                        help="memory, sqlite, up, up-etcd, " + ", ".join(OPT_OUTS))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--floors", action="store_true", help="also measure the floors")
     args = parser.parse_args(argv)
-    chosen = args.only or ["memory", "sqlite", "up", "up-etcd"]
+    chosen = args.only or ["memory", "sqlite", "up", *OPT_OUTS, "up-etcd"]
     out: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="faasflow-workloads-") as tmp:
         work = Path(tmp)
@@ -312,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                 out[deployment] = in_process(deployment, args.repeat, work / deployment)
             elif deployment == "up":
                 out[deployment] = through_up(args.repeat, work / deployment)
+            elif deployment in OPT_OUTS:
+                out[deployment] = through_up(args.repeat, work / deployment,
+                                             gateway_env=OPT_OUTS[deployment])
             elif deployment == "up-etcd":
                 environment = etcd_environment()
                 if environment is None:
