@@ -320,7 +320,13 @@ def _handler_in_process() -> Callable[[int], object]:
                    "wsgi.input": io.BytesIO(b"1"), "SERVER_PROTOCOL": "HTTP/1.1",
                    "HTTP_X_CALL_ID": f"floor-{i}"}
         status: list[str] = []
-        body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+
+        def start_response(line: str, headers: Any, exc_info: Any = None
+                           ) -> Callable[[bytes], object]:
+            status.append(line)
+            return lambda chunk: None
+
+        body = b"".join(app(environ, start_response))
         if body != b"2" or not status[0].startswith("200"):
             raise SystemExit(f"floor handler: {status} {body!r}")
 
