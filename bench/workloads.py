@@ -376,7 +376,46 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{deployment:<8} ms per unit: " + "  ".join(cells))
         for what, ms in floor.items():
             print(f"floor    {what}: {ms:.3f} ms")
+        print_goals(out, floor)
     return 0
+
+
+#: Issue 17's in-process goals: (deployment, workload, most ms per unit).
+GOALS = (("memory", "W1 100", 0.030), ("memory", "W2 1000", 0.020),
+         ("sqlite", "W1 100", 0.05), ("sqlite", "W2 1000", 0.2))
+
+
+def print_goals(out: dict[str, dict[str, list[float]]], floor: dict[str, float]) -> None:
+    """Each figure against issue 17's goal, and `faasflow up` against the floors it pays."""
+    per = units()
+
+    def ms(deployment: str, workload: str) -> float:
+        return statistics.median(out[deployment][workload]) / per[workload] * 1e3
+
+    for deployment, workload, goal in GOALS:
+        if deployment in out:
+            got = ms(deployment, workload)
+            verdict = "met" if got <= goal else "not met"
+            print(f"goal     {deployment} {workload}: {got:.3f} ms per unit, goal <= {goal:g} "
+                  f"({got / goal:.2f}x the goal: {verdict})")
+    handler = floor.get("python3-http handler in-process (WSGI)")
+    write = floor.get("sqlite write (WAL)")
+    call = floor.get("python3-http call via gateway")
+    hand_off = floor.get("async call accepted (202)")
+    for deployment in ("up", *OPT_OUTS):
+        if deployment not in out:
+            continue
+        cells = []
+        if handler and write and deployment == "up":
+            kept = handler + 4 * write  # the handler, the queue row in and out, two state txns
+            cells += [f"{w} {ms(deployment, w) / kept:.1f}x" for w in out[deployment]]
+            print(f"floor x  {deployment} (a kept step: handler in-process + 4 sqlite writes = "
+                  f"{kept:.3f} ms): " + "  ".join(cells))
+        if call and hand_off:
+            over_http = call + hand_off
+            cells = [f"{w} {ms(deployment, w) / over_http:.2f}x" for w in out[deployment]]
+            print(f"floor x  {deployment} (a step over HTTP: call + hand-off through the "
+                  f"gateway = {over_http:.3f} ms): " + "  ".join(cells))
 
 
 if __name__ == "__main__":
