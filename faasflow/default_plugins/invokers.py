@@ -38,6 +38,9 @@ log = logging.getLogger("faasflow.invoker")
 
 DEFAULT_GATEWAY = "http://gateway.openfaas:8080"
 DEFAULT_WORKERS = 8
+#: Iterations waiting for the local invoker's pool past which a pool worker runs the next one
+#: it hands on itself (back-pressure: bounded memory for wide fan-outs).
+QUEUE_LIMIT = 1024
 
 #: ``fn(data)`` or ``fn(data, request)``; returns bytes, str, None or a Response.
 LocalFunction = Callable[..., Any]
@@ -218,6 +221,12 @@ class LocalInvoker(Invoker):
     _closed: bool = attrs.field(default=False, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _client: HttpClient | None = attrs.field(default=None, init=False)
+    _queued: int = attrs.field(default=0, init=False)
+    _drained: threading.Condition = attrs.field(init=False)
+
+    @_drained.default
+    def _condition(self) -> threading.Condition:
+        return threading.Condition(self._lock)
 
     @classmethod
     def from_options(cls, options: Options) -> LocalInvoker:
@@ -322,7 +331,22 @@ class LocalInvoker(Invoker):
             # go to the pool and run in parallel.
             pending.append(job)
             return
-        with self._lock:
+        if pending is not None and self._queued >= QUEUE_LIMIT and not _worker.inline:
+            # Back-pressure: a worker handing on more iterations than the pool keeps up with
+            # (a foreach of 100,000 branches) runs this one itself, so the queue, and the
+            # memory its messages hold, stays bounded. One level only: what that iteration
+            # hands on is queued.
+            _worker.inline = True
+            try:
+                _deliver(job)
+            finally:
+                _worker.inline = False
+            return
+        with self._drained:
+            while pending is None and self._queued >= QUEUE_LIMIT and not self._closed:
+                # back-pressure on a thread of the caller's (an in-process start handing on
+                # a wide foreach): it waits for the pool, which never waits for it
+                self._drained.wait(1.0)
             if self._closed:
                 raise BackendError(
                     "local invoker", "forward", "in-process",
@@ -330,7 +354,15 @@ class LocalInvoker(Invoker):
                 )
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="faasflow")
-            self._pool.submit(_run, job)
+            self._queued += 1
+            self._pool.submit(self._start, job)
+
+    def _start(self, job: _Job) -> None:
+        with self._drained:
+            self._queued -= 1
+            if self._queued < QUEUE_LIMIT:
+                self._drained.notify()
+        _run(job)
 
     def close(self, *, wait: bool = True) -> None:
         """Wait for queued iterations to finish, then stop the workers and the HTTP pool.
@@ -341,6 +373,7 @@ class LocalInvoker(Invoker):
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            self._drained.notify_all()
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=not wait)
         if self._client is not None:
@@ -355,18 +388,22 @@ def _run(job: _Job) -> None:
     """Run one iteration on a pool worker, then the iteration it handed on first, and so on."""
     pending: list[_Job] = [job]
     _worker.pending = pending
+    _worker.inline = False
     try:
         while pending:
-            deliver, flow_name, request_id, message, headers = pending.pop()
-            try:
-                deliver(flow_name, request_id, message, headers)
-            except Exception:
-                log.exception(
-                    "iteration of request %s of flow %s failed in the local invoker",
-                    request_id, flow_name,
-                )
+            _deliver(pending.pop())
     finally:
         _worker.pending = None
+
+
+def _deliver(job: _Job) -> None:
+    deliver, flow_name, request_id, message, headers = job
+    try:
+        deliver(flow_name, request_id, message, headers)
+    except Exception:
+        log.exception(
+            "iteration of request %s of flow %s failed in the local invoker", request_id, flow_name,
+        )
 
 
 _GATEWAY_ENV = {"gateway_url": ("FAASFLOW_GATEWAY_URL", "gateway")}
