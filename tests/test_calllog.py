@@ -85,3 +85,19 @@ def test_processes_appending_at_once_leave_whole_lines(tmp_path: Path) -> None:
     for i in range(4):
         mine = [c.body for c in calls if c.tag == f"p{i}"]
         assert mine == [f"p{i}-{n}-" + "x" * 200 for n in range(300)]
+
+
+@pytest.mark.parametrize("environment", [{"COUNT_LOG": "/tmp/x y.log", "COUNT_SLEEP": "0.1"},
+                                         None])
+def test_write_stack_gives_a_stack_of_count_and_the_flow(
+    tmp_path: Path, environment: dict[str, str] | None
+) -> None:
+    from faasflow.runtime.stack import Stack
+
+    path = calllog.write_stack(tmp_path, "fan-1", "def define(flow, context):\n    pass\n",
+                               environment)
+    stack = Stack.load(path, {})
+    assert sorted(stack.functions) == ["count", "fan-1"]
+    assert stack.functions["fan-1"].is_flow
+    assert dict(stack.functions["count"].environment) == (environment or {})
+    assert (tmp_path / "count" / "handler.py").read_text() == calllog.counting_handler()

@@ -76,22 +76,7 @@ def stack(tmp_path: Path) -> Path:
     log = tmp_path / "calls.log"
     # flows may share worker processes, so the flow's handler names the log itself
     fan = calllog.append_source() + textwrap.dedent(FAN) + f"\nCOUNT_LOG = {str(log)!r}\n"
-    for name, source in {"count": calllog.counting_handler(), "fan": fan}.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "handler.py").write_text(source)
-    path = tmp_path / "stack.yml"
-    path.write_text(textwrap.dedent(f"""
-        functions:
-          count:
-            lang: python3-http
-            handler: ./count
-            environment:
-              COUNT_LOG: {log}
-          {FLOW}:
-            lang: faasflow
-            handler: ./fan
-    """))
-    return path
+    return calllog.write_stack(tmp_path, FLOW, fan, {"COUNT_LOG": str(log)})
 
 
 def _children(pid: int) -> list[int]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-import textwrap
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -58,24 +57,8 @@ def expected_output(body: str) -> str:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Path:
-    log = tmp_path / "calls.log"
-    for name, source in {"count": calllog.counting_handler(),
-                         "chain": textwrap.dedent(CHAIN).lstrip()}.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "handler.py").write_text(source)
-    path = tmp_path / "stack.yml"
-    path.write_text(textwrap.dedent(f"""
-        functions:
-          count:
-            lang: python3-http
-            handler: ./count
-            environment:
-              COUNT_LOG: {log}
-          {FLOW}:
-            lang: faasflow
-            handler: ./chain
-    """))
-    return path
+    return calllog.write_stack(tmp_path, FLOW, CHAIN,
+                               {"COUNT_LOG": str(tmp_path / "calls.log")})
 
 
 def _env(**extra: str) -> dict[str, str]:

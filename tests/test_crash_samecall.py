@@ -21,22 +21,9 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path: Path) -> Path:
     log = tmp_path / "calls.log"
     fan = calllog.append_source() + textwrap.dedent(crash.FAN) + f"\nCOUNT_LOG = {str(log)!r}\n"
-    for name, source in {"count": calllog.counting_handler(), "fan": fan}.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "handler.py").write_text(source)
-    path = tmp_path / "stack.yml"
     # no environment: for count (it reads COUNT_LOG from the gateway's), so it shares the flow's
     # worker processes and the flow calls it in-process
-    path.write_text(textwrap.dedent(f"""
-        functions:
-          count:
-            lang: python3-http
-            handler: ./count
-          {crash.FLOW}:
-            lang: faasflow
-            handler: ./fan
-    """))
-    return path
+    return calllog.write_stack(tmp_path, crash.FLOW, fan, None)
 
 
 def test_kill_9_with_calls_served_in_the_flows_worker_loses_nothing(stack: Path) -> None:

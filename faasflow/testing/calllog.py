@@ -11,14 +11,16 @@ function's process, so a worker that is killed and restarted pays nothing for it
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
-__all__ = ["Call", "append", "append_source", "counting_handler", "read"]
+__all__ = ["Call", "append", "append_source", "counting_handler", "read", "write_stack"]
 
 
 @attrs.frozen
@@ -81,3 +83,25 @@ def counting_handler() -> str:
     """The source of a python3-http handler that sleeps ``$COUNT_SLEEP`` seconds (if set),
     logs the call to ``$COUNT_LOG`` and answers ``<body>.<X-Tag>``."""
     return append_source() + _HANDLE
+
+
+def write_stack(directory: Path, flow: str, flow_source: str,
+                count_environment: Mapping[str, str] | None) -> Path:
+    """Write ``stack.yml`` and the handlers of a stack of two functions into ``directory``:
+    the counting python3-http function ``count`` (:func:`counting_handler`) and the flow
+    ``flow`` whose handler is ``flow_source``. ``count_environment`` is the function's
+    ``environment:`` (it needs ``COUNT_LOG``); ``None`` gives it none, so it shares the flows'
+    worker processes and a flow's call of it is served in the flow's own process."""
+    for name, source in {"count": counting_handler(),
+                         flow: textwrap.dedent(flow_source).lstrip()}.items():
+        (directory / name).mkdir(parents=True, exist_ok=True)
+        (directory / name / "handler.py").write_text(source)
+    lines = ["functions:", "  count:", "    lang: python3-http", "    handler: ./count"]
+    if count_environment is not None:
+        lines.append("    environment:")
+        lines += [f"      {key}: {json.dumps(str(value))}"
+                  for key, value in count_environment.items()]
+    lines += [f"  {flow}:", "    lang: faasflow", f"    handler: ./{flow}"]
+    path = directory / "stack.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -7,7 +7,6 @@ can tell that each node's function ran once per request, and on which host.
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -40,25 +39,8 @@ def write_stack(directory: Path, log: Path, sleep: float = 0.05, host: str = "h"
                 flow: str = "fan") -> Path:
     """The stack of ``count`` and the flow (named ``flow``: stores shared across runs keep
     every run's requests apart by flow name)."""
-    sources = {"count": calllog.counting_handler(), flow: textwrap.dedent(FAN).lstrip()}
-    for name, source in sources.items():
-        (directory / name).mkdir(parents=True, exist_ok=True)
-        (directory / name / "handler.py").write_text(source)
-    path = directory / "stack.yml"
-    path.write_text(textwrap.dedent(f"""
-        functions:
-          count:
-            lang: python3-http
-            handler: ./count
-            environment:
-              COUNT_LOG: {log}
-              COUNT_SLEEP: "{sleep}"
-              HOST_NAME: {host}
-          {flow}:
-            lang: faasflow
-            handler: ./{flow}
-    """))
-    return path
+    return calllog.write_stack(directory, flow, FAN, {
+        "COUNT_LOG": str(log), "COUNT_SLEEP": str(sleep), "HOST_NAME": host})
 
 
 def submit(urls: list[str], bodies: list[str], threads: int = 8, flow: str = "fan") -> None:
