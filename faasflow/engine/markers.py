@@ -172,21 +172,28 @@ def keep_input(
         it.data.set(f"in--{eid}", value)
         kept = dict(doc, in_ref=f"in--{eid}")
     kept_raw = _encode(kept)
+    _update_claim(it, eid, raw, kept_raw)
+    return kept_raw, kept
+
+
+def _update_claim(it: Iteration, eid: str, raw: str, new_raw: str) -> None:
+    """Replace this delivery's claim ``raw`` by ``new_raw``. Stopped when the request's markers
+    went; Duplicate when another delivery took the node over."""
     while True:
         try:
-            it.states.update(CLAIM + eid, raw, kept_raw)
-            return kept_raw, kept
+            it.states.update(CLAIM + eid, raw, new_raw)
+            return
         except KeyNotFound:
             raise Stopped from None
         except CompareFailed:
             found = _read(it.states, CLAIM + eid)
             if found is None:
                 raise Stopped from None
-            if found[0] == kept_raw:
-                return kept_raw, kept
+            if found[0] == new_raw:
+                return  # our write landed before the error
             if found[1].get("token") != it.token or found[1]["p"] != "claimed":
                 raise Duplicate from None
-            raw = found[0]
+            raw = found[0]  # our claim, renewed meanwhile
 
 
 def kept_input(it: Iteration, doc: dict[str, Any]) -> bytes | None:
@@ -218,21 +225,8 @@ def mark_done(
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
     done = {"p": "done", **kept, **stored}
-    while True:
-        try:
-            it.states.update(CLAIM + eid, raw, done_raw)
-            return done_raw, done, handed_raw
-        except KeyNotFound:
-            raise Stopped from None
-        except CompareFailed:
-            found = _read(it.states, CLAIM + eid)
-            if found is None:
-                raise Stopped from None
-            if found[0] == done_raw:
-                return done_raw, done, handed_raw  # our write landed before the error
-            if found[1].get("token") != it.token or found[1]["p"] != "claimed":
-                raise Duplicate from None  # another delivery took the node over
-            raw = found[0]
+    _update_claim(it, eid, raw, done_raw)
+    return done_raw, done, handed_raw
 
 
 def mark_handed(
