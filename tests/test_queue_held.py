@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from faasflow.runtime.dispatch import Dispatcher
@@ -61,6 +63,18 @@ def test_the_rows_of_a_dead_worker_are_delivered_with_one_attempt_more(queue,
     taken = queue.take(timeout=1)
     assert taken is not None and (taken.id, taken.attempts) == ("c1", 1)
     assert queue.take(timeout=0.2) is None  # the other worker's row stays its own
+
+
+def test_rows_held_past_the_limit_are_delivered_and_fresh_ones_stay_held(queue,
+                                                                          worker_db) -> None:
+    # a worker that hangs (SIGSTOP) never closes its pipe: its old rows go back by age
+    insert_job(worker_db, attrs.evolve(job("old"), enqueued=time.time() - 60), "shared-0:a")
+    insert_job(worker_db, job("new"), "shared-0:a")
+    assert queue.release_stale(30.0) == ["shared-0:a"]
+    taken = queue.take(timeout=1)
+    assert taken is not None and (taken.id, taken.attempts) == ("old", 1)
+    assert queue.take(timeout=0.2) is None
+    assert queue.release_stale(30.0) == []
 
 
 def test_a_gateway_start_delivers_held_rows(tmp_path: Path) -> None:

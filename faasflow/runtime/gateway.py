@@ -219,6 +219,7 @@ class Gateway:
             )
             if self._kept is not None:
                 self._kept.dispatcher = self._dispatcher
+                self._kept.watch(self.config.timeout, self.closing)
             self._dispatcher.start()
             self._monitor = threading.Thread(target=self._watch_workers, daemon=True,
                                              name="faasflow-monitor")

@@ -371,6 +371,27 @@ class KeptHub:
             return
         dispatcher.settle_elsewhere(job, status, why)
 
+    def watch(self, timeout: float, closing: threading.Event) -> None:
+        """Deliver, from a thread of its own until ``closing``, the held rows older than twice
+        the gateway's call ``timeout``: a worker that hangs (SIGSTOP, a deadlock) never closes
+        its pipe, and through the gateway such an iteration would have timed out and been
+        delivered again. A row waits at most one iteration before its own starts, hence two."""
+        limit = 2 * timeout + 10.0
+
+        def loop() -> None:
+            while not closing.wait(min(5.0, limit / 4)):
+                try:
+                    holders = self.queue.release_stale(limit)
+                except Exception as exc:  # tried again on the next round
+                    log.warning("cannot release stale held calls: %s", exc)
+                    continue
+                if holders:
+                    logging.getLogger("faasflow.gateway").warning(
+                        "calls held longer than %.0fs by %s delivered again (the worker "
+                        "hangs, or a call outlasted --timeout)", limit, ", ".join(holders))
+
+        threading.Thread(target=loop, daemon=True, name="faasflow-kept-watch").start()
+
     def exited(self, holder: str) -> None:
         """The worker process ``holder`` is dead (reaped): deliver what it held."""
         try:

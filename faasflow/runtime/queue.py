@@ -247,17 +247,35 @@ class DurableQueue:
 
     def release_holder(self, holder: str) -> int:
         """Deliver every job the (dead) worker process ``holder`` held; how many there were."""
+        return self._release_where("holder = ?", (holder,))
+
+    def release_stale(self, older_than: float) -> list[str]:
+        """Deliver every held job committed more than ``older_than`` seconds ago (its worker
+        hangs, or its run outlasted the delivery timeout it replaced); their holders."""
+        with self._lock:
+            if self._db_closed:
+                return []
+            holders = [str(h) for (h,) in self._db.execute(
+                "SELECT DISTINCT holder FROM jobs WHERE holder IS NOT NULL AND enqueued < ?",
+                (time.time() - older_than,))]
+        if holders:
+            self._release_where("holder IS NOT NULL AND enqueued < ?",
+                                (time.time() - older_than,))
+        return holders
+
+    def _release_where(self, where: str, params: tuple[object, ...]) -> int:
         with self._lock:
             if self._db_closed:
                 return 0
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE holder = ? ORDER BY seq",
-                    (holder,)).fetchall()
+                    f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY seq",
+                    params).fetchall()
                 # the worker's run of each was a delivery that died: one attempt more
-                self._db.execute("UPDATE jobs SET holder = NULL, attempts = attempts + 1 "
-                                 "WHERE holder = ?", (holder,))
+                self._db.execute(
+                    f"UPDATE jobs SET holder = NULL, attempts = attempts + 1 WHERE {where}",
+                    params)
             for row in rows:
                 job = _job(row)
                 self._ready.append(attrs.evolve(job, attempts=job.attempts + 1))
