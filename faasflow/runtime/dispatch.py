@@ -143,6 +143,15 @@ class Dispatcher:
             self._give_up(job, pool, target, reason)
         self.queue.dead_letter(job, reason)
 
+    def given_up(self, job: Job, why: str) -> None:
+        """The queue gave ``job`` up by itself (a server's ``max_deliver``): fail the request
+        of a flow's iteration with ``why``, as after the dispatcher's own last attempt."""
+        pool = self.pool_of.get(job.function)
+        if pool is None:
+            return
+        target = f"/{job.function}{job.path}" + (f"?{job.query}" if job.query else "")
+        self._give_up(job, pool, target, why)
+
     def _give_up(self, job: Job, pool: WorkerPool, target: str, why: str) -> None:
         """Tell a flow that its iteration is a dead letter, so the request fails with the
         cause instead of running until its deadline (the flow checks the message's signature

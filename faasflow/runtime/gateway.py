@@ -43,7 +43,7 @@ from faasflow.runtime.kept import KeptHub, enabled
 from faasflow.runtime.logbook import LogBook
 from faasflow.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from faasflow.runtime.preflight import describe
-from faasflow.runtime.queue import DurableQueue
+from faasflow.runtime.queue import DurableQueue, Job
 from faasflow.runtime.queues import (
     QUEUE_ENV,
     Queue,
@@ -195,7 +195,7 @@ class Gateway:
             self._queue, self.queue_kind = open_queue(
                 self.config.queue or self.settings.environ.get(QUEUE_ENV, ""),
                 QueueContext("", data_dir, self.config.max_attempts, self.settings.environ,
-                             self.stack.path.name), self.settings)
+                             self.stack.path.name, self._given_up), self.settings)
             self._server = serve(self, self.config.host, self.config.port,
                                  threads=self.config.server_threads,
                                  keepalive=self.config.keepalive)
@@ -335,6 +335,12 @@ class Gateway:
         return {"queue": str(self._kept.queue.path.resolve()),
                 "gateway": self._server.url,
                 "host": self._server.url.split("://", 1)[-1].rstrip("/")}
+
+    def _given_up(self, job: Job, why: str) -> None:
+        """A call the queue gave up by itself (``QueueContext.given_up``)."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.given_up(job, why)
 
     def _count_kept(self, name: str, times: int) -> None:
         """Iterations a worker kept, counted as the ``/async-function`` calls they replace."""

@@ -100,6 +100,10 @@ class QueueContext:
     """Deliveries of one call before it is a dead letter (``--max-attempts``)."""
     environ: Mapping[str, str]
     stack_name: str
+    given_up: Callable[[Job, str], None] | None = None
+    """Call it (from any thread, once per call) when the queue itself gives a call up, as a
+    server deciding ``max_deliver`` does: a flow's iteration then fails its request with the
+    reason instead of running until the request's deadline."""
 
 
 @attrs.frozen

@@ -21,7 +21,8 @@ SUMMARY = "NATS JetStream work-queue stream shared by gateways on many hosts"
 def _create(context: QueueContext) -> Queue:
     from faasflow_nats.queue import NatsQueue
 
-    return NatsQueue(NatsOptions.from_environ(context.environ, context.url), context.max_attempts)
+    return NatsQueue(NatsOptions.from_environ(context.environ, context.url), context.max_attempts,
+                     given_up=context.given_up)
 
 
 @faasflow.hookimpl

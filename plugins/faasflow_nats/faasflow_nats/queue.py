@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,9 +55,12 @@ class NatsQueue:
     path: Path | None = None
     recovered = 0
 
-    def __init__(self, options: NatsOptions, max_attempts: int) -> None:
+    def __init__(self, options: NatsOptions, max_attempts: int, *,
+                 given_up: Callable[[Job, str], None] | None = None) -> None:
         self.options = options
         self.max_attempts = max(1, max_attempts)
+        self.given_up = given_up
+        """Told of every call the server gave up on (``max_deliver``), by one host."""
         self.dedup_hits = 0
         """Publishes the stream dropped as duplicates of a call id it holds."""
         self._loop = asyncio.new_event_loop()
@@ -193,9 +196,23 @@ class NatsQueue:
             return
         log.warning("dead letter: call %s to %s was delivered %d times without an answer "
                     "(max_deliver)", job.id, job.function, deliveries)
-        await self._keep_dead(job, f"no answer after {deliveries} deliveries")
-        with contextlib.suppress(nats.errors.Error):  # another host deleted it first
+        reason = f"no answer after {deliveries} deliveries"
+        await self._keep_dead(job, reason)
+        try:
             await self._js.delete_msg(self.options.stream, seq)
+        except nats.errors.Error:
+            return  # another host deleted it first, and tells its gateway
+        if self.given_up is not None:
+            # off the event loop: the gateway fails the request over HTTP to a worker
+            threading.Thread(target=self._tell_given_up, args=(job, reason), daemon=True,
+                             name="faasflow-nats-given-up").start()
+
+    def _tell_given_up(self, job: Job, reason: str) -> None:
+        assert self.given_up is not None
+        try:
+            self.given_up(job, f"the queue gave the call up: {reason} (max_deliver)")
+        except Exception:  # the request still ends at its deadline
+            log.exception("cannot fail the request of dead letter %s", job.id)
 
     async def _keep_dead(self, job: Job, reason: str) -> None:
         assert self._js is not None

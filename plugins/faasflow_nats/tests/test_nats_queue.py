@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faasflow_nats.options import NatsOptions
@@ -27,9 +28,11 @@ def job(call_id: str, body: bytes = b"x", function: str = "f") -> Job:
                headers=(("X-Call-Id", call_id),), body=body, callback=None)
 
 
-def make(server: NatsServer, max_attempts: int = 3, **opts: str) -> NatsQueue:
+def make(server: NatsServer, max_attempts: int = 3, given_up: Any = None, **opts: str
+         ) -> NatsQueue:
     environ = {"FAASFLOW_NATS_ACK_WAIT": "1", **opts}
-    return NatsQueue(NatsOptions.from_environ(environ, server.url), max_attempts)
+    return NatsQueue(NatsOptions.from_environ(environ, server.url), max_attempts,
+                     given_up=given_up)
 
 
 @pytest.fixture
@@ -193,7 +196,9 @@ def test_a_dead_letter_leaves_the_work_stream_and_is_kept(queue: NatsQueue) -> N
 def test_a_job_whose_every_delivery_dies_becomes_a_logged_dead_letter(
         nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "faasflow.nats")
-    q = make(nats_server, max_attempts=2)
+    told: list[tuple[str, str]] = []
+    q = make(nats_server, max_attempts=2, given_up=lambda j, why: told.append((j.id, why)))
+    other = make(nats_server, max_attempts=2, given_up=lambda j, why: told.append((j.id, why)))
     try:
         q.put(job("doomed", function="fn"))
         assert take_and_die(nats_server, 2) == ("doomed", 0)
@@ -206,8 +211,15 @@ def test_a_job_whose_every_delivery_dies_becomes_a_logged_dead_letter(
         assert q.pending() == 0
         warned = [r.getMessage() for r in caplog.records if "dead letter" in r.getMessage()]
         assert any("doomed" in m and "fn" in m and "2 times" in m for m in warned), warned
+        # both gateways hear the advisory; one tells its dispatcher to fail the request
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert [(i, "max_deliver" in why and "2 deliveries" in why) for i, why in told] == [
+            ("doomed", True)]
     finally:
         q.close()
+        other.close()
 
 
 def test_an_unreachable_server_is_a_configuration_error_naming_the_fix(tmp_path: Path) -> None:
