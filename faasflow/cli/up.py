@@ -17,6 +17,14 @@ from faasflow.errors import FaasflowError
 __all__ = ["register"]
 
 
+def _say(line: str) -> None:
+    """One line on stdout in one write. Worker output reaches the same pipe from other threads,
+    and ``print`` writes the text and the newline apart, which lets one of their lines in
+    between (a script reading "listening on <url>" then read a worker's name into the URL)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "up",
@@ -166,27 +174,27 @@ def run(args: argparse.Namespace) -> int:
             f"{name} ({spec.lang})" for name, spec in stack.functions.items()
         )
         # the "listening on" line comes last: who waits for it (tests, scripts) has the rest
-        print(f"functions: {names}", flush=True)
+        _say(f"functions: {names}")
         for report in gateway.flow_reports:
-            print(describe(report), flush=True)
-        print(f"data: {data_dir}", flush=True)
+            _say(describe(report))
+        _say(f"data: {data_dir}")
         if gateway.queue_kind is not None and gateway.queue_kind.name != "sqlite":
-            print(f"queue: {gateway.queue_kind.name} ({gateway.queue_kind.summary})", flush=True)
-        print(f"secrets: {config.secrets}", flush=True)
+            _say(f"queue: {gateway.queue_kind.name} ({gateway.queue_kind.summary})")
+        _say(f"secrets: {config.secrets}")
         if gateway.credentials is not None:
             if gateway.credentials_created:
-                print(f"basic auth: user {gateway.credentials.user}, password "
-                      f"{gateway.credentials.password} (stored in {config.secrets}; shown "
-                      "once)", flush=True)
+                _say(f"basic auth: user {gateway.credentials.user}, password "
+                     f"{gateway.credentials.password} (stored in {config.secrets}; shown "
+                     "once)")
             else:
-                print(f"basic auth: on (credentials in {config.secrets})", flush=True)
+                _say(f"basic auth: on (credentials in {config.secrets})")
         if urlsplit(gateway.url).port != 8080:
-            print(f"export OPENFAAS_URL={gateway.url}", flush=True)
+            _say(f"export OPENFAAS_URL={gateway.url}")
         if gateway.queue.recovered:
-            print(f"resuming {gateway.queue.recovered} queued asynchronous calls", flush=True)
+            _say(f"resuming {gateway.queue.recovered} queued asynchronous calls")
         for mount, name in gateway.web_apps.names.items():
-            print(f"{name}: {gateway.url}{mount}/", flush=True)
-        print(f"faasflow gateway listening on {gateway.url}", flush=True)
+            _say(f"{name}: {gateway.url}{mount}/")
+        _say(f"faasflow gateway listening on {gateway.url}")
         try:
             while not stop.wait(0.5):
                 pass

@@ -15,7 +15,8 @@ import requests
 
 __all__ = ["GatewayProcess"]
 
-_LISTENING = re.compile(r"listening on (http://\S+)")
+#: The URL is a scheme, a host and a port, whatever follows it on the line.
+_LISTENING = re.compile(r"listening on (https?://[^\s/]+:\d+)")
 
 
 class GatewayProcess:
