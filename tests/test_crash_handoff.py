@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from test_crash_gateway import KILLS, WAIT, Chaos, read_calls, troubled
+from test_crash_gateway import KILLS, WAIT, Chaos, _env, read, read_calls, troubled
 
 from faasflow.runtime.process import GatewayProcess
 from faasflow.testing import calllog
@@ -61,12 +61,6 @@ def stack(tmp_path: Path) -> Path:
                                {"COUNT_LOG": str(tmp_path / "calls.log")})
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
-    env.update(extra)
-    return env
-
-
 def submit(gateway: GatewayProcess, count: int) -> list[str]:
     bodies = [f"c{i:04d}" for i in range(count)]
 
@@ -85,23 +79,6 @@ def submit(gateway: GatewayProcess, count: int) -> list[str]:
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, bodies))
-
-
-def read(gateway: GatewayProcess, path: str) -> Any:
-    deadline = time.monotonic() + 30
-    problem = ""
-    while time.monotonic() < deadline:
-        try:
-            reply = requests.get(f"{gateway.url}{path}", timeout=60)
-            if reply.status_code == 200:
-                return reply.json()
-            problem = f"{reply.status_code} {reply.text}"
-            if reply.status_code < 500:
-                raise AssertionError(f"GET {path}: {problem}")
-        except requests.RequestException as exc:
-            problem = str(exc)
-        time.sleep(0.2)
-    raise AssertionError(f"GET {path} kept failing: {problem}")
 
 
 def wait_done(gateway: GatewayProcess, count: int) -> list[dict[str, Any]]:
