@@ -19,7 +19,6 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -31,6 +30,8 @@ from faasflow.hookspecs import hookimpl
 from faasflow.http import DEFAULT_TIMEOUT, HttpClient
 from faasflow.interfaces import Deliver, Invoker, Options, Response
 from faasflow.shortcuts import call_shortcut, forward_shortcut
+
+from .workpool import WorkPool
 
 __all__ = ["LocalFunction", "LocalInvoker", "LocalRequest", "OpenFaasInvoker"]
 
@@ -217,16 +218,10 @@ class LocalInvoker(Invoker):
     timeout: float = DEFAULT_TIMEOUT
     _functions: dict[str, _Registered] = attrs.field(factory=dict, init=False)
     _deliver: Deliver | None = attrs.field(default=None, init=False)
-    _pool: ThreadPoolExecutor | None = attrs.field(default=None, init=False)
+    _pool: WorkPool[_Job] | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _client: HttpClient | None = attrs.field(default=None, init=False)
-    _queued: int = attrs.field(default=0, init=False)
-    _drained: threading.Condition = attrs.field(init=False)
-
-    @_drained.default
-    def _condition(self) -> threading.Condition:
-        return threading.Condition(self._lock)
 
     @classmethod
     def from_options(cls, options: Options) -> LocalInvoker:
@@ -331,7 +326,8 @@ class LocalInvoker(Invoker):
             # go to the pool and run in parallel.
             pending.append(job)
             return
-        if pending is not None and self._queued >= QUEUE_LIMIT and not _worker.inline:
+        pool = self._pool or self._open(request_id)
+        if pending is not None and len(pool) >= QUEUE_LIMIT and not _worker.inline:
             # Back-pressure: a worker handing on more iterations than the pool keeps up with
             # (a foreach of 100,000 branches) runs this one itself, so the queue, and the
             # memory its messages hold, stays bounded. One level only: what that iteration
@@ -342,27 +338,27 @@ class LocalInvoker(Invoker):
             finally:
                 _worker.inline = False
             return
-        with self._drained:
-            while pending is None and self._queued >= QUEUE_LIMIT and not self._closed:
-                # back-pressure on a thread of the caller's (an in-process start handing on
-                # a wide foreach): it waits for the pool, which never waits for it
-                self._drained.wait(1.0)
-            if self._closed:
-                raise BackendError(
-                    "local invoker", "forward", "in-process",
-                    f"the invoker is closed; iteration of request {request_id} not queued",
-                )
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="faasflow")
-            self._queued += 1
-            self._pool.submit(self._start, job)
+        if pending is None and len(pool) >= QUEUE_LIMIT:
+            # back-pressure on a thread of the caller's (an in-process start handing on a
+            # wide foreach): it waits for the pool, which never waits for it
+            pool.wait_for_room(QUEUE_LIMIT, 1.0)
+        if not pool.put(job):
+            raise self._closed_error(request_id)
 
-    def _start(self, job: _Job) -> None:
-        with self._drained:
-            self._queued -= 1
-            if self._queued < QUEUE_LIMIT:
-                self._drained.notify()
-        _run(job)
+    def _open(self, request_id: str) -> WorkPool[_Job]:
+        with self._lock:
+            if self._closed:
+                raise self._closed_error(request_id)
+            if self._pool is None:
+                self._pool = WorkPool(self.workers, _run, "faasflow")
+            return self._pool
+
+    @staticmethod
+    def _closed_error(request_id: str) -> BackendError:
+        return BackendError(
+            "local invoker", "forward", "in-process",
+            f"the invoker is closed; iteration of request {request_id} not queued",
+        )
 
     def close(self, *, wait: bool = True) -> None:
         """Wait for queued iterations to finish, then stop the workers and the HTTP pool.
@@ -373,9 +369,8 @@ class LocalInvoker(Invoker):
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
-            self._drained.notify_all()
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=not wait)
+            pool.stop(wait=wait, drop=not wait)
         if self._client is not None:
             self._client.close()
 

@@ -1,0 +1,168 @@
+"""The local invoker's worker pool: a queue of jobs drained by a fixed number of threads.
+
+Lighter than :class:`concurrent.futures.ThreadPoolExecutor` on the path every fan-out branch
+takes: a job is a plain tuple appended to a deque (no Future, no queue lock, no condition),
+a worker that finds the deque empty parks on a lock of its own, and a submitter wakes one only
+when one is parked. A busy pool therefore costs a submitter one ``append`` and a length check.
+
+Like the executor's threads, the workers are not daemons: a process that exits with jobs
+queued runs them first (the workers are told at interpreter shutdown, before it joins them).
+A forked child starts with an empty pool: the parent's threads did not come along, nor do its
+queued jobs (they are the parent's to run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["WorkPool"]
+
+log = logging.getLogger("faasflow.invoker")
+
+_J = TypeVar("_J")
+
+_pools: weakref.WeakSet[WorkPool[Any]] = weakref.WeakSet()
+
+
+class WorkPool(Generic[_J]):
+    """Up to ``size`` threads calling ``run(job)`` for every job :meth:`put` queues, in
+    order. ``run`` handles its own errors; whatever escapes it is logged and the worker goes
+    on (as an executor's would)."""
+
+    def __init__(self, size: int, run: Callable[[_J], None], name: str = "pool") -> None:
+        self.size = size
+        self._run = run
+        self._name = name
+        self._reset()
+        _pools.add(self)
+
+    def _reset(self) -> None:
+        self._jobs: deque[_J] = deque()
+        # the wake-up lock of each parked worker: held while it sleeps, released to wake it
+        self._parked: list[threading.Lock] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()  # starting threads, stopping, waking waiters
+        self._room = threading.Condition(self._lock)
+        self._waiting = 0  # threads in wait_for_room
+        self._stopping = False
+
+    def __len__(self) -> int:
+        """Jobs queued and not yet taken by a worker."""
+        return len(self._jobs)
+
+    def put(self, job: _J) -> bool:
+        """Queue ``job``; a parked worker is woken, or a new one started while fewer than
+        ``size`` run. False (nothing queued) once the pool is stopping."""
+        self._jobs.append(job)
+        if self._stopping:
+            # appended first, looked second: a stop that came later finds the job queued and
+            # its workers run it before they end
+            try:
+                self._jobs.remove(job)
+            except (ValueError, IndexError):  # IndexError: the deque changed meanwhile
+                return True  # a worker took it already
+            return False
+        if self._parked:
+            try:
+                wake = self._parked.pop()
+            except IndexError:  # another submitter woke the last one
+                return True
+            wake.release()
+        elif len(self._threads) < self.size:
+            self._start_worker()
+        return True
+
+    def _start_worker(self) -> None:
+        # also while stopping: a job queued just before the stop needs a thread to end on
+        with self._lock:
+            if len(self._threads) >= self.size:
+                return
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=False
+            )
+            self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        parked = self._parked
+        wake = threading.Lock()
+        wake.acquire()
+        while True:
+            try:
+                job = jobs.popleft()
+            except IndexError:
+                if self._stopping:
+                    return
+                parked.append(wake)
+                # a job or the stop may have come between the empty popleft and the append,
+                # from a submitter that found nobody parked: look again before sleeping
+                if jobs or self._stopping:
+                    try:
+                        parked.remove(wake)
+                    except ValueError:
+                        wake.acquire()  # a submitter took this wake-up: its release comes
+                    continue
+                wake.acquire()
+                continue
+            if self._waiting:
+                with self._room:
+                    self._room.notify()
+            try:
+                self._run(job)
+            except BaseException:
+                log.exception("a job of the %s pool raised", self._name)
+
+    def wait_for_room(self, limit: int, timeout: float) -> None:
+        """Block the calling thread while ``limit`` or more jobs are queued (at most
+        ``timeout`` seconds per look), or until the pool stops."""
+        with self._room:
+            self._waiting += 1
+            try:
+                while len(self._jobs) >= limit and not self._stopping:
+                    self._room.wait(timeout)
+            finally:
+                self._waiting -= 1
+
+    def stop(self, *, wait: bool = True, drop: bool = False) -> None:
+        """Let the workers end once the queue is empty (``drop``: empty it now); with
+        ``wait``, return when they have (the calling worker excepted)."""
+        with self._lock:
+            self._stopping = True
+            if drop:
+                self._jobs.clear()
+            self._room.notify_all()
+            threads = list(self._threads)
+        while self._parked:
+            try:
+                wake = self._parked.pop()
+            except IndexError:
+                break
+            wake.release()
+        if wait:
+            me = threading.current_thread()
+            for thread in threads:
+                if thread is not me:
+                    thread.join()
+
+
+def _stop_all() -> None:
+    for pool in list(_pools):
+        pool.stop(wait=False)
+
+
+def _forget_parent() -> None:
+    for pool in list(_pools):
+        pool._reset()
+
+
+# told before the interpreter joins its non-daemon threads (as concurrent.futures does), so
+# parked workers end once the queue is drained instead of keeping the process alive
+threading._register_atexit(_stop_all)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_parent)
