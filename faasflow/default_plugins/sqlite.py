@@ -12,6 +12,7 @@ by two threads at once, nor cross a ``fork``); :meth:`SqliteStateStore.transacti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -89,6 +90,29 @@ def _compare_sql(count: int) -> str:
     return f"SELECT key, value FROM faasflow_state WHERE key IN ({', '.join('?' * count)})"
 
 
+_UPSERT = (
+    "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _guarded_sql(present: int, absent: int, puts: int) -> str:
+    """One statement writing ``puts`` rows if ``present`` keys hold the values given and
+    ``absent`` keys do not exist (parameters in that order: key and value per row, key and
+    value per present key, then the absent keys). The SELECT reads the table it inserts into,
+    so SQLite computes all its rows (and the guard) before the first write."""
+    guard = [
+        "EXISTS (SELECT 1 FROM faasflow_state WHERE key = ? AND value = ?)"
+    ] * present + ["NOT EXISTS (SELECT 1 FROM faasflow_state WHERE key = ?)"] * absent
+    rows = ", ".join(["(?, ?)"] * puts)
+    return (
+        "INSERT INTO faasflow_state (key, value) SELECT column1, column2"
+        f" FROM (VALUES {rows}) WHERE {' AND '.join(guard) or 'true'}"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+
+
 def _matches(rows: Sequence[Any], checks: Mapping[str, str | None]) -> bool:
     """Whether the ``(key, value)`` rows found are exactly what ``checks`` expects."""
     found = {str(key): str(value) for key, value in rows}
@@ -126,13 +150,7 @@ class SqliteStateStore(StateStore):
         return self.db.query(operation, "sqlite state store", sql, params)
 
     def set(self, key: str, value: str) -> None:
-        self._execute(
-            "set",
-            "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            self._namespace + key,
-            value,
-        )
+        self._execute("set", _UPSERT, self._namespace + key, value)
 
     def get(self, key: str) -> str:
         rows = self._query(
@@ -225,36 +243,54 @@ class SqliteStateStore(StateStore):
         writes = [(ns + key, value) for key, value in put.items()]
         doomed = [(ns + key,) for key in delete]
         _overlap(put, doomed, len(ns))
-        if checks:
-            sql = _compare_sql(len(checks))
+        if checks and self.db.writing:
             # A compare that fails now fails as well as it would under the lock (one statement
-            # reads one snapshot): answer without queueing for the write lock. A fan-in's
-            # counter fails its first compare whenever another member moved it meanwhile.
+            # reads one snapshot): answer without queueing for the write lock another thread
+            # holds. A fan-in's counter fails its first compare whenever another member moved
+            # it meanwhile. With the lock free the read would only be paid twice.
+            sql = _compare_sql(len(checks))
             if not _matches(self.db.query("transaction", _STATE, sql, tuple(checks)), checks):
                 return False
+        if writes and not doomed:
+            return self._guarded_put(checks, writes)
         with self.db.transaction("transaction", _STATE) as conn:
-            if checks and not _matches(conn.execute(sql, tuple(checks)).fetchall(), checks):
+            if checks and not _matches(
+                conn.execute(_compare_sql(len(checks)), tuple(checks)).fetchall(), checks
+            ):
                 return False
             if writes:
-                conn.executemany(
-                    "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    writes,
-                )
+                conn.executemany(_UPSERT, writes)
             if doomed:
                 conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
         return True
+
+    def _guarded_put(
+        self, checks: Mapping[str, str | None], writes: Sequence[tuple[str, str]]
+    ) -> bool:
+        """Puts under compares as one statement: its guard and its writes are one atomic step
+        (a writing statement takes the file's write lock before it reads), and one statement is
+        one trip into SQLite where a BEGIN ... COMMIT is five. Each trip gives up the GIL, and
+        getting it back behind a busy thread can take a switch interval, all while this thread
+        holds the process's write lock."""
+        present = [(key, expected) for key, expected in checks.items() if expected is not None]
+        absent = [key for key, expected in checks.items() if expected is None]
+        params: list[str] = []
+        for key, value in writes:
+            params += (key, value)
+        for key, expected in present:
+            params += (key, expected)
+        params += absent
+        _, changed = self._execute(
+            "transaction", _guarded_sql(len(present), len(absent), len(writes)), *params
+        )
+        return changed > 0
 
     def increment(self, key: str, by: int = 1) -> int:
         full = self._namespace + key
         with self.db.transaction("increment", "sqlite state store") as conn:
             row = conn.execute("SELECT value FROM faasflow_state WHERE key = ?", (full,)).fetchone()
             value = (0 if row is None else int(row[0])) + by
-            conn.execute(
-                "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (full, str(value)),
-            )
+            conn.execute(_UPSERT, (full, str(value)))
         return value
 
     def close(self) -> None:

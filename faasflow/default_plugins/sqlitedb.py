@@ -91,6 +91,12 @@ class Database:
         self._inherited = self._generation  # connections of older generations: the parent's
 
     @property
+    def writing(self) -> bool:
+        """Whether a thread of this process holds the write lock now (a hint: it may change
+        the next instant)."""
+        return self._writing.locked()
+
+    @property
     def open_connections(self) -> int:
         """Connections this process holds (idle or in use)."""
         return self._open if self._pid == os.getpid() else 0
