@@ -242,18 +242,18 @@ class FilesystemDataStore(DataStore):
             self._drop(self._legacy(key))
             return
         full = self._namespace + key
-        _, changed = self.db.execute(
-            "delete", _BACKEND,
-            "DELETE FROM faasflow_values WHERE key = ? AND file IS NULL", (full,),
-        )
-        if changed != 1:
-            with self.db.transaction("delete", _BACKEND) as conn:
-                row = conn.execute(
-                    "SELECT file FROM faasflow_values WHERE key = ?", (full,)
-                ).fetchone()
-                conn.execute("DELETE FROM faasflow_values WHERE key = ?", (full,))
-            if row is not None and row[0] is not None:
-                self._drop(self.directory / str(row[0]))
+        # A fan-out's branches delete inputs that were never stored here; while another thread
+        # holds the write lock, a read (which never waits) spares the queue for it.
+        if not self.db.writing or self.db.query(
+            "delete", _BACKEND, "SELECT 1 FROM faasflow_values WHERE key = ?", (full,)
+        ):
+            # One statement whether the row holds the value or names its file.
+            rows, _ = self.db.execute(
+                "delete", _BACKEND,
+                "DELETE FROM faasflow_values WHERE key = ? RETURNING file", (full,),
+            )
+            if rows and rows[0][0] is not None:
+                self._drop(self.directory / str(rows[0][0]))
         self._drop(self._legacy(key))
 
     def cleanup(self) -> None:
