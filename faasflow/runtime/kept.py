@@ -15,8 +15,12 @@ one of its own threads:
   :data:`BURST_STEPS` steps or :data:`BURST_SECONDS`, so deliveries of other requests are not
   starved;
 - every other hand-on (a fan-out's further branches, a chain past its burst) is committed the
-  same way, then given to the gateway (a ``deliver`` line on the pipe below): its dispatcher
-  delivers it to any worker, so branches spread over the workers, without the HTTP request;
+  same way, then given to the gateway (a ``deliver`` line on the pipe below). The gateway makes
+  the row the least busy worker's (``holder`` set to it, committed) and tells that worker on
+  its stdin (``run <id>``), which runs it on threads of its own and reports it ``ran``: the
+  branches spread over the workers without any HTTP request. Past
+  :data:`ROUTED_PER_WORKER` rows not yet run on every worker, the gateway's dispatcher
+  delivers the row over HTTP instead;
 - a kept iteration answered with a retry status (``dispatch.RETRY_STATUSES``), or that could
   not run, is handed back: a line on the worker's protocol stdout (the pipe the gateway reads)
   names it, and the gateway's :class:`KeptHub` takes the row over and retries it with the
@@ -25,7 +29,9 @@ one of its own threads:
 
 Crash safety is the queue's: a row is committed before the hand-on returns, so a worker killed
 at any point leaves it in the file; the gateway sees the worker's pipe close, reaps it, and
-delivers every row that worker held (:meth:`DurableQueue.release_holder`); a gateway killed
+delivers every row that worker held (:meth:`DurableQueue.release_holder`) — a row given to
+another worker is that worker's before it is told, and no row is given to a worker whose death
+the gateway saw; a gateway killed
 takes its workers with it and delivers every row on start. A redelivered iteration whose work
 was done is a duplicate the engine's markers recognise.
 
@@ -49,12 +55,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from faasflow.runtime.queue import CallIdInUse, Job, finish_job, insert_job, open_db
+from faasflow.runtime.queue import CallIdInUse, Job, finish_job, held_job, insert_job, open_db
 from faasflow.runtime.server import StartResponse, WSGIApp
 
 if TYPE_CHECKING:
     from faasflow.runtime.dispatch import Dispatcher
     from faasflow.runtime.queue import DurableQueue
+    from faasflow.runtime.workers import WorkerProcess
 
 __all__ = ["BURST_SECONDS", "BURST_STEPS", "RUNNERS", "KeptHub", "SameWorkerIterations",
            "enabled", "new_holder"]
@@ -68,6 +75,8 @@ BURST_STEPS = 64
 BURST_SECONDS = 0.5
 #: Hand-ons counted before the worker reports them (also at the end of every burst).
 REPORT_EVERY = 32
+#: Rows the gateway gives one worker to run (beyond them its dispatcher delivers over HTTP).
+ROUTED_PER_WORKER = 64
 
 #: Request headers never stored with a job (as the gateway's ``/async-function`` drops them).
 _DROPPED = frozenset({
@@ -147,6 +156,9 @@ class SameWorkerIterations:
         self._reports = _Reports()
         self._slots = threading.BoundedSemaphore(max(1, runners))
         self._runners = ThreadPoolExecutor(max(1, runners), thread_name_prefix="faasflow-kept")
+        # rows the gateway made this worker's: their own threads, never waiting for a slot a
+        # hand-on queued behind them holds
+        self._routed = ThreadPoolExecutor(max(1, runners), thread_name_prefix="faasflow-routed")
         self._local = threading.local()
         self._keeping = True
 
@@ -211,7 +223,9 @@ class SameWorkerIterations:
             return stored is False
         self._reports.count(flow_name)
         if not keep:
-            self._reports.send({"deliver": job.id})
+            # the gateway hands it to the least busy worker's runners (this one's too), or to
+            # its dispatcher when every worker has enough of them
+            self._reports.send({"deliver": job.id, "function": flow_name})
             return True
         pending.append(job)
         if not local.runner:
@@ -237,7 +251,23 @@ class SameWorkerIterations:
 
     # the runner's side
 
-    def _burst(self, first: Job) -> None:
+    def routed(self, job_id: str) -> None:
+        """The gateway made the row ``job_id`` this worker's (a ``run`` line on its stdin):
+        run it on a thread of its own, as a burst."""
+        self._routed.submit(self._run_routed, job_id)
+
+    def _run_routed(self, job_id: str) -> None:
+        try:
+            with self._db_lock:
+                job = held_job(self._db, job_id, self.holder)
+            if job is not None:  # else delivered meanwhile (held past the stale limit)
+                self._burst(job, slot=False)
+        except Exception as exc:  # the row stays held: delivered when this worker dies
+            log.warning("cannot run the call %s the gateway gave this worker: %s", job_id, exc)
+        finally:
+            self._reports.send({"ran": job_id})
+
+    def _burst(self, first: Job, *, slot: bool = True) -> None:
         """Run a kept iteration, then the one it kept, and so on, up to the burst's bound."""
         local = self._local
         local.runner = True
@@ -257,7 +287,8 @@ class SameWorkerIterations:
         finally:
             local.runner = False
             self._reports.flush()
-            self._slots.release()
+            if slot:
+                self._slots.release()
 
     def _run(self, job: Job) -> None:
         from faasflow.runtime.dispatch import ATTEMPT_HEADER, RETRY_STATUSES
@@ -300,6 +331,7 @@ class SameWorkerIterations:
 
     def close(self) -> None:
         self._runners.shutdown(wait=False, cancel_futures=True)
+        self._routed.shutdown(wait=False, cancel_futures=True)
 
 
 def _environ(job: Job, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -345,6 +377,10 @@ class KeptHub:
         self.queue = queue
         self.count = count
         self.dispatcher: Dispatcher | None = None
+        self._lock = threading.Lock()
+        self._routed: dict[str, int] = {}
+        """Rows made each live worker's (by holder) that it has not reported run yet."""
+        self._dead: set[str] = set()
 
     def report(self, holder: str, message: Mapping[str, Any]) -> None:
         kept = message.get("kept")
@@ -354,12 +390,55 @@ class KeptHub:
                     self.count(str(function), times)
         queued = message.get("deliver")
         if isinstance(queued, str):
-            self.queue.take_over(queued, holder, claim=False)
+            function = message.get("function")
+            if not (isinstance(function, str) and self._route(queued, holder, function)):
+                self.queue.take_over(queued, holder, claim=False)
+        ran = message.get("ran")
+        if isinstance(ran, str):
+            with self._lock:
+                if self._routed.get(holder, 0) > 0:
+                    self._routed[holder] -= 1
         job_id = message.get("hand_back")
         if isinstance(job_id, str):
             status = message.get("status")
             self._hand_back(job_id, holder, status if isinstance(status, int) else None,
                             str(message.get("why") or ""))
+
+    def _route(self, job_id: str, holder: str, function: str) -> bool:
+        """Make the row ``holder`` committed held by the least busy worker serving
+        ``function`` and tell that worker to run it: no HTTP delivery, and the branches of a
+        fan-out still spread over the workers. False when none has room for it (the
+        dispatcher delivers it then)."""
+        dispatcher = self.dispatcher
+        if dispatcher is None or dispatcher.closing.is_set():
+            return False
+        pool = dispatcher.pool_of.get(function)
+        if pool is None:
+            return False
+        with self._lock:
+            if holder in self._dead:
+                return False  # its rows are being (or were) released
+            choice: WorkerProcess | None = None
+            least = ROUTED_PER_WORKER
+            for worker in pool.workers:
+                to = worker.holder
+                if not to or to in self._dead or worker.upstream is None or \
+                        not worker.alive():
+                    continue
+                load = self._routed.get(to, 0) + worker.upstream.in_flight
+                if load < least:
+                    choice, least = worker, load
+            if choice is None:
+                return False
+            # committed before the worker hears of it; a worker that dies from here on
+            # releases it, as exited() marks the holder dead under this lock first
+            if not self.queue.hand_over(job_id, holder, choice.holder):
+                return True  # not held by that worker any more: delivered otherwise
+            self._routed[choice.holder] = self._routed.get(choice.holder, 0) + 1
+            to = choice.holder
+        choice.tell(b"run " + job_id.encode())
+        log.debug("call %s of %s given to worker %s", job_id, function, to)
+        return True
 
     def _hand_back(self, job_id: str, holder: str, status: int | None, why: str) -> None:
         job = self.queue.take_over(job_id, holder)
@@ -394,6 +473,9 @@ class KeptHub:
 
     def exited(self, holder: str) -> None:
         """The worker process ``holder`` is dead (reaped): deliver what it held."""
+        with self._lock:  # no row is made its own from here on
+            self._dead.add(holder)
+            self._routed.pop(holder, None)
         try:
             released = self.queue.release_holder(holder)
         except Exception as exc:  # the next gateway start delivers them

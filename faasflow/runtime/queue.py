@@ -32,7 +32,8 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["CallIdInUse", "DurableQueue", "Job", "finish_job", "insert_job", "open_db"]
+__all__ = ["CallIdInUse", "DurableQueue", "Job", "finish_job", "held_job", "insert_job",
+           "open_db"]
 
 #: Seconds a delivered call's id is remembered, so a repeated put is recognised.
 SEEN_FOR = 3600.0
@@ -245,6 +246,16 @@ class DurableQueue:
                 self._changed.notify()
             return job
 
+    def hand_over(self, job_id: str, holder: str, to: str) -> bool:
+        """Make the job ``holder`` holds held by the worker process ``to`` instead (which is
+        told to run it); False when ``holder`` does not hold it (any more)."""
+        with self._lock:
+            if self._db_closed:
+                return False
+            moved = self._db.execute("UPDATE jobs SET holder = ? WHERE id = ? AND holder = ?",
+                                     (to, job_id, holder))
+            return moved.rowcount == 1
+
     def release_holder(self, holder: str) -> int:
         """Deliver every job the (dead) worker process ``holder`` held; how many there were."""
         return self._release_where("holder = ?", (holder,))
@@ -350,6 +361,13 @@ def insert_job(db: sqlite3.Connection, job: Job, holder: str | None = None) -> b
              holder),
         )
         return True
+
+
+def held_job(db: sqlite3.Connection, job_id: str, holder: str) -> Job | None:
+    """The job ``holder`` holds under ``job_id``, if it does."""
+    row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND holder = ?",
+                     (job_id, holder)).fetchone()
+    return None if row is None else _job(row)
 
 
 def finish_job(db: sqlite3.Connection, job: Job) -> None:

@@ -179,13 +179,20 @@ CLOSE_GRACE = 3.0
 
 def _watch_stdin(apps: Mapping[str, WSGIApp], kept: SameWorkerIterations | None = None
                  ) -> None:
+    rest = b""
     try:
         while True:
-            chunk = os.read(sys.stdin.fileno(), 4096)  # returns what is there, not 4096
+            chunk = os.read(sys.stdin.fileno(), 65536)  # returns what is there
             if not chunk:
                 break
-            if kept is not None and b"closing" in chunk:
-                kept.stop_keeping()  # the gateway is stopping: hand-ons go to its queue
+            *lines, rest = (rest + chunk).split(b"\n")
+            if kept is None:
+                continue
+            for line in lines:
+                if line.startswith(b"run "):  # a queued row the gateway made this worker's
+                    kept.routed(line[4:].decode(errors="replace"))
+                elif line == b"closing":
+                    kept.stop_keeping()  # the gateway is stopping: hand-ons go to its queue
     finally:
         # the gateway is stopping us: close the flows' backends (a tracer exports what it
         # queued) for a bounded time, then leave at once, whatever is still running
