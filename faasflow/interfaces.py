@@ -26,6 +26,7 @@ from faasflow.errors import CompareFailed, KeyNotFound
 
 __all__ = [
     "DataStore",
+    "Decide",
     "Deliver",
     "Invoker",
     "Options",
@@ -37,6 +38,9 @@ __all__ = [
 #: Backend options: ``FAASFLOW_<BACKEND>_<OPTION>`` variables (and the ecosystem's own, such as
 #: ``CONSUL_HTTP_ADDR``), keyed by lower-case option name.
 Options = Mapping[str, str]
+
+#: ``decide(values) -> writes``: see :meth:`StateStore.locked_transaction`.
+Decide = Callable[[Mapping[str, str | None]], Mapping[str, str | None] | None]
 
 _Scoped = TypeVar("_Scoped", bound="_Namespaced")
 _PLAIN: dict[type, bool] = {}  # classes whose instances copy by their __dict__ alone
@@ -105,6 +109,11 @@ class StateStore(_Namespaced, ABC):
     #: Consul txn, memory lock). The engine is correct without it and uses it, where present,
     #: to save round trips and close windows between single-key steps.
     atomic_transactions: ClassVar[bool] = False
+    #: True when :meth:`locked_transaction` is implemented: the store can read keys and write
+    #: what the engine decides from them as one step that no other writer comes between (a
+    #: lock, ``BEGIN IMMEDIATE``). The engine then adds a fan-in member without reading the
+    #: set's counter first, and never loses a race for it; without, it compare-and-swaps.
+    locked_transactions: ClassVar[bool] = False
     #: True when a :meth:`scan_page` costs in proportion to the keys between ``start_after``
     #: and its end whatever the limit (etcd 3.4 walks its key index that far). The request
     #: index then reads in time windows with ``end_before``, so a page costs the same however
@@ -127,6 +136,22 @@ class StateStore(_Namespaced, ABC):
         ``atomic_transactions = True`` implement it.
         """
         raise NotImplementedError(f"{type(self).__name__} has no atomic multi-key transaction")
+
+    def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
+        """Atomically: read ``keys`` (an absent key reads ``None``), call ``decide`` with them
+        and apply the writes it returns (a value of ``None`` deletes the key; ``None`` or ``{}``
+        writes nothing); no other write to those keys, from any thread or process, comes
+        between the read and the writes.
+
+        ``decide`` must be quick and must not call the store (it may run under the store's
+        lock). When it raises, nothing is written and the exception propagates. A backend
+        failure may be raised after the writes were applied; the engine calls again, so
+        ``decide`` may run more than once and must recognise its own earlier writes.
+
+        The default raises :class:`NotImplementedError`; backends with
+        ``locked_transactions = True`` implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no locked transaction")
 
     @abstractmethod
     def set(self, key: str, value: str) -> None:

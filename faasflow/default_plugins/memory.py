@@ -16,7 +16,7 @@ import attrs
 from faasflow.backends import Backend
 from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.hookspecs import hookimpl
-from faasflow.interfaces import DataStore, Options, StateStore
+from faasflow.interfaces import DataStore, Decide, Options, StateStore
 
 __all__ = ["MemoryDataStore", "MemoryStateStore"]
 
@@ -53,11 +53,16 @@ class _Shelf:
 _EMPTY: dict[str, object] = {}
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 @attrs.define(eq=False, slots=False)
 class MemoryStateStore(StateStore):
     """Thread-safe, process-local StateStore."""
 
     atomic_transactions = True
+    locked_transactions = True
     #: A scoped handle holds only its namespace: the engine may share one between threads.
     handles_shareable: ClassVar[bool] = True
 
@@ -132,6 +137,20 @@ class MemoryStateStore(StateStore):
             for key in doomed:
                 values.pop(key, None)
             return True
+
+    def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
+        with self._shelf.lock:
+            space = self._shelf.spaces.get(self._namespace, _EMPTY)
+            values = {key: _text(space.get(key)) for key in keys}
+            writes = decide(values)
+            if not writes:
+                return
+            space = self._shelf.space(self._namespace)
+            for key, value in writes.items():
+                if value is None:
+                    space.pop(key, None)
+                else:
+                    space[key] = value
 
     def increment(self, key: str, by: int = 1) -> int:
         with self._shelf.lock:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -301,11 +302,56 @@ def add_member(
 
     ``handed``: the arriving node's own hand-over, made in that same first try when this
     arrival does not complete the set (nothing follows it then); the fourth value says whether
-    it was made."""
+    it was made.
+
+    A store with ``locked_transactions`` reads the counter, the member's key, the state and
+    the hand-over's marker and writes the arrival in one locked step: no lost race for the
+    counter, no read before it."""
+    if states.locked_transactions:
+        return _add_locked(states, key, member, total, state, handed)
     if states.atomic_transactions:
         return _add_counted(states, key, member, total, state, handed)
     members = _add_listed(states, key, member)
     return len(members), len(members) >= total and members[-1] == member, False, False
+
+
+def _add_locked(
+    states: StateStore, key: str, member: str, total: int, state: str | None,
+    handed: Handed | None,
+) -> tuple[int, bool, bool, bool]:
+    marker = f"{key}@{member}"
+    keys = [key, marker]
+    if state is not None:
+        keys.append(STATE_KEY)
+        if handed is not None:
+            keys.append(handed.key)
+    answer: tuple[int, bool, bool, bool] | None = None
+
+    def decide(values: Mapping[str, str | None]) -> dict[str, str] | None:
+        nonlocal answer
+        current = values[key]
+        position = values[marker]
+        if position is not None:  # our own arrival, recorded before (its answer was lost)
+            answer = None if current is None else (int(current), int(position) == total,
+                                                   False, False)
+            return None
+        count = int(current) + 1 if current else 1
+        checked = state is not None and values[STATE_KEY] == state
+        # the hand-over only where the state held (as one transaction comparing both would)
+        # and nothing follows this arrival (it does not complete the set)
+        made = (checked and handed is not None and count < total
+                and values[handed.key] == handed.done)
+        answer = (count, count == total, checked, made)
+        writes = {marker: str(count), key: str(count)}
+        if made:
+            assert handed is not None
+            writes[handed.key] = handed.handed
+        return writes
+
+    states.locked_transaction(keys, decide)
+    if answer is None:
+        raise Stopped  # the member's key without the counter: the request's keys are going
+    return answer
 
 
 def _add_counted(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from faasflow.errors import BackendError
-from faasflow.interfaces import DataStore, StateStore
+from faasflow.interfaces import DataStore, Decide, StateStore
 
 __all__ = ["RetryingData", "RetryingStates", "retry_backend"]
 
@@ -67,6 +67,7 @@ class RetryingStates(StateStore):
         self.inner = inner
         self.budget = budget
         self.atomic_transactions = inner.atomic_transactions  # type: ignore[misc]
+        self.locked_transactions = inner.locked_transactions  # type: ignore[misc]
         self.pages_walk_the_range = inner.pages_walk_the_range  # type: ignore[misc]
         self.configure(inner.flow_name, inner.request_id)
 
@@ -137,6 +138,10 @@ class RetryingStates(StateStore):
     ) -> bool:
         deletes = tuple(delete)
         return retry_backend(self.budget, lambda: self.inner.transaction(compare, put, deletes))
+
+    def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
+        read = tuple(keys)
+        retry_backend(self.budget, lambda: self.inner.locked_transaction(read, decide))
 
 
 class RetryingData(DataStore):

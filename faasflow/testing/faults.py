@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import attrs
 
 from faasflow.errors import BackendError
-from faasflow.interfaces import DataStore, StateStore
+from faasflow.interfaces import DataStore, Decide, StateStore
 from faasflow.testing.redelivery import CountingFunctions, Delivery, RedeliveringQueue, status_of
 
 __all__ = [
@@ -150,7 +150,7 @@ class FailingStore:
 
     inner: Any
     faults: Faults
-    _classes: ClassVar[dict[tuple[type, bool], type]] = {}
+    _classes: ClassVar[dict[tuple[type, bool, bool], type]] = {}
 
     @staticmethod
     def wrap(store: _S, faults: Faults) -> _S:
@@ -158,10 +158,13 @@ class FailingStore:
         ``atomic_transactions`` capability when it is a StateStore)."""
         base: type = FailingStateStore if isinstance(store, StateStore) else FailingDataStore
         atomic = bool(getattr(type(store), "atomic_transactions", False))
-        key = (base, atomic)
+        locked = bool(getattr(type(store), "locked_transactions", False))
+        key = (base, atomic, locked)
         cls = FailingStore._classes.get(key)
         if cls is None:
             extra = {"atomic_transactions": True} if atomic else {}
+            if locked:
+                extra["locked_transactions"] = True
             cls = FailingStore._classes[key] = type(base.__name__, (base,), extra)
         wrapper: Any = object.__new__(cls)
         wrapper.inner = store
@@ -228,6 +231,10 @@ class FailingStateStore(FailingStore, StateStore):
     ) -> bool:
         keys = [*compare, *put, *delete]
         return bool(self._do("transaction", ",".join(keys), compare, put, list(delete)))
+
+    def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
+        read = list(keys)
+        self._do("locked_transaction", ",".join(read), read, decide)
 
 
 class FailingDataStore(FailingStore, DataStore):

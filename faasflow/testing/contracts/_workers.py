@@ -66,6 +66,22 @@ def _task_increment(store: StateStore, index: int, key: str, times: int) -> list
     return [store.increment(key) for _ in range(times)]
 
 
+def _task_locked_add(store: StateStore, index: int, key: str, times: int) -> list[int]:
+    """Add ``times`` members to the counted set ``key`` as the engine records fan-in
+    arrivals: the counter and the member's position read and written in one locked step."""
+    positions: list[int] = []
+    for n in range(times):
+        member = f"{key}@worker-{index}-{n}"
+
+        def decide(values: Mapping[str, str | None], member: str = member) -> dict[str, str]:
+            count = int(values[key] or 0) + 1
+            positions.append(count)  # a call repeated after a lost answer would show twice
+            return {key: str(count), member: str(count)}
+
+        store.locked_transaction([key, member], decide)
+    return positions
+
+
 def _task_write(store: DataStore, index: int, size: int) -> None:
     store.set(f"worker-{index}", payload(index, size))
 
@@ -80,6 +96,7 @@ TASKS: dict[str, Callable[..., Any]] = {
     "cas_increment": _task_cas_increment,
     "increment": _task_increment,
     "transaction": _task_transaction,
+    "locked_add": _task_locked_add,
     "write": _task_write,
     "overwrite": _task_overwrite,
 }

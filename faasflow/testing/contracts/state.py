@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -284,3 +285,100 @@ class StateStoreContract(_KeyValueContract[StateStore]):
         winner = results.index(True)
         mark = f"worker-{winner}"
         assert self.store.scan() == {"a": mark, "b": mark, f"won--{winner}": "1"}
+
+    # -- locked transactions (backends declaring locked_transactions) -------------------------
+
+    def needs_locked(self) -> None:
+        """Skip the calling test unless the backend declares ``locked_transactions``."""
+        if not type(self.backend).locked_transactions:
+            pytest.skip(f"{type(self.backend).__name__} declares no locked transactions")
+
+    def test_locked_transaction_is_refused_without_the_capability(self) -> None:
+        if type(self.backend).locked_transactions:
+            pytest.skip(f"{type(self.backend).__name__} declares locked transactions")
+        with pytest.raises(NotImplementedError):
+            self.store.locked_transaction(["a"], lambda values: {"a": "1"})
+        with pytest.raises(KeyNotFound):
+            self.store.get("a")
+
+    def test_locked_transaction_decides_from_current_values_and_absent_keys(self) -> None:
+        self.needs_locked()
+        self.store.set("count", "2")
+        self.store.set("empty", "")
+        seen: list[dict[str, str | None]] = []
+
+        def decide(values: Mapping[str, str | None]) -> dict[str, str | None]:
+            seen.append(dict(values))
+            return {"count": "3", "member": "3", "empty": None}
+
+        self.store.locked_transaction(["count", "member", "empty"], decide)
+        assert seen == [{"count": "2", "member": None, "empty": ""}]
+        assert self.store.scan() == {"count": "3", "member": "3"}
+
+    def test_locked_transaction_deciding_nothing_writes_nothing(self) -> None:
+        self.needs_locked()
+        self.store.set("a", "1")
+        self.store.locked_transaction(["a", "b"], lambda values: None)
+        self.store.locked_transaction(["a", "b"], lambda values: {})
+        assert self.store.scan() == {"a": "1"}
+
+    def test_locked_transaction_whose_decision_raises_writes_nothing(self) -> None:
+        self.needs_locked()
+        self.store.set("a", "1")
+
+        def decide(values: Mapping[str, str | None]) -> dict[str, str | None]:
+            raise LookupError("decided against it")
+
+        with pytest.raises(LookupError, match="decided against it"):
+            self.store.locked_transaction(["a"], decide)
+        assert self.store.scan() == {"a": "1"}
+        self.store.set("b", "2")  # and the store is still usable (no lock left held)
+        assert self.store.get("b") == "2"
+
+    def test_locked_transaction_difficult_keys_and_values_round_trip(self) -> None:
+        self.needs_locked()
+        puts = dict(zip(DIFFICULT_KEYS, DIFFICULT_TEXT, strict=False))
+        self.store.locked_transaction(list(puts), lambda values: dict(puts))
+        assert self.store.scan() == puts
+        seen: list[Mapping[str, str | None]] = []
+        self.store.locked_transaction(list(puts), lambda values: seen.append(dict(values)))
+        assert seen == [puts]
+
+    def test_locked_transaction_reads_and_writes_only_its_namespace(self) -> None:
+        self.needs_locked()
+        other_request = self.scoped()
+        longer = self.scoped(self.request_id + "0")
+        for handle in (other_request, longer):
+            handle.set("k", "theirs")
+        seen: list[Mapping[str, str | None]] = []
+
+        def decide(values: Mapping[str, str | None]) -> dict[str, str | None]:
+            seen.append(dict(values))
+            return {"k": "mine"}
+
+        self.store.locked_transaction(["k"], decide)
+        assert seen == [{"k": None}]
+        assert self.store.get("k") == "mine"
+        for handle in (other_request, longer):
+            assert handle.scan() == {"k": "theirs"}
+
+    def test_threads_adding_to_a_set_in_locked_transactions_count_every_member_once(
+        self,
+    ) -> None:
+        self.needs_locked()
+        results = self.run_in_threads("locked_add", "arrived", self.increments_per_worker)
+        self._assert_counted(results)
+
+    def test_processes_adding_to_a_set_in_locked_transactions_count_every_member_once(
+        self,
+    ) -> None:
+        self.needs_locked()
+        results = self.run_in_processes("locked_add", "arrived", self.increments_per_worker)
+        self._assert_counted(results)
+
+    def _assert_counted(self, results: list[Any]) -> None:
+        total = self.workers * self.increments_per_worker
+        assert sorted(p for positions in results for p in positions) == list(range(1, total + 1))
+        found = self.store.scan()
+        assert found.pop("arrived") == str(total)
+        assert sorted(int(v) for v in found.values()) == list(range(1, total + 1))
