@@ -22,7 +22,7 @@ from faasflow.backends import Backend
 from faasflow.default_plugins.sqlitedb import DEFAULT_POOL_SIZE, Database
 from faasflow.errors import CompareFailed, ConfigurationError, KeyNotFound
 from faasflow.hookspecs import hookimpl
-from faasflow.interfaces import DataStore, Options, StateStore
+from faasflow.interfaces import DataStore, Decide, Options, StateStore
 
 __all__ = ["Database", "SqliteDataStore", "SqliteStateStore"]
 
@@ -113,6 +113,16 @@ def _guarded_sql(present: int, absent: int, puts: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _upsert_sql(rows: int) -> str:
+    """One statement writing ``rows`` rows (one trip into SQLite, not one per row)."""
+    values = ", ".join(["(?, ?)"] * rows)
+    return (
+        f"INSERT INTO faasflow_state (key, value) VALUES {values}"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+
+
 def _matches(rows: Sequence[Any], checks: Mapping[str, str | None]) -> bool:
     """Whether the ``(key, value)`` rows found are exactly what ``checks`` expects."""
     found = {str(key): str(value) for key, value in rows}
@@ -130,6 +140,7 @@ class SqliteStateStore(StateStore):
     """StateStore in the ``faasflow_state`` table of a SQLite file."""
 
     atomic_transactions = True
+    locked_transactions = True
 
     db: Database
 
@@ -284,6 +295,30 @@ class SqliteStateStore(StateStore):
             "transaction", _guarded_sql(len(present), len(absent), len(writes)), *params
         )
         return changed > 0
+
+    def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
+        ns = self._namespace
+        wanted = [ns + key for key in keys]
+        skip = len(ns)
+        # BEGIN IMMEDIATE before the read: the write lock of the file, so no other process
+        # writes in between either (a guarded write retried on a change would call decide
+        # again, and it is called once per call).
+        with self.db.transaction("locked_transaction", _STATE) as conn:
+            found: dict[str, str | None] = dict.fromkeys(wanted)
+            for full, value in conn.execute(_compare_sql(len(wanted)), wanted).fetchall():
+                found[str(full)] = str(value)
+            writes = decide({full[skip:]: value for full, value in found.items()})
+            if not writes:
+                return
+            puts = [(ns + key, value) for key, value in writes.items() if value is not None]
+            doomed = [(ns + key,) for key, value in writes.items() if value is None]
+            if puts:
+                params: list[str] = []
+                for key, value in puts:
+                    params += (key, value)
+                conn.execute(_upsert_sql(len(puts)), params)
+            if doomed:
+                conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
 
     def increment(self, key: str, by: int = 1) -> int:
         full = self._namespace + key
