@@ -183,3 +183,33 @@ def test_a_forked_child_runs_its_own_iterations_and_none_of_its_parents() -> Non
     invoker.close()
     assert os.waitstatus_to_exitcode(status) == 0
     assert sorted(seen) == [f"parent-{i}".encode() for i in range(4)]
+
+
+def test_an_iteration_handed_on_during_interpreter_shutdown_is_refused() -> None:
+    script = textwrap.dedent("""
+        import sys
+        import time
+        from faasflow.default_plugins.invokers import LocalInvoker
+        invoker = LocalInvoker(workers=1)
+        def deliver(flow, rid, message, headers):
+            if message == b"first":
+                time.sleep(0.2)  # the main thread ends meanwhile
+                try:
+                    invoker.forward("f", "r", b"second", {})
+                    invoker.forward("f", "r", b"third", {})
+                except RuntimeError as exc:
+                    sys.stdout.write(f"refused: {exc}\\n")
+            else:
+                sys.stdout.write(message.decode() + "\\n")
+        invoker.bind(deliver)
+        invoker.forward("f", "r", b"first", {})
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # the first hand-on of a running iteration runs next on its worker; the next is refused
+    assert done.stdout.splitlines() == [
+        "refused: iteration of request r not queued: the interpreter is shutting down",
+        "second",
+    ]

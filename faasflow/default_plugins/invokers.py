@@ -343,6 +343,13 @@ class LocalInvoker(Invoker):
             # wide foreach): it waits for the pool, which never waits for it
             pool.wait_for_room(QUEUE_LIMIT, 1.0)
         if not pool.put(job):
+            if not self._closed:
+                # as an executor refuses work once the interpreter shuts down: the iteration
+                # fails its request rather than keep the process from ending
+                raise RuntimeError(
+                    f"iteration of request {request_id} not queued: the interpreter is "
+                    "shutting down"
+                )
             raise self._closed_error(request_id)
 
     def _open(self, request_id: str) -> WorkPool[_Job]:
