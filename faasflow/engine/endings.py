@@ -28,7 +28,8 @@ from faasflow.results import remember_failure
 from .failures import details
 from .ids import CLAIM, REQUEST_ID_HEADER
 from .iteration import Core, Iteration
-from .nodestates import instance_node, node_states
+from .marked import MarkedRuns, MarkedStates, Marks, decode_marker
+from .nodestates import instance_node, node_states, runnable_nodes
 from .records import NodeRun, RequestRecord
 from .redrive import keep_iteration, keeps
 from .state import RequestControl, RequestState
@@ -42,30 +43,12 @@ log = logging.getLogger("faasflow.engine")
 HOOKS_DONE = "hooks-done"
 
 
-_raw_decode = json.JSONDecoder().raw_decode
-
-
-def _marker(raw: str) -> Any:
-    # raw_decode skips the two whitespace scans of json.loads: a record reads every marker,
-    # and the engine writes them without whitespace around (anything else is read in full)
-    try:
-        doc, end = _raw_decode(raw)
-        if end == len(raw):
-            return doc
-    except ValueError:
-        pass
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
 def node_marks(states: StateStore) -> dict[str, dict[str, Any]]:
     """Every node instance's marker by execution id (one scan)."""
     marks = {}
     skip = len(CLAIM)
     for key, raw in states.scan(CLAIM).items():
-        doc = _marker(raw)
+        doc = decode_marker(raw)
         if isinstance(doc, dict) and "p" in doc:
             marks[key[skip:]] = doc
     return marks
@@ -134,20 +117,27 @@ def finalize(
 ) -> None:
     """Write the record of an ended request and clean its namespace (idempotent)."""
     control = RequestControl(rid, states, data)
-    marks = node_marks(states)
-    nodes = node_runs(states, marks)
-    failed = failed_run(tomb, marks)
-    if failed is not None:
-        nodes[failed[0]] = failed[1]
     if graph is None:
         graph = graph_of(core, rid, tomb.definition_hash)
-    record = RequestRecord(
-        rid, core.name, tomb.status or "failure", created(core, rid), tomb.ended,
-        control.output_of(tomb), tomb.error, nodes,
-        failure_of(tomb),
-        node_states(graph, marks, ended=tomb.status or "failure",
-                    failed_node=tomb.error_node, ended_at=tomb.ended),
-    )
+    if tomb.status == "success" and not tomb.error_node:
+        runs, marked_states = _marked(states, graph)
+        record = RequestRecord(
+            rid, core.name, "success", created(core, rid), tomb.ended,
+            control.output_of(tomb), tomb.error, runs, failure_of(tomb), marked_states,
+        )
+    else:
+        marks = node_marks(states)
+        nodes = node_runs(states, marks)
+        failed = failed_run(tomb, marks)
+        if failed is not None:
+            nodes[failed[0]] = failed[1]
+        record = RequestRecord(
+            rid, core.name, tomb.status or "failure", created(core, rid), tomb.ended,
+            control.output_of(tomb), tomb.error, nodes,
+            failure_of(tomb),
+            node_states(graph, marks, ended=tomb.status or "failure",
+                        failed_node=tomb.error_node, ended_at=tomb.ended),
+        )
     if not core.records.close(record):
         found = core.records.entry(rid)
         if found is not None and found[1]["status"] == record.status and (
@@ -158,6 +148,20 @@ def finalize(
         return  # kept for a redrive until the record expires (``redrive``)
     data.cleanup()
     states.cleanup()
+
+
+def _marked(states: StateStore, graph: Graph | None) -> tuple[MarkedRuns, MarkedStates]:
+    """A successful request's runs and states, from its markers kept undecoded (``marked``)."""
+    skip = len(CLAIM)
+    raw = {key[skip:]: value for key, value in states.scan(CLAIM).items()}
+    if graph is None:
+        marks = Marks(raw, None, None)
+    else:
+        runnable = runnable_nodes(graph)
+        ids = {n.unique_id for n in runnable}
+        marks = Marks(raw, [n.unique_id for n in runnable],
+                      [uid for uid in graph.nodes if uid not in ids])
+    return MarkedRuns(marks), MarkedStates(marks)
 
 
 def hook(fn: Callable[[Any], object] | None, arg: Any, rid: str) -> None:

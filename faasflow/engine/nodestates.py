@@ -19,7 +19,8 @@ from typing import Any
 
 from faasflow.graph import Graph, GraphNode, NodeKind
 
-__all__ = ["STATES", "held_instances", "instance_node", "node_states"]
+__all__ = ["STATES", "held_instances", "instance_node", "instance_states", "node_states",
+           "runnable_nodes"]
 
 STATES = ("pending", "running", "held", "succeeded", "failed", "skipped", "stopped")
 #: When instances of one node (in foreach branches) differ, the node shows the first of these.
@@ -61,6 +62,26 @@ def node_states(
     while it runs), ``held`` the execution ids of iterations held by a pause. Without the
     graph (a per-request definition that cannot be rebuilt) only the nodes that ran show.
     """
+    out = instance_states(marks, ended=ended, failed_node=failed_node, ended_at=ended_at,
+                          held=held)
+    if graph is None:
+        return out
+    for unreached in runnable_nodes(graph):
+        if unreached.unique_id not in out:
+            out[unreached.unique_id] = {"state": _unreached(graph, unreached, out, ended)}
+    return dict(sorted(out.items(), key=lambda item: _order(graph, item[0])))
+
+
+def instance_states(
+    marks: Mapping[str, Mapping[str, Any]],
+    *,
+    ended: str | None,
+    failed_node: str | None = None,
+    ended_at: float | None = None,
+    held: Iterable[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """The states of the nodes that have an instance (see :func:`node_states`), in the order
+    of their first marker."""
     instances: dict[str, list[tuple[str, Mapping[str, Any] | None]]] = {}
     for eid, doc in marks.items():
         node = instance_node(eid)
@@ -74,30 +95,24 @@ def node_states(
         instances[failed_node] = [("failed", None)]  # failed before its claim (its input)
     out: dict[str, dict[str, Any]] = {}
     for node, found in instances.items():
-        states = [s for s, _ in found]
-        entry: dict[str, Any] = {"state": min(states, key=_PRECEDENCE.index)}
-        if len(found) > 1:
-            counts: dict[str, int] = {}
-            for s in states:
-                counts[s] = counts.get(s, 0) + 1
-            entry["counts"] = counts
-        else:
-            mark = found[0][1]
-            if mark is not None and entry["state"] in ("running", "failed", "stopped"):
+        if len(found) == 1:
+            state, mark = found[0]
+            entry: dict[str, Any] = {"state": state}
+            if mark is not None and state in ("running", "failed", "stopped"):
                 entry["attempt"] = int(mark.get("att", 1))
                 entry["start"] = mark.get("start")
-                if entry["state"] != "running":
+                if state != "running":
                     entry["end"] = ended_at
+        else:
+            counts: dict[str, int] = {}
+            for s, _ in found:
+                counts[s] = counts.get(s, 0) + 1
+            entry = {"state": min(counts, key=_PRECEDENCE.index), "counts": counts}
         out[node] = entry
-    if graph is None:
-        return out
-    for unreached in _graph_nodes(graph):
-        if unreached.unique_id not in out:
-            out[unreached.unique_id] = {"state": _unreached(graph, unreached, out, ended)}
-    return dict(sorted(out.items(), key=lambda item: _order(graph, item[0])))
+    return out
 
 
-def _graph_nodes(graph: Graph) -> list[GraphNode]:
+def runnable_nodes(graph: Graph) -> list[GraphNode]:
     """The nodes that run: a static sub-DAG shows as its own nodes, a DAG's end is no node."""
     return [n for n in graph.nodes.values()
             if n.kind is not NodeKind.END and (n.kind is not NodeKind.SUBDAG)]

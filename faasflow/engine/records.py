@@ -22,8 +22,9 @@ from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.interfaces import DataStore, StateStore
 
 from .index import IndexEntry, IndexPage, IndexQuery, RequestIndex, first_line
+from .marked import MarkedRuns, MarkedStates, Marks, NodeRun
 
-__all__ = ["RECORDS", "RecordBook", "RequestRecord"]
+__all__ = ["RECORDS", "NodeRun", "RecordBook", "RequestRecord"]
 
 RECORDS = "~records"
 _KEY = "rec--"
@@ -33,47 +34,9 @@ _INPUT = "input--"
 RUNNING = "running"
 #: Records a RecordBook keeps decoded after saving them (see ``RecordBook.load``).
 _RECENT = 64
+#: ... up to this size each (the decoded record of a wide foreach is many times its body).
+_RECENT_BYTES = 1 << 20
 TERMINAL = ("success", "failure", "stopped")
-
-
-@attrs.frozen
-class NodeRun:
-    """One node execution (per branch instance)."""
-
-    node: str
-    start: float
-    end: float
-    attempts: int = 1
-    status: str = "success"
-    error: str | None = None
-    deliveries: int = 1
-    """Deliveries of the node's iteration it took (redeliveries after a crash or a 503)."""
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "start": self.start,
-            "end": self.end,
-            "duration_ms": round((self.end - self.start) * 1000, 3),
-            "attempts": self.attempts,
-            "status": self.status,
-            "deliveries": self.deliveries,
-            "state": "succeeded" if self.status == "success" else "failed",
-        }
-        if self.error:
-            doc["error"] = self.error
-        return doc
-
-    @classmethod
-    def from_json(cls, node: str, doc: Mapping[str, Any]) -> NodeRun:
-        return cls(
-            node,
-            float(doc["start"]),
-            float(doc["end"]),
-            int(doc.get("attempts", 1)),
-            str(doc.get("status", "success")),
-            doc.get("error"),
-            int(doc.get("deliveries", 1)),
-        )
 
 
 @attrs.frozen
@@ -100,6 +63,23 @@ class RequestRecord:
 
     def to_json(self) -> dict[str, Any]:
         """JSON form served by ``GET /flow/<id>``; output as text when it is UTF-8."""
+        doc = self._head()
+        doc["nodes"] = {k: v.to_json() for k, v in self.nodes.items()}
+        doc["states"] = {k: dict(v) for k, v in self.states.items()}
+        return doc
+
+    def stored(self) -> bytes:
+        """The record as it is kept in the DataStore: :meth:`to_json`, or, for a record whose
+        runs and states come from markers not read yet, the markers themselves (see
+        ``marked``; :meth:`from_json` reads both)."""
+        nodes = self.nodes
+        if not (isinstance(nodes, MarkedRuns) and isinstance(self.states, MarkedStates)
+                and nodes.marks is self.states.marks):
+            return json.dumps(self.to_json()).encode()
+        head = json.dumps(self._head())
+        return f"{head[:-1]},{nodes.marks.members()}}}".encode()
+
+    def _head(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "id": self.request_id,
             "flow": self.flow,
@@ -107,8 +87,6 @@ class RequestRecord:
             "created": self.created,
             "ended": self.ended,
             "error": self.error,
-            "nodes": {k: v.to_json() for k, v in self.nodes.items()},
-            "states": {k: dict(v) for k, v in self.states.items()},
             "failure": None if self.failure is None else dict(self.failure),
         }
         if self.output is None:
@@ -131,6 +109,14 @@ class RequestRecord:
                 if doc.get("output_encoding") == "base64"
                 else output.encode()
             )
+        nodes: Mapping[str, NodeRun]
+        states: Mapping[str, Mapping[str, Any]]
+        if isinstance(doc.get("marks"), Mapping):  # as kept by stored(): runs from markers
+            marks = Marks(doc["marks"], doc.get("runnable"), doc.get("others"))
+            nodes, states = MarkedRuns(marks), MarkedStates(marks)
+        else:
+            nodes = {k: NodeRun.from_json(k, v) for k, v in (doc.get("nodes") or {}).items()}
+            states = dict(doc.get("states") or {})
         return cls(
             request_id=doc["id"],
             flow=doc["flow"],
@@ -139,9 +125,9 @@ class RequestRecord:
             ended=doc.get("ended"),
             output=output,
             error=doc.get("error"),
-            nodes={k: NodeRun.from_json(k, v) for k, v in (doc.get("nodes") or {}).items()},
+            nodes=nodes,
             failure=doc.get("failure"),
-            states=dict(doc.get("states") or {}),
+            states=states,
         )
 
 
@@ -234,7 +220,7 @@ class RecordBook:
         if found is None or found[1]["status"] != RUNNING:
             return False
         raw, entry = found
-        body = json.dumps(record.to_json()).encode()
+        body = record.stored()
         closed = dict(
             entry,
             status=record.status,
@@ -281,9 +267,10 @@ class RecordBook:
     def save(self, record: RequestRecord, body: bytes | None = None) -> None:
         """Write the full record of an ended request (again, when a crash lost it)."""
         if body is None:
-            body = json.dumps(record.to_json()).encode()
+            body = record.stored()
         if self.index is not None:  # before the record: a crash here is redone with the record
-            failed = [n for n, run in record.nodes.items() if run.status == "failure"]
+            failed = [] if record.status == "success" else [
+                n for n, run in record.nodes.items() if run.status == "failure"]
             self.index.ended(IndexEntry(
                 record.request_id, record.status, record.created, record.ended,
                 failed[0] if failed else None, first_line(record.error),
@@ -292,6 +279,8 @@ class RecordBook:
         recent = self._recent
         with self._lock:
             recent.pop(record.request_id, None)
+            if len(body) > _RECENT_BYTES:
+                return  # a wide foreach's record: read back from the store when asked
             while len(recent) >= _RECENT:
                 recent.pop(next(iter(recent)))
             recent[record.request_id] = (body, record)
