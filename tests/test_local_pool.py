@@ -4,6 +4,7 @@ and a forked child runs its own iterations."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -213,3 +214,21 @@ def test_an_iteration_handed_on_during_interpreter_shutdown_is_refused() -> None
         "refused: iteration of request r not queued: the interpreter is shutting down",
         "second",
     ]
+
+
+def test_the_workers_of_an_invoker_dropped_without_close_end() -> None:
+    before = set(threading.enumerate())
+    invoker = LocalInvoker(workers=3)
+    seen = _collecting(invoker)
+    for i in range(6):
+        invoker.forward("f", "r", str(i).encode(), {})
+    deadline = time.monotonic() + 10
+    while len(seen) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = [t for t in set(threading.enumerate()) - before if t.name.startswith("faasflow-")]
+    assert workers
+    del invoker
+    gc.collect()
+    for thread in workers:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in workers)

@@ -51,6 +51,7 @@ class WorkPool(Generic[_J]):
         self._room = threading.Condition(self._lock)
         self._waiting = 0  # threads in wait_for_room
         self._stopping = False
+        weakref.finalize(self, _wake_all, self._parked)
 
     def __len__(self) -> int:
         """Jobs queued and not yet taken by a worker."""
@@ -84,40 +85,13 @@ class WorkPool(Generic[_J]):
             if len(self._threads) >= self.size:
                 return
             thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=False
+                target=_work,
+                args=(weakref.ref(self), self._jobs, self._parked, self._run, self._name),
+                name=f"{self._name}-{len(self._threads)}",
+                daemon=False,
             )
             self._threads.append(thread)
         thread.start()
-
-    def _work(self) -> None:
-        jobs = self._jobs
-        parked = self._parked
-        wake = threading.Lock()
-        wake.acquire()
-        while True:
-            try:
-                job = jobs.popleft()
-            except IndexError:
-                if self._stopping:
-                    return
-                parked.append(wake)
-                # a job or the stop may have come between the empty popleft and the append,
-                # from a submitter that found nobody parked: look again before sleeping
-                if jobs or self._stopping:
-                    try:
-                        parked.remove(wake)
-                    except ValueError:
-                        wake.acquire()  # a submitter took this wake-up: its release comes
-                    continue
-                wake.acquire()
-                continue
-            if self._waiting:
-                with self._room:
-                    self._room.notify()
-            try:
-                self._run(job)
-            except BaseException:
-                log.exception("a job of the %s pool raised", self._name)
 
     def wait_for_room(self, limit: int, timeout: float) -> None:
         """Block the calling thread while ``limit`` or more jobs are queued (at most
@@ -139,17 +113,62 @@ class WorkPool(Generic[_J]):
                 self._jobs.clear()
             self._room.notify_all()
             threads = list(self._threads)
-        while self._parked:
-            try:
-                wake = self._parked.pop()
-            except IndexError:
-                break
-            wake.release()
+        _wake_all(self._parked)
         if wait:
             me = threading.current_thread()
             for thread in threads:
                 if thread is not me:
                     thread.join()
+
+
+def _work(
+    ref: weakref.ref[WorkPool[Any]], jobs: deque[Any], parked: list[threading.Lock],
+    run: Callable[[Any], None], name: str,
+) -> None:
+    """A worker's loop. It holds its pool only through ``ref`` (and only while it looks at
+    it), so a pool nobody closed goes with its last reference, as an executor's does: its
+    finaliser wakes the parked workers, which find it gone and end."""
+    wake = threading.Lock()
+    wake.acquire()
+    while True:
+        try:
+            job = jobs.popleft()
+        except IndexError:
+            pool = ref()
+            if pool is None or pool._stopping:
+                return
+            parked.append(wake)
+            # a job or the stop may have come between the empty popleft and the append,
+            # from a submitter that found nobody parked: look again before sleeping
+            again = bool(jobs) or pool._stopping
+            del pool
+            if again:
+                try:
+                    parked.remove(wake)
+                except ValueError:
+                    wake.acquire()  # a submitter took this wake-up: its release comes
+                continue
+            wake.acquire()
+            continue
+        pool = ref()
+        if pool is not None and pool._waiting:
+            with pool._room:
+                pool._room.notify()
+        del pool
+        try:
+            run(job)
+        except BaseException:
+            log.exception("a job of the %s pool raised", name)
+        del job
+
+
+def _wake_all(parked: list[threading.Lock]) -> None:
+    while parked:
+        try:
+            wake = parked.pop()
+        except IndexError:
+            break
+        wake.release()
 
 
 def _stop_all() -> None:
