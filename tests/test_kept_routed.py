@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from faasflow.runtime.kept import ROUTED_PER_WORKER
 from faasflow.runtime.process import GatewayProcess
 from faasflow.runtime.queue import DurableQueue, Job, held_job, insert_job, open_db
 
@@ -73,9 +74,10 @@ def test_a_handed_over_row_is_delivered_when_its_new_holder_dies(
 
 
 BRANCHES = 6
+WIDE = 2 * ROUTED_PER_WORKER + 8
 
 # every branch waits for the test's go file, so the rows of all of them are in flight at once
-FAN = f"""
+FAN = """
     import os
     import time
 
@@ -92,20 +94,24 @@ FAN = f"""
         dag.node("a").modify(lambda data: data)
         dag.node("j", aggregator=lambda inputs: str(len(inputs)).encode()).modify(
             lambda data: data)
-        for i in range({BRANCHES}):
-            dag.node(f"b{{i}}").modify(branch)
-            dag.edge("a", f"b{{i}}")
-            dag.edge(f"b{{i}}", "j")
+        for i in range(BRANCHES):
+            dag.node(f"b{i}").modify(branch)
+            dag.edge("a", f"b{i}")
+            dag.edge(f"b{i}", "j")
 """
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    (tmp_path / "fan").mkdir()
-    source = textwrap.dedent(FAN).lstrip().replace("GO_FILE", str(tmp_path / "go"))
-    (tmp_path / "fan" / "handler.py").write_text(source)
+    lines = ["functions:"]
+    for branches in (BRANCHES, WIDE):
+        name = f"fan{branches}"
+        (tmp_path / name).mkdir()
+        source = textwrap.dedent(FAN).lstrip().replace("GO_FILE", str(tmp_path / "go"))
+        (tmp_path / name / "handler.py").write_text(f"BRANCHES = {branches}\n" + source)
+        lines += [f"  {name}:", "    lang: faasflow", f"    handler: ./{name}"]
     stack = tmp_path / "stack.yml"
-    stack.write_text("functions:\n  fan:\n    lang: faasflow\n    handler: ./fan\n")
+    stack.write_text("\n".join(lines) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAASFLOW_")}
     with GatewayProcess(stack, data_dir=tmp_path / "data", processes=2, env=env) as gateway:
         yield gateway
@@ -121,28 +127,39 @@ def held_rows(path: Path) -> list[str | None]:
 
 def test_fan_out_branches_in_flight_are_held_by_both_workers(gateway: GatewayProcess,
                                                              tmp_path: Path) -> None:
+    run_blocked_fan_out(gateway, tmp_path, BRANCHES)
+
+
+def test_branches_past_the_workers_fill_wait_held_and_all_run(gateway: GatewayProcess,
+                                                              tmp_path: Path) -> None:
+    # 2 workers x ROUTED_PER_WORKER rows given at most: the rest wait in the gateway, still
+    # held by the worker that committed them, never given to the dispatcher
+    run_blocked_fan_out(gateway, tmp_path, WIDE)
+
+
+def run_blocked_fan_out(gateway: GatewayProcess, tmp_path: Path, branches: int) -> None:
     with ThreadPoolExecutor(1) as pool:
-        reply = pool.submit(requests.post, f"{gateway.url}/function/fan", data=b"x",
+        reply = pool.submit(requests.post, f"{gateway.url}/function/fan{branches}", data=b"x",
                             timeout=60, headers={"X-Faas-Flow-Wait": "40"})
         deadline = time.monotonic() + 20
         holders = held_rows(tmp_path / "data" / "queue.db")
-        while len(holders) < BRANCHES and time.monotonic() < deadline:
+        while len(holders) < branches and time.monotonic() < deadline:
             time.sleep(0.05)
             holders = held_rows(tmp_path / "data" / "queue.db")
         (tmp_path / "go").touch()
         answer = reply.result()
     assert answer.status_code == 200, answer.text
-    assert answer.content == str(BRANCHES).encode()
+    assert answer.content == str(branches).encode()
     # none waited for the gateway's dispatcher (its rows have no holder), and the workers
     # shared the branches
-    assert len(holders) == BRANCHES
+    assert len(holders) == branches
     assert None not in holders
     assert len(set(holders)) == 2
 
 
 def test_no_row_stays_held_after_a_fan_out(gateway: GatewayProcess, tmp_path: Path) -> None:
     (tmp_path / "go").touch()
-    answer = requests.post(f"{gateway.url}/function/fan", data=b"x", timeout=60,
+    answer = requests.post(f"{gateway.url}/function/fan{BRANCHES}", data=b"x", timeout=60,
                            headers={"X-Faas-Flow-Wait": "30"})
     assert answer.status_code == 200, answer.text
     deadline = time.monotonic() + 10

@@ -248,6 +248,7 @@ class Gateway:
         if self._kept is not None:
             # workers hand on through this gateway again (queued for the next start) and
             # finish the kept iterations they run, which this grace waits for as for deliveries
+            self._kept.stop()
             for pool in self.pools.values():
                 for worker in pool.workers:
                     worker.tell(b"closing")

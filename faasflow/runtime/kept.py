@@ -18,9 +18,11 @@ one of its own threads:
   same way, then given to the gateway (a ``deliver`` line on the pipe below). The gateway makes
   the row the least busy worker's (``holder`` set to it, committed) and tells that worker on
   its stdin (``run <id>``), which runs it on threads of its own and reports it ``ran``: the
-  branches spread over the workers without any HTTP request. Past
-  :data:`ROUTED_PER_WORKER` rows not yet run on every worker, the gateway's dispatcher
-  delivers the row over HTTP instead;
+  branches spread over the workers without any HTTP request. A worker has at most
+  :data:`ROUTED_PER_WORKER` such rows not yet run; the others wait in the gateway (ids only,
+  the rows still held by the worker that committed them) and go to the first worker that
+  reports one ``ran``. Past :data:`BACKLOG` waiting, the gateway's dispatcher delivers the row
+  over HTTP instead;
 - a kept iteration answered with a retry status (``dispatch.RETRY_STATUSES``), or that could
   not run, is handed back: a line on the worker's protocol stdout (the pipe the gateway reads)
   names it, and the gateway's :class:`KeptHub` takes the row over and retries it with the
@@ -41,6 +43,7 @@ in batches on the same pipe. ``FAASFLOW_SAME_WORKER_ITERATIONS=0`` turns it all 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -61,7 +64,7 @@ from faasflow.runtime.server import StartResponse, WSGIApp
 if TYPE_CHECKING:
     from faasflow.runtime.dispatch import Dispatcher
     from faasflow.runtime.queue import DurableQueue
-    from faasflow.runtime.workers import WorkerProcess
+    from faasflow.runtime.workers import WorkerPool, WorkerProcess
 
 __all__ = ["BURST_SECONDS", "BURST_STEPS", "RUNNERS", "KeptHub", "SameWorkerIterations",
            "enabled", "new_holder"]
@@ -75,8 +78,13 @@ BURST_STEPS = 64
 BURST_SECONDS = 0.5
 #: Hand-ons counted before the worker reports them (also at the end of every burst).
 REPORT_EVERY = 32
-#: Rows the gateway gives one worker to run (beyond them its dispatcher delivers over HTTP).
-ROUTED_PER_WORKER = 64
+#: Rows the gateway gives one worker to run at a time: its :data:`RUNNERS` threads for them
+#: busy, and the rest hides the round trip of a ``ran`` report through the gateway; more
+#: leaves one worker with the tail of a fan-out while the other is idle (16 measured best of
+#: 6, 10, 16, 32 and 64 on W2 100 and W3).
+ROUTED_PER_WORKER = 16
+#: Rows of one pool waiting for a worker with room; beyond them the dispatcher delivers.
+BACKLOG = 1024
 
 #: Request headers never stored with a job (as the gateway's ``/async-function`` drops them).
 _DROPPED = frozenset({
@@ -381,6 +389,12 @@ class KeptHub:
         self._routed: dict[str, int] = {}
         """Rows made each live worker's (by holder) that it has not reported run yet."""
         self._dead: set[str] = set()
+        self._backlog: dict[str, collections.deque[tuple[str, str]]] = {}
+        """Per pool: rows (id, the worker holding it) waiting for a worker with room."""
+        self._pools: dict[str, WorkerPool] = {}
+        self._stopped = False
+        self._pool_of: dict[str, WorkerPool] = {}
+        """The pool of each worker (by holder) given rows."""
 
     def report(self, holder: str, message: Mapping[str, Any]) -> None:
         kept = message.get("kept")
@@ -393,11 +407,8 @@ class KeptHub:
             function = message.get("function")
             if not (isinstance(function, str) and self._route(queued, holder, function)):
                 self.queue.take_over(queued, holder, claim=False)
-        ran = message.get("ran")
-        if isinstance(ran, str):
-            with self._lock:
-                if self._routed.get(holder, 0) > 0:
-                    self._routed[holder] -= 1
+        if isinstance(message.get("ran"), str):
+            self._ran(holder)
         job_id = message.get("hand_back")
         if isinstance(job_id, str):
             status = message.get("status")
@@ -405,39 +416,80 @@ class KeptHub:
                             str(message.get("why") or ""))
 
     def _route(self, job_id: str, holder: str, function: str) -> bool:
-        """Make the row ``holder`` committed held by the least busy worker serving
-        ``function`` and tell that worker to run it: no HTTP delivery, and the branches of a
-        fan-out still spread over the workers. False when none has room for it (the
-        dispatcher delivers it then)."""
-        dispatcher = self.dispatcher
-        if dispatcher is None or dispatcher.closing.is_set():
-            return False
-        pool = dispatcher.pool_of.get(function)
+        """Give the row ``holder`` committed to the least busy worker serving ``function``, or
+        keep its id until one has room (:data:`ROUTED_PER_WORKER`): no HTTP delivery, and the
+        branches of a fan-out go to whichever worker is free first. False when the backlog is
+        full (the dispatcher delivers it then)."""
+        pool = self._pool(function)
         if pool is None:
             return False
         with self._lock:
-            if holder in self._dead:
-                return False  # its rows are being (or were) released
-            choice: WorkerProcess | None = None
-            least = ROUTED_PER_WORKER
-            for worker in pool.workers:
-                to = worker.holder
-                if not to or to in self._dead or worker.upstream is None or \
-                        not worker.alive():
-                    continue
-                load = self._routed.get(to, 0) + worker.upstream.in_flight
-                if load < least:
-                    choice, least = worker, load
-            if choice is None:
+            if holder in self._dead or self._stopped:
+                return False  # its rows are being (or were) released; the gateway stops
+            backlog = self._backlog.setdefault(pool.name, collections.deque())
+            self._pools[pool.name] = pool
+            if len(backlog) >= BACKLOG:
                 return False
-            # committed before the worker hears of it; a worker that dies from here on
-            # releases it, as exited() marks the holder dead under this lock first
-            if not self.queue.hand_over(job_id, holder, choice.holder):
-                return True  # not held by that worker any more: delivered otherwise
+            backlog.append((job_id, holder))
+            self._drain(pool)
+        return True
+
+    def stop(self) -> None:
+        """The gateway is stopping: the rows still waiting for a worker stay queued for its
+        next start, as its dispatcher's do (the rows given to workers run to their end)."""
+        with self._lock:
+            self._stopped = True
+            waiting = [entry for backlog in self._backlog.values() for entry in backlog]
+            self._backlog.clear()
+        for job_id, holder in waiting:
+            self.queue.take_over(job_id, holder, claim=False)
+
+    def _ran(self, holder: str) -> None:
+        """The worker ``holder`` ran a row it was given: give it (or another) the next."""
+        with self._lock:
+            if self._routed.get(holder, 0) > 0:
+                self._routed[holder] -= 1
+            pool = self._pool_of.get(holder)
+            if pool is not None:
+                self._drain(pool)
+
+    def _drain(self, pool: WorkerPool) -> None:
+        """Give the waiting rows of ``pool`` to its workers while one has room (under
+        ``_lock``)."""
+        backlog = self._backlog.get(pool.name)
+        while backlog:
+            job_id, source = backlog[0]
+            # a dead worker's rows were released with the rest of what it held
+            if source in self._dead or self._give(job_id, source, pool):
+                backlog.popleft()
+            else:
+                return  # every worker has its fill
+
+    def _pool(self, function: str) -> WorkerPool | None:
+        dispatcher = self.dispatcher
+        return None if dispatcher is None else dispatcher.pool_of.get(function)
+
+    def _give(self, job_id: str, holder: str, pool: WorkerPool) -> bool:
+        """Hand the row over to the least busy worker of ``pool`` and tell it (under
+        ``_lock``); False when every worker has its fill."""
+        choice: WorkerProcess | None = None
+        least = ROUTED_PER_WORKER
+        for worker in pool.workers:
+            to = worker.holder
+            if not to or to in self._dead or worker.upstream is None or not worker.alive():
+                continue
+            load = self._routed.get(to, 0) + worker.upstream.in_flight
+            if load < least:
+                choice, least = worker, load
+        if choice is None:
+            return False
+        # committed before the worker hears of it; a worker that dies from here on releases
+        # it, as exited() marks the holder dead under this lock first
+        if self.queue.hand_over(job_id, holder, choice.holder):
             self._routed[choice.holder] = self._routed.get(choice.holder, 0) + 1
-            to = choice.holder
-        choice.tell(b"run " + job_id.encode())
-        log.debug("call %s of %s given to worker %s", job_id, function, to)
+            self._pool_of[choice.holder] = pool
+            choice.tell(b"run " + job_id.encode())
+        # else not held by that worker any more: delivered otherwise
         return True
 
     def _hand_back(self, job_id: str, holder: str, status: int | None, why: str) -> None:
@@ -468,6 +520,9 @@ class KeptHub:
                     logging.getLogger("faasflow.gateway").warning(
                         "calls held longer than %.0fs by %s delivered again (the worker "
                         "hangs, or a call outlasted --timeout)", limit, ", ".join(holders))
+                with self._lock:  # rows waiting while no worker reported a run (restarts)
+                    for pool in list(self._pools.values()):
+                        self._drain(pool)
 
         threading.Thread(target=loop, daemon=True, name="faasflow-kept-watch").start()
 
@@ -476,11 +531,16 @@ class KeptHub:
         with self._lock:  # no row is made its own from here on
             self._dead.add(holder)
             self._routed.pop(holder, None)
+            pool = self._pool_of.pop(holder, None)
         try:
             released = self.queue.release_holder(holder)
         except Exception as exc:  # the next gateway start delivers them
             log.warning("cannot release the calls worker %s held: %s", holder, exc)
             return
+        finally:
+            if pool is not None:  # the others take what waited for this one
+                with self._lock:
+                    self._drain(pool)
         if released:
             logging.getLogger("faasflow.gateway").warning(
                 "worker %s died holding %d queued calls; delivering them again", holder,
