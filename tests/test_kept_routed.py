@@ -1,5 +1,5 @@
 """A fan-out's further branches given by the gateway to a worker's runners (faasflow/runtime/
-kept.py, ``KeptHub._route``): the row the worker committed is made the chosen worker's in the
+kepthub.py, ``KeptHub._route``): the row the worker committed is made the chosen worker's in the
 queue file before that worker hears of it, so a death of either worker leaves it to deliver.
 
 The queue-level tests write through a second SQLite connection, as a worker does; the last two
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from faasflow.runtime.kept import ROUTED_PER_WORKER
+from faasflow.runtime.kepthub import ROUTED_PER_WORKER
 from faasflow.runtime.process import GatewayProcess
 from faasflow.runtime.queue import DurableQueue, Job, held_job, insert_job, open_db
 

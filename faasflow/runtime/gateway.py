@@ -39,7 +39,8 @@ from faasflow.runtime.auth import Credentials, load_credentials
 from faasflow.runtime.calls import FunctionRoutes
 from faasflow.runtime.datadir import hmac_secret, secure_tree
 from faasflow.runtime.dispatch import Dispatcher
-from faasflow.runtime.kept import KeptHub, enabled
+from faasflow.runtime.kept import enabled
+from faasflow.runtime.kepthub import KeptHub
 from faasflow.runtime.logbook import LogBook
 from faasflow.runtime.metrics import CONTENT_TYPE, GatewayMetrics
 from faasflow.runtime.preflight import describe
