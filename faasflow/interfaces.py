@@ -270,6 +270,10 @@ class Tracer(_Namespaced):
     tracer's own format, ...) and :meth:`inject` writes the current context into outgoing ones.
     """
 
+    silent: ClassVar[bool] = False
+    """True for a tracer that ignores every event (``none``): the engine then neither builds
+    the events' attributes nor makes the calls, nine per chain step."""
+
     def request_start(self, carrier: Mapping[str, str]) -> None:
         """A new request begins (first iteration)."""
 

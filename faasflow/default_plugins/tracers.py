@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 import attrs
 
@@ -51,6 +52,14 @@ def _show(level: int) -> None:
 
 class NoTracer(Tracer):
     """Ignores every event."""
+
+    silent: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # a subclass overrides events to hear them: silent only when it says so itself
+        super().__init_subclass__(**kwargs)
+        if "silent" not in cls.__dict__:
+            cls.silent = False
 
     @classmethod
     def from_options(cls, options: Options) -> NoTracer:

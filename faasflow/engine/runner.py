@@ -16,7 +16,7 @@ from faasflow.context import Query, RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
 from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
-from faasflow.operations import Call
+from faasflow.operations import Call, Operation
 
 from . import endings, markers
 from .capture import capture_node
@@ -72,9 +72,10 @@ def iterate(
     view = RequestView(core.name, rid, Query(msg.query), data_store=store)
     it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt,
                    handed=handed)
+    silent = tracer.silent
     if first:
         tracer.request_start(carrier or {})
-    else:
+    elif not silent:
         tracer.request_continue(carrier or msg.trace)
     try:
         if not _admit(core, it, body, first, assume=True):
@@ -90,7 +91,7 @@ def iterate(
             if not _admit(core, it, body, first, assume=False):
                 return PARKED
             _run_node(core, it)
-        if not it.ended:
+        if not it.ended and not silent:
             tracer.request_end({"faasflow.status": "running"})
     except Stopped:
         log.info("[Request `%s`] ended while %s ran", rid, msg.node)
@@ -112,7 +113,8 @@ def iterate(
         ))
     finally:
         _hand_over(core, it)
-        tracer.flush()
+        if not silent:
+            tracer.flush()
     return RAN
 
 
@@ -339,11 +341,14 @@ def run_operations(
     attempt: int = 1,
 ) -> tuple[bytes, int]:
     eid = view.node or node.unique_id
+    operations = node.operations
+    if tracer.silent and len(operations) == 1:
+        return _run_untraced(core, msg, node, operations[0], data, eid)
     attrs_ = node_attributes(msg, node, attempt)
     tracer.node_start(eid, attrs_)
     attempts = 1
     default_retry = core.default_retry
-    for index, op in enumerate(node.operations):
+    for index, op in enumerate(operations):
         if index and control is not None and control.live() is None:
             raise Stopped
         call = Call(
@@ -374,3 +379,24 @@ def run_operations(
         tracer.operation_end(op.id, eid, call.attributes)
     tracer.node_end(eid, attrs_)
     return data, attempts
+
+
+def _run_untraced(
+    core: Core, msg: Message, node: GraphNode, op: Operation, data: bytes, eid: str
+) -> tuple[bytes, int]:
+    """:func:`run_operations` of a node of one operation, for a tracer that ignores events."""
+    call = Call(
+        core.invoker, core.name, msg.request_id, eid,
+        idempotency_key=f"{msg.request_id}/{eid}", deadline=msg.deadline,
+        default_method=core.settings.default_method, default_retry=core.default_retry,
+    )
+    try:
+        result = op.execute(data, call)
+        data = result if type(result) is bytes else as_bytes(result, f"operation {op.id}")
+    except Exception as exc:
+        raise FlowFailure(
+            f"Node({node.unique_id}), Operation ({op.id}) failed: {describe(exc)}",
+            node=node.unique_id,
+            request_id=msg.request_id,
+        ) from exc
+    return data, 1 + int(call.attributes.get("faasflow.retries", 0) or 0)
