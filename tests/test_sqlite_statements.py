@@ -175,3 +175,32 @@ def test_deleting_a_value_while_another_thread_writes_deletes_it(
     deleter.join(10)
     with pytest.raises(KeyNotFound):
         store.get("doomed")
+
+
+def test_with_a_pool_of_one_reads_and_writes_take_turns(tmp_path: Path) -> None:
+    # the writer's connection is kept between writes only when the pool has another for
+    # readers; with one, a read must not wait for it
+    backend = SqliteStateStore.from_options(
+        {"path": str(tmp_path / "s.db"), "pool_size": "1", "timeout": "0.5"}
+    )
+    store = backend.scoped("f", "r")
+    try:
+        for step in range(3):
+            store.set("k", str(step))
+            with backend.db.connection() as conn:  # the only connection, lent to a reader
+                assert conn.execute("SELECT count(*) FROM faasflow_state").fetchone() == (1,)
+            assert store.get("k") == str(step)
+    finally:
+        backend.close()
+
+
+def test_close_closes_the_writers_connection(tmp_path: Path) -> None:
+    backend = SqliteStateStore.from_options({"path": str(tmp_path / "s.db")})
+    store = backend.scoped("f", "r")
+    store.set("k", "v")
+    assert backend.db.open_connections == 1
+    backend.close()
+    assert backend.db.open_connections == 0
+    store.set("k", "w")  # opens again
+    assert store.get("k") == "w"
+    backend.close()

@@ -79,6 +79,9 @@ class Database:
         self._waiting = 0  # threads waiting in _acquire for a connection
         self._generation = 0  # bumped by close(): connections lent before it are not kept
         self._inherited = 0
+        # The connection writes go through, kept between writes (see _take_writer).
+        self._writer: tuple[sqlite3.Connection, int] | None = None
+        self._keep_writer = pool_size > 1
         _DATABASES.add(self)
 
     def _forget_parent(self) -> None:
@@ -87,6 +90,7 @@ class Database:
         self._available = threading.Condition(threading.Lock())
         self._writing, self._setting_up = threading.Lock(), threading.Lock()
         self._pid, self._idle, self._open, self._waiting = os.getpid(), [], 0, 0
+        self._writer = None
         self._generation += 1
         self._inherited = self._generation  # connections of older generations: the parent's
 
@@ -226,8 +230,23 @@ class Database:
     def query(
         self, operation: str, backend: str, sql: str, params: Sequence[object]
     ) -> list[Any]:
-        """Run one reading statement on a pooled connection (not serialised with writes: in WAL
-        mode a reader sees the last commit and never waits for the writer); return its rows."""
+        """Run one reading statement; return its rows. On the writer's connection when no
+        thread writes (its cache is warm: see _take_writer), else on a pooled one (in WAL mode
+        a reader sees the last commit and never waits for the writer)."""
+        if self._keep_writer and self._writing.acquire(blocking=False):
+            try:
+                conn, generation = self._take_writer()
+                try:
+                    rows = conn.execute(sql, params).fetchall()
+                except BaseException as exc:
+                    self._give_writer(conn, generation, broken=conn.in_transaction)
+                    if isinstance(exc, sqlite3.Error):
+                        raise BackendError(backend, operation, str(self.path), exc) from exc
+                    raise
+                self._give_writer(conn, generation, broken=False)
+            finally:
+                self._writing.release()
+            return rows
         conn, generation = self._acquire()
         try:
             rows = conn.execute(sql, params).fetchall()
@@ -239,6 +258,27 @@ class Database:
         self._release(conn, generation, broken=False)
         return rows
 
+    def _take_writer(self) -> tuple[sqlite3.Connection, int]:
+        """The connection this process writes through (called under the write lock).
+
+        One connection makes every write of the process, so its page cache stays valid: a
+        connection that another one's commit overtook drops its whole cache at its next
+        statement and reads the tree back from the WAL. It is one of the pool's, kept out of
+        it (with a pool of one it goes back after each write, or readers would starve)."""
+        held = self._writer
+        if held is not None:
+            self._writer = None
+            if held[1] == self._generation:
+                return held
+            self._release(*held, broken=False)  # lent before close(): closed now
+        return self._acquire()
+
+    def _give_writer(self, conn: sqlite3.Connection, generation: int, *, broken: bool) -> None:
+        if self._keep_writer and not broken and generation == self._generation:
+            self._writer = (conn, generation)
+        else:
+            self._release(conn, generation, broken=broken)
+
     def execute(
         self, operation: str, backend: str, sql: str, params: Sequence[object]
     ) -> tuple[list[Any], int]:
@@ -247,16 +287,16 @@ class Database:
         # connection, so the pool never runs dry behind it (and cannot deadlock).
         lock = self._lock_writes(operation, backend)
         try:
-            conn, generation = self._acquire()
+            conn, generation = self._take_writer()
             try:
                 cursor = conn.execute(sql, params)
                 found = cursor.fetchall(), cursor.rowcount
             except BaseException as exc:
-                self._release(conn, generation, broken=conn.in_transaction)
+                self._give_writer(conn, generation, broken=conn.in_transaction)
                 if isinstance(exc, sqlite3.Error):
                     raise BackendError(backend, operation, str(self.path), exc) from exc
                 raise
-            self._release(conn, generation, broken=False)
+            self._give_writer(conn, generation, broken=False)
         finally:
             lock.release()
         return found
@@ -267,14 +307,20 @@ class Database:
         first statement, so a read-modify-write inside it cannot interleave with another."""
         lock = self._lock_writes(operation, backend)
         try:
-            with self.errors(operation, backend), self.connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")
+            with self.errors(operation, backend):
+                conn, generation = self._take_writer()
                 try:
-                    yield conn
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    self._give_writer(conn, generation, broken=conn.in_transaction)
                     raise
-                conn.execute("COMMIT")
+                self._give_writer(conn, generation, broken=False)
         finally:
             lock.release()
 
@@ -297,6 +343,11 @@ class Database:
                     break
             self._open -= len(closing)
             self._available.notify_all()
+        if self._writing.acquire(blocking=False):  # else a write runs: closed after it
+            held, self._writer = self._writer, None
+            self._writing.release()
+            if held is not None:
+                self._release(*held, broken=False)  # of the generation before: closed
         for conn in closing:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
