@@ -312,6 +312,8 @@ def _run_node(core: Core, it: Iteration) -> None:
                 it.offer = None
                 if it.taken:
                     return
+    if it.ended:
+        return  # this node ended the request: its markers and inputs went with the cleanup
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
