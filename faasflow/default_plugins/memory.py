@@ -119,17 +119,19 @@ class MemoryStateStore(StateStore):
         put: Mapping[str, str] = {},
         delete: Iterable[str] = (),
     ) -> bool:
-        doomed = list(delete)
-        both = set(put) & set(doomed)
-        if both:
-            raise ValueError(
-                f"transaction both puts and deletes {sorted(both)}; choose one per key"
-            )
+        doomed = list(delete) if delete else ()
+        if doomed:
+            both = set(put) & set(doomed)
+            if both:
+                raise ValueError(
+                    f"transaction both puts and deletes {sorted(both)}; choose one per key"
+                )
         with self._shelf.lock:
             values = self._shelf.spaces.get(self._namespace, _EMPTY)
             for key, expected in compare.items():
                 current = values.get(key)
-                if (None if current is None else str(current)) != expected:
+                # values are kept as written (str): str() only for anything else
+                if current != expected and (current is None or str(current) != expected):
                     return False
             if put:
                 values = self._shelf.space(self._namespace)

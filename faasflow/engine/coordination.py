@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 from faasflow.errors import BackendError, FlowFailure
 from faasflow.graph import GraphNode, NodeKind
@@ -21,7 +22,7 @@ from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
 from .iteration import Core, Handed, Iteration, as_bytes, describe, user
 from .markers import add_member, joined_output
 from .message import Branch, Message
-from .retrying import retry_backend
+from .retrying import _again
 
 __all__ = ["decode_branches", "encode_branches", "hand_on", "select_branches", "send_branches"]
 
@@ -243,11 +244,16 @@ def send(
             it.taken = True
             core.pending[(msg.request_id, offer.key)] = offer.done
         core.sent[id(body)] = (body, nxt, offer)
+    invoker, budget = core.invoker, core.settings.backend_retry
+    started = time.monotonic()
     try:
-        retry_backend(
-            core.settings.backend_retry,
-            lambda: core.invoker.forward(core.name, msg.request_id, body, headers),
-        )
+        try:  # the first try directly: only a failure needs the retry loop (and a closure)
+            invoker.forward(core.name, msg.request_id, body, headers)
+        except BackendError as exc:
+            if budget <= 0:
+                raise
+            _again(budget, started,
+                   lambda: invoker.forward(core.name, msg.request_id, body, headers), exc)
     except BackendError:
         _unsent(core, msg.request_id, body, offer)
         raise  # transient and exhausted: the iteration answers 503 and may be redelivered

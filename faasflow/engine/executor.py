@@ -31,7 +31,9 @@ from .delivery import deliver
 from .ids import (
     ATTEMPT_HEADER,
     CALL_ID_HEADER,
+    CALLBACK_HEADER,
     DEAD_LETTER_HEADER,
+    REQUEST_ID_HEADER,
     check_request_id,
     header,
     new_request_id,
@@ -47,10 +49,28 @@ __all__ = ["Backends", "Engine", "StartResult"]
 log = logging.getLogger("faasflow.engine")
 
 
-def _header(headers: Mapping[str, str], lowered: Mapping[str, str], name: str) -> str | None:
-    """``header(headers, name)`` with the lower-cased names made once by the caller."""
-    value = headers.get(name)
-    return value if value is not None else lowered.get(name.lower())
+#: Header names as the engine itself writes them (``coordination.send``, ``delivery``): headers
+#: with no other names are looked up exactly, without lower-casing every name.
+_OWN_HEADERS = frozenset({
+    REQUEST_ID_HEADER, CALLBACK_HEADER, CALL_ID_HEADER, ATTEMPT_HEADER, DEAD_LETTER_HEADER,
+    "Content-Type",
+})
+
+
+def _lookup(headers: Mapping[str, str]) -> Callable[[str], str | None]:
+    """``header(headers, name)`` for the three names ``Engine.forward`` reads: exact when every
+    name is one of the engine's own (no other spelling of a name can be present then), else
+    through names lower-cased once (two of the three are usually absent, and a miss compares
+    every header's name)."""
+    if headers.keys() <= _OWN_HEADERS:
+        return headers.get
+    lowered = {k.lower(): v for k, v in headers.items()}
+
+    def get(name: str) -> str | None:
+        value = headers.get(name)
+        return value if value is not None else lowered.get(name.lower())
+
+    return get
 
 
 @attrs.frozen
@@ -227,12 +247,10 @@ class Engine:
                 f"iteration of flow {msg.flow!r} was delivered to flow {self.name!r}"
             )
         self.maybe_sweep()
-        # names lowered once: two of the three headers are usually absent, and a miss
-        # compares every header's name
-        lowered = {k.lower(): v for k, v in headers.items()}
-        raw_attempt = _header(headers, lowered, ATTEMPT_HEADER)
+        get = _lookup(headers)
+        raw_attempt = get(ATTEMPT_HEADER)
         attempt = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else 1
-        given_up = _header(headers, lowered, DEAD_LETTER_HEADER)
+        given_up = get(DEAD_LETTER_HEADER)
         if given_up:  # the queue will not deliver this iteration again: fail its request
             if handed is not None:  # nor will its predecessor's hand-over be made with it
                 self.core.pending.pop((msg.request_id, handed.key), None)
@@ -240,7 +258,7 @@ class Engine:
             return "failed"
         return runner.iterate(
             self.core, msg, message, first=False,
-            token=_header(headers, lowered, CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),
+            token=get(CALL_ID_HEADER) or msg.mid, attempt=max(1, attempt),
             handed=handed,
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from binascii import b2a_base64
 from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -122,21 +123,31 @@ def claim(
         return (REDO if new["p"] == "done" else RUN), new_raw, new
 
 
-_DONE_TYPES = {"token": str, "until": float, "start": float, "att": int, "n": str,
-               "end": float, "attempts": int, "deliveries": int}
+#: A claim as this version writes it (``_claimed``): its members in their order.
+_CLAIM_MEMBERS = ("p", "token", "until", "start", "att", "n")
+_CLAIM_HEAD = '{"p":"claimed",'
 
 
-def _members(doc: dict[str, Any]) -> str:
-    """``_encode(doc)`` without its braces; a done marker made from this version's claim (the
-    members and types of ``_DONE_TYPES``, every node has one) formatted directly."""
-    if doc.keys() != _DONE_TYPES.keys() or any(
-        type(doc[k]) is not t for k, t in _DONE_TYPES.items()
-    ):
-        return _encode(doc)[1:-1]
-    return (f'"token":{_string(doc["token"])},"until":{doc["until"]!r},'
-            f'"start":{doc["start"]!r},"att":{doc["att"]},"n":{_string(doc["n"])},'
-            f'"end":{doc["end"]!r},"attempts":{doc["attempts"]},'
-            f'"deliveries":{doc["deliveries"]}')
+def _done_members(raw: str, doc: dict[str, Any], end: float, attempts: int, deliveries: int
+                  ) -> tuple[dict[str, Any], str] | None:
+    """The done marker's members made from the claim ``doc`` (stored as ``raw``) as this
+    version writes it (every node has one): (members, their JSON without braces, as
+    ``_encode`` writes them), or None for any other claim.
+
+    The members that do not change are cut from ``raw`` instead of encoded again: ``raw`` is
+    the claim's JSON, so the text is the encoder's."""
+    if tuple(doc) != _CLAIM_MEMBERS or not raw.startswith(_CLAIM_HEAD):
+        return None
+    # ',"' occurs only between members: inside a JSON string every '"' is escaped
+    cut = raw.find(',"until":', 15)
+    rest = raw.find(',"start":', cut)
+    if not 0 < cut < rest:
+        return None
+    until = end + (float(doc["until"]) - float(doc["start"]))
+    kept = {"token": doc["token"], "until": until, "start": doc["start"], "att": doc["att"],
+            "n": doc["n"], "end": end, "attempts": attempts, "deliveries": deliveries}
+    return kept, (f'{raw[15:cut]},"until":{until!r}{raw[rest:-1]},"end":{end!r},'
+                  f'"attempts":{int(attempts)},"deliveries":{int(deliveries)}')
 
 
 def _claim_of(it: Iteration, lease: float) -> tuple[float, str, dict[str, Any]]:
@@ -212,20 +223,27 @@ def mark_done(
     """Store the output and move the marker from claimed to done (output first: a done marker
     always has its output); the done marker (raw, doc) and the raw handed marker that follows
     it (see :func:`mark_handed`)."""
-    kept = {k: v for k, v in doc.items() if k not in ("p", "in", "in_ref")}
-    if doc.get("in_ref"):
-        it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
     end = time.time()
-    lease = float(doc.get("until", end)) - float(doc.get("start", end))
-    # the lease starts again for the hand-on: a node that ran long is still not taken over
-    kept.update(end=end, until=end + lease, attempts=attempts, deliveries=it.attempt)
-    stored = store_output(it.data, eid, output)
+    fast = _done_members(raw, doc, end, attempts, it.attempt)
+    if fast is not None:
+        kept, members = fast
+    else:
+        kept = {k: v for k, v in doc.items() if k not in ("p", "in", "in_ref")}
+        if doc.get("in_ref"):
+            it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
+        lease = float(doc.get("until", end)) - float(doc.get("start", end))
+        # the lease starts again for the hand-on: a node that ran long is still not taken over
+        kept.update(end=end, until=end + lease, attempts=attempts, deliveries=it.attempt)
+        members = _encode(kept)[1:-1]
+    if len(output) <= INLINE:
+        name, value = "out", b2a_base64(output, newline=False).decode()
+    else:
+        name, value = "ref", f"out--{eid}"
+        it.data.set(value, output)  # before the marker: a done marker always has its output
     # done and handed share every member but the phase and the output: encoded once
-    members = _members(kept)
-    ((name, value),) = stored.items()
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
-    done = {"p": "done", **kept, **stored}
+    done = {"p": "done", **kept, name: value}
     _update_claim(it, eid, raw, done_raw)
     return done_raw, done, handed_raw
 
