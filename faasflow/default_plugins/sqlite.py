@@ -12,7 +12,6 @@ by two threads at once, nor cross a ``fork``); :meth:`SqliteStateStore.transacti
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,15 @@ import attrs
 
 from faasflow.backends import Backend
 from faasflow.default_plugins.sqlitedb import DEFAULT_POOL_SIZE, Database
+from faasflow.default_plugins.sqlitesql import (
+    UPSERT,
+    compare_sql,
+    guarded_sql,
+    key_range,
+    matches,
+    overlap,
+    upsert_sql,
+)
 from faasflow.errors import CompareFailed, ConfigurationError, KeyNotFound
 from faasflow.hookspecs import hookimpl
 from faasflow.interfaces import DataStore, Decide, Options, StateStore
@@ -38,14 +46,6 @@ _STATE_TABLE = (
 _DATA_TABLE = (
     "CREATE TABLE IF NOT EXISTS faasflow_data (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 )
-
-
-def _range(prefix: str) -> tuple[str, str | None]:
-    """Bounds of the keys starting with ``prefix`` (so a scan is one index range)."""
-    last = prefix[-1] if prefix else ""
-    if not prefix or ord(last) >= 0x10FFFF:
-        return prefix, None
-    return prefix, prefix[:-1] + chr(ord(last) + 1)
 
 
 def _timeout(options: Options) -> float:
@@ -86,55 +86,6 @@ def _database(options: Options, default_path: str, schema: str) -> Database:
 _STATE = "sqlite state store"
 
 
-def _compare_sql(count: int) -> str:
-    return f"SELECT key, value FROM faasflow_state WHERE key IN ({', '.join('?' * count)})"
-
-
-_UPSERT = (
-    "INSERT INTO faasflow_state (key, value) VALUES (?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-)
-
-
-@functools.lru_cache(maxsize=64)
-def _guarded_sql(present: int, absent: int, puts: int) -> str:
-    """One statement writing ``puts`` rows if ``present`` keys hold the values given and
-    ``absent`` keys do not exist (parameters in that order: key and value per row, key and
-    value per present key, then the absent keys). The SELECT reads the table it inserts into,
-    so SQLite computes all its rows (and the guard) before the first write."""
-    guard = [
-        "EXISTS (SELECT 1 FROM faasflow_state WHERE key = ? AND value = ?)"
-    ] * present + ["NOT EXISTS (SELECT 1 FROM faasflow_state WHERE key = ?)"] * absent
-    rows = ", ".join(["(?, ?)"] * puts)
-    return (
-        "INSERT INTO faasflow_state (key, value) SELECT column1, column2"
-        f" FROM (VALUES {rows}) WHERE {' AND '.join(guard) or 'true'}"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _upsert_sql(rows: int) -> str:
-    """One statement writing ``rows`` rows (one trip into SQLite, not one per row)."""
-    values = ", ".join(["(?, ?)"] * rows)
-    return (
-        f"INSERT INTO faasflow_state (key, value) VALUES {values}"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-    )
-
-
-def _matches(rows: Sequence[Any], checks: Mapping[str, str | None]) -> bool:
-    """Whether the ``(key, value)`` rows found are exactly what ``checks`` expects."""
-    found = {str(key): str(value) for key, value in rows}
-    return all(found.get(key) == expected for key, expected in checks.items())
-
-
-def _overlap(put: Mapping[str, str], doomed: Sequence[tuple[str]], skip: int) -> None:
-    both = set(put) & {full[skip:] for (full,) in doomed}
-    if both:
-        raise ValueError(f"transaction both puts and deletes {sorted(both)}; choose one per key")
-
-
 @attrs.define(eq=False, slots=False)
 class SqliteStateStore(StateStore):
     """StateStore in the ``faasflow_state`` table of a SQLite file."""
@@ -161,7 +112,7 @@ class SqliteStateStore(StateStore):
         return self.db.query(operation, "sqlite state store", sql, params)
 
     def set(self, key: str, value: str) -> None:
-        self._execute("set", _UPSERT, self._namespace + key, value)
+        self._execute("set", UPSERT, self._namespace + key, value)
 
     def get(self, key: str) -> str:
         rows = self._query(
@@ -200,7 +151,7 @@ class SqliteStateStore(StateStore):
         self._execute("delete", "DELETE FROM faasflow_state WHERE key = ?", self._namespace + key)
 
     def scan(self, prefix: str = "") -> dict[str, str]:
-        low, high = _range(self.namespace + prefix)
+        low, high = key_range(self.namespace + prefix)
         if high is None:
             rows = self._query(
                 "scan", "SELECT key, value FROM faasflow_state WHERE key >= ?", low
@@ -218,7 +169,7 @@ class SqliteStateStore(StateStore):
     def scan_page(
         self, prefix: str, start_after: str = "", limit: int = 100, end_before: str | None = None
     ) -> list[tuple[str, str]]:
-        low, high = _range(self.namespace + prefix)
+        low, high = key_range(self.namespace + prefix)
         if end_before is not None:
             end = self.namespace + end_before
             high = end if high is None else min(high, end)
@@ -237,7 +188,7 @@ class SqliteStateStore(StateStore):
         return [(str(k)[skip:], str(v)) for k, v in rows]
 
     def cleanup(self) -> None:
-        low, high = _range(self.namespace)
+        low, high = key_range(self.namespace)
         assert high is not None  # a namespace ends with "/"
         self._execute(
             "cleanup", "DELETE FROM faasflow_state WHERE key >= ? AND key < ?", low, high
@@ -253,24 +204,24 @@ class SqliteStateStore(StateStore):
         checks = {ns + key: expected for key, expected in compare.items()}
         writes = [(ns + key, value) for key, value in put.items()]
         doomed = [(ns + key,) for key in delete]
-        _overlap(put, doomed, len(ns))
+        overlap(put, doomed, len(ns))
         if checks and self.db.writing:
             # A compare that fails now fails as well as it would under the lock (one statement
             # reads one snapshot): answer without queueing for the write lock another thread
             # holds. A fan-in's counter fails its first compare whenever another member moved
             # it meanwhile. With the lock free the read would only be paid twice.
-            sql = _compare_sql(len(checks))
-            if not _matches(self.db.query("transaction", _STATE, sql, tuple(checks)), checks):
+            sql = compare_sql(len(checks))
+            if not matches(self.db.query("transaction", _STATE, sql, tuple(checks)), checks):
                 return False
         if writes and not doomed:
             return self._guarded_put(checks, writes)
         with self.db.transaction("transaction", _STATE) as conn:
-            if checks and not _matches(
-                conn.execute(_compare_sql(len(checks)), tuple(checks)).fetchall(), checks
+            if checks and not matches(
+                conn.execute(compare_sql(len(checks)), tuple(checks)).fetchall(), checks
             ):
                 return False
             if writes:
-                conn.executemany(_UPSERT, writes)
+                conn.executemany(UPSERT, writes)
             if doomed:
                 conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
         return True
@@ -292,7 +243,7 @@ class SqliteStateStore(StateStore):
             params += (key, expected)
         params += absent
         _, changed = self._execute(
-            "transaction", _guarded_sql(len(present), len(absent), len(writes)), *params
+            "transaction", guarded_sql(len(present), len(absent), len(writes)), *params
         )
         return changed > 0
 
@@ -305,7 +256,7 @@ class SqliteStateStore(StateStore):
         # again, and it is called once per call).
         with self.db.transaction("locked_transaction", _STATE) as conn:
             found: dict[str, str | None] = dict.fromkeys(wanted)
-            for full, value in conn.execute(_compare_sql(len(wanted)), wanted).fetchall():
+            for full, value in conn.execute(compare_sql(len(wanted)), wanted).fetchall():
                 found[str(full)] = str(value)
             writes = decide({full[skip:]: value for full, value in found.items()})
             if not writes:
@@ -316,7 +267,7 @@ class SqliteStateStore(StateStore):
                 params: list[str] = []
                 for key, value in puts:
                     params += (key, value)
-                conn.execute(_upsert_sql(len(puts)), params)
+                conn.execute(upsert_sql(len(puts)), params)
             if doomed:
                 conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
 
@@ -325,7 +276,7 @@ class SqliteStateStore(StateStore):
         with self.db.transaction("increment", "sqlite state store") as conn:
             row = conn.execute("SELECT value FROM faasflow_state WHERE key = ?", (full,)).fetchone()
             value = (0 if row is None else int(row[0])) + by
-            conn.execute(_UPSERT, (full, str(value)))
+            conn.execute(UPSERT, (full, str(value)))
         return value
 
     def close(self) -> None:
@@ -371,7 +322,7 @@ class SqliteDataStore(DataStore):
         self._execute("delete", "DELETE FROM faasflow_data WHERE key = ?", self._namespace + key)
 
     def cleanup(self) -> None:
-        low, high = _range(self.namespace)
+        low, high = key_range(self.namespace)
         self._execute("cleanup", "DELETE FROM faasflow_data WHERE key >= ? AND key < ?", low, high)
 
     def close(self) -> None:
