@@ -33,7 +33,7 @@ from faasflow.shortcuts import call_shortcut, forward_shortcut
 
 from .workpool import WorkPool
 
-__all__ = ["LocalFunction", "LocalInvoker", "LocalRequest", "OpenFaasInvoker"]
+__all__ = ["LocalFunction", "LocalInvoker", "LocalRequest", "LocalRun", "OpenFaasInvoker"]
 
 log = logging.getLogger("faasflow.invoker")
 
@@ -318,7 +318,18 @@ class LocalInvoker(Invoker):
                 "local invoker", "forward", "in-process",
                 "no engine is bound to run iterations (call bind(deliver) first)",
             )
-        job = (deliver, flow_name, request_id, message, dict(headers))
+        self._queue((deliver, flow_name, request_id, message, dict(headers)), request_id)
+
+    def forward_local(
+        self, run: LocalRun, flow_name: str, request_id: str, item: object
+    ) -> None:
+        """Run ``run(flow_name, request_id, item, None)`` as a forwarded iteration is run (on
+        the pool, the first one handed on by a pool worker next on that worker, with the same
+        back-pressure): for an engine whose iteration never leaves this process, so that it
+        hands on the message itself instead of its signed bytes."""
+        self._queue((run, flow_name, request_id, item, None), request_id)
+
+    def _queue(self, job: _Job, request_id: str) -> None:
         pending: list[_Job] | None = getattr(_worker, "pending", None)
         if pending is not None and not pending:
             # The first iteration handed on by an iteration running on a worker runs next on
@@ -382,7 +393,10 @@ class LocalInvoker(Invoker):
             self._client.close()
 
 
-_Job = tuple[Deliver, str, str, bytes, Mapping[str, str]]
+#: What :meth:`LocalInvoker.forward_local` runs: (flow, request id, item, None).
+LocalRun = Callable[[str, str, Any, None], None]
+#: (deliver, flow, request id, message, headers), or (run, flow, request id, item, None).
+_Job = tuple[Deliver | LocalRun, str, str, Any, Any]
 _worker = threading.local()
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 from faasflow.errors import BackendError, FlowFailure
 from faasflow.graph import GraphNode, NodeKind
@@ -232,44 +234,59 @@ def send(
         msg.request_id, core.name, msg.definition_hash, target, branches, source, payload,
         data_ref, msg.query, msg.callback, carrier, msg.deadline,
     )
-    headers = {REQUEST_ID_HEADER: msg.request_id, "Content-Type": "application/json", **carrier}
-    if msg.callback:
-        headers[CALLBACK_HEADER] = msg.callback
-    body = nxt.encode(core.key)
+    rid = msg.request_id
     offer = None
     if core.sent is not None:
         # the sending node's hand-over goes with the message (taken here: at most one send)
         offer, it.offer = it.offer, None
         if offer is not None:
             it.taken = True
-            core.pending[(msg.request_id, offer.key)] = offer.done
+            core.pending[(rid, offer.key)] = offer.done
+    local = core.local
+    if local is not None:
+        # it never leaves this process: handed on as it is, neither encoded nor signed (what
+        # stores it, a pause, encodes and signs it then)
+        _forward(core, target, rid, offer, None, local, rid, nxt, offer)
+        return
+    headers = {REQUEST_ID_HEADER: rid, "Content-Type": "application/json", **carrier}
+    if msg.callback:
+        headers[CALLBACK_HEADER] = msg.callback
+    body = nxt.encode(core.key)
+    if core.sent is not None:
         core.sent[id(body)] = (body, nxt, offer)
-    invoker, budget = core.invoker, core.settings.backend_retry
+    _forward(core, target, rid, offer, body, core.invoker.forward, core.name, rid, body, headers)
+
+
+def _forward(
+    core: Core, target: str, rid: str, offer: Handed | None, body: bytes | None,
+    forward: Callable[..., None], *args: Any,
+) -> None:
+    """``forward(*args)``, retried on BackendError within the backend retry budget; a failure
+    takes the message (``body``) and the hand-over that went with it back."""
+    budget = core.settings.backend_retry
     started = time.monotonic()
     try:
         try:  # the first try directly: only a failure needs the retry loop (and a closure)
-            invoker.forward(core.name, msg.request_id, body, headers)
+            forward(*args)
         except BackendError as exc:
             if budget <= 0:
                 raise
-            _again(budget, started,
-                   lambda: invoker.forward(core.name, msg.request_id, body, headers), exc)
+            _again(budget, started, lambda: forward(*args), exc)
     except BackendError:
-        _unsent(core, msg.request_id, body, offer)
+        _unsent(core, rid, body, offer)
         raise  # transient and exhausted: the iteration answers 503 and may be redelivered
     except Exception as exc:
-        _unsent(core, msg.request_id, body, offer)
+        _unsent(core, rid, body, offer)
         raise FlowFailure(
             f"Node({target}): failed to forward the iteration: {describe(exc)}",
             node=target,
-            request_id=msg.request_id,
+            request_id=rid,
         ) from exc
 
 
-
-def _unsent(core: Core, rid: str, body: bytes, offer: Handed | None) -> None:
+def _unsent(core: Core, rid: str, body: bytes | None, offer: Handed | None) -> None:
     """A forward failed: its message is not in hand, nor is the hand-over that went with it."""
-    if core.sent is not None:
+    if core.sent is not None and body is not None:
         core.sent.pop(id(body), None)
     if offer is not None:
         core.pending.pop((rid, offer.key), None)

@@ -18,10 +18,10 @@ from faasflow.errors import FlowFailure, RequestNotActive, SignatureError
 
 from . import endings
 from .ids import ATTEMPT_HEADER
-from .iteration import Core, Iteration, describe
+from .iteration import Core, Handed, Iteration, describe
 from .message import Message, MessageError
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "deliver_message", "fail_message"]
 
 log = logging.getLogger("faasflow.engine")
 
@@ -33,33 +33,73 @@ def deliver(
     message: bytes,
     headers: Mapping[str, str],
 ) -> None:
+    """Deliver a message's bytes: ``forward`` parses (or recognises) and runs it."""
     attempts = core.settings.iteration_attempts
-    delay = 0.05
-    error: BaseException | None = None
+    error: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
             forward(message, {**headers, ATTEMPT_HEADER: str(attempt)})
             return
-        except RequestNotActive as exc:
-            log.debug("[Request `%s`] iteration refused: %s", request_id, exc)
-            return
-        except (MessageError, SignatureError) as exc:
-            log.error("[Request `%s`] iteration rejected: %s", request_id, exc)
-            return
         except Exception as exc:
+            if _ends(core, request_id, attempt, exc):
+                return
             error = exc
-            log.warning("[Request `%s`] iteration attempt %d of %d failed: %s",
-                        request_id, attempt, attempts, describe(exc))
-        if attempt < attempts:
-            time.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, 2.0)
     assert error is not None
     _fail(core, message, attempts, error)
+
+
+def deliver_message(
+    core: Core, run: Callable[[Message, Handed | None, int], str], msg: Message,
+    handed: Handed | None,
+) -> None:
+    """Deliver a message handed on in this process as it is (never encoded): ``run(msg,
+    handed, attempt)``. The predecessor's hand-over goes with the first attempt only, which
+    makes it or leaves it (``runner.iterate``), as a message parsed again carries none."""
+    attempts = core.settings.iteration_attempts
+    error: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            run(msg, handed, attempt)
+            return
+        except Exception as exc:
+            if _ends(core, msg.request_id, attempt, exc):
+                return
+            error = exc
+        handed = None
+    assert error is not None
+    fail_message(core, msg, attempts, error)
+
+
+def _ends(core: Core, request_id: str, attempt: int, error: Exception) -> bool:
+    """After ``attempt`` raised ``error``: True when the delivery ends here (the request is
+    not running, the message is refused); else, before another attempt, a backoff."""
+    if isinstance(error, RequestNotActive):
+        log.debug("[Request `%s`] iteration refused: %s", request_id, error)
+        return True
+    if isinstance(error, MessageError | SignatureError):
+        log.error("[Request `%s`] iteration rejected: %s", request_id, error)
+        return True
+    attempts = core.settings.iteration_attempts
+    log.warning("[Request `%s`] iteration attempt %d of %d failed: %s",
+                request_id, attempt, attempts, describe(error))
+    if attempt < attempts:
+        delay = min(0.05 * 2 ** (attempt - 1), 2.0)
+        time.sleep(random.uniform(delay / 2, delay))
+    return False
 
 
 def _fail(core: Core, message: bytes, attempts: int, error: BaseException) -> None:
     try:
         msg = Message.decode(message, core.key)
+    except Exception:
+        log.exception("failing a request whose iteration failed %d times failed", attempts)
+        return
+    fail_message(core, msg, attempts, error)
+
+
+def fail_message(core: Core, msg: Message, attempts: int, error: BaseException) -> None:
+    """The iteration of ``msg`` failed every attempt: its request fails, naming the node."""
+    try:
         rid = msg.request_id
         states, store = core.stores(rid)
         it = Iteration(

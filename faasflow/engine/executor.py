@@ -27,7 +27,7 @@ from faasflow.settings import Settings
 
 from . import control, runner
 from .delivery import _fail as fail_after_attempts
-from .delivery import deliver
+from .delivery import deliver, deliver_message
 from .ids import (
     ATTEMPT_HEADER,
     CALL_ID_HEADER,
@@ -38,7 +38,7 @@ from .ids import (
     header,
     new_request_id,
 )
-from .iteration import Core
+from .iteration import Core, Handed
 from .message import Message, MessageError, verify_body_signature
 from .records import RECORDS, RecordBook, RequestRecord
 from .retrying import RetryingData, RetryingStates
@@ -151,6 +151,14 @@ class Engine:
             secret if settings.validate_request else None, self.records,
             sent={} if backends.invoker.in_process else None,
         )
+        forward_local = getattr(backends.invoker, "forward_local", None)
+        if forward_local is not None and backends.invoker.in_process:
+            run, name = self._deliver_local, self.name
+
+            def local(rid: str, msg: Message, handed: Handed | None) -> None:
+                forward_local(run, name, rid, (msg, handed))
+
+            self.core.local = local
         self._sync_data: DataStore | None = None
         self._holder = os.urandom(8).hex()
         self._next_sweep = time.monotonic() + settings.sweep_interval
@@ -267,6 +275,19 @@ class Engine:
     ) -> None:
         """Run an in-process iteration, retried; see ``delivery``."""
         deliver(self.core, self.forward, request_id, message, headers)
+
+    def _deliver_local(
+        self, flow: str, request_id: str, item: tuple[Message, Handed | None], _: None
+    ) -> None:
+        """Run an iteration handed on in this process as a message (``Core.local``)."""
+        deliver_message(self.core, self._run_local, item[0], item[1])
+
+    def _run_local(self, msg: Message, handed: Handed | None, attempt: int) -> str:
+        """``forward`` of a message that never left this process: made here, it needs no
+        parsing nor verifying, and has no headers (its delivery token is its own id)."""
+        self.maybe_sweep()
+        return runner.iterate(self.core, msg, b"", first=False, token=msg.mid,
+                              attempt=attempt, handed=handed)
 
     # ------------------------------------------------------------------ waiting
 

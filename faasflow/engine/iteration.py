@@ -93,6 +93,9 @@ class Core:
     sent: dict[int, tuple[bytes, Message, Handed | None]] | None = None
     """Messages sent to an in-process invoker, by body identity (see Engine.forward), with the
     hand-over of the node that sent each."""
+    local: Callable[[str, Message, Handed | None], None] | None = None
+    """Hands a message on in this process as it is, never encoded (``coordination.send``):
+    with an invoker that runs forwarded iterations on its own pool (``forward_local``)."""
     admitted: dict[str, str] = attrs.field(factory=dict, init=False)
     """The last request state this process read or wrote per running request (a cache the
     claim transaction verifies: see ``runner``)."""

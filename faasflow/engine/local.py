@@ -44,6 +44,11 @@ class _Embedded(Invoker):
     ) -> None:
         self.local.forward(flow_name, request_id, message, headers)
 
+    @property
+    def forward_local(self) -> Any:
+        """The local invoker's (the engine hands iterations on to it as messages)."""
+        return getattr(self.local, "forward_local", None)
+
     def bind(self, deliver: Any) -> None:
         self.local.bind(deliver)
 

@@ -166,7 +166,10 @@ def _admit(core: Core, it: Iteration, body: bytes, first: bool, *, assume: bool)
         elif keeps(core, current) and not first:
             keep_iteration(it)  # refused because the request failed: a redrive sends it again
         raise RequestNotActive(rid, current.status or FINISHED)
-    if current.state == PAUSED and not first and it.control.park(body):
+    # a message handed on in this process as it is has no bytes (``Core.local``): made now
+    if current.state == PAUSED and not first and it.control.park(
+        body or it.msg.encode(core.key)
+    ):
         log.info("[Request `%s`] paused: iteration %s held", rid, it.msg.node)
         it.tracer.request_end({"faasflow.parked": True})
         return False
