@@ -387,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
 #: Issue 17's in-process goals: (deployment, workload, most ms per unit).
 GOALS = (("memory", "W1 100", 0.030), ("memory", "W2 1000", 0.020),
          ("sqlite", "W1 100", 0.05), ("sqlite", "W2 1000", 0.2))
+#: The sqlite write issue 17 measured beside its goals (ms): the durable goals were set on a
+#: machine where one WAL commit took this long; scaled by this run's own write, they compare
+#: like with like on a machine whose writes are slower (or faster).
+ISSUE_SQLITE_WRITE = 0.007
 
 
 def print_goals(out: dict[str, dict[str, list[float]]], floor: dict[str, float]) -> None:
@@ -396,14 +400,22 @@ def print_goals(out: dict[str, dict[str, list[float]]], floor: dict[str, float])
     def ms(deployment: str, workload: str) -> float:
         return statistics.median(out[deployment][workload]) / per[workload] * 1e3
 
+    write = floor.get("sqlite write (WAL)")
     for deployment, workload, goal in GOALS:
         if deployment in out:
             got = ms(deployment, workload)
             verdict = "met" if got <= goal else "not met"
             print(f"goal     {deployment} {workload}: {got:.3f} ms per unit, goal <= {goal:g} "
                   f"({got / goal:.2f}x the goal: {verdict})")
+            if deployment == "sqlite" and write:
+                # the goal in sqlite writes (as many as it allowed), at this run's write
+                scaled = goal / ISSUE_SQLITE_WRITE * write
+                verdict = "met" if got <= scaled else "not met"
+                print(f"goal     {deployment} {workload} in sqlite writes: "
+                      f"{got / write:.1f} writes of this run ({write:.3f} ms), goal <= "
+                      f"{goal / ISSUE_SQLITE_WRITE:.1f} (issue 17's write: "
+                      f"{ISSUE_SQLITE_WRITE} ms): {verdict}")
     handler = floor.get("python3-http handler in-process (WSGI)")
-    write = floor.get("sqlite write (WAL)")
     call = floor.get("python3-http call via gateway")
     hand_off = floor.get("async call accepted (202)")
     for deployment in ("up", *OPT_OUTS):
