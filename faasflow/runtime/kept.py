@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from faasflow.engine.records import RequestRecord
 from faasflow.runtime.kepthub import KeptHub  # the gateway's side, named here too
 from faasflow.runtime.queue import CallIdInUse, Job, finish_job, held_job, insert_job, open_db
 from faasflow.runtime.server import StartResponse, WSGIApp
@@ -137,6 +138,20 @@ class _Reports:
             os.write(self.fd, line)
 
 
+class _EndReports:
+    """A :class:`~faasflow.engine.records.RecordWatcher` reporting each end of a request."""
+
+    def __init__(self, reports: _Reports, flow: str) -> None:
+        self.reports = reports
+        self.flow = flow
+
+    def request_opened(self, flow: str, request_id: str) -> None:
+        pass
+
+    def request_ended(self, record: RequestRecord) -> None:
+        self.reports.send({"ended": record.request_id, "flow": self.flow})
+
+
 class SameWorkerIterations:
     """The worker's :class:`~faasflow.shortcuts.ForwardShortcut`: commits a hand-on to the
     gateway's queue, held by this worker, and runs it on this worker."""
@@ -157,11 +172,38 @@ class SameWorkerIterations:
         self._routed = ThreadPoolExecutor(max(1, runners), thread_name_prefix="faasflow-routed")
         self._local = threading.local()
         self._keeping = True
+        self._waiters: dict[str, Any] = {}
+        self._hear_ends()
 
     def stop_keeping(self) -> None:
         """Keep no more hand-ons (the gateway is stopping: it waits for the held ones, and a
         hand-on over HTTP stays queued for its next start)."""
         self._keeping = False
+
+    def _hear_ends(self) -> None:
+        """Report every end of a request of the flows served here, so the gateway can tell the
+        other workers: a start waiting for its output there (``X-Faas-Flow-Wait``) polls the
+        records with a growing interval, up to 0.1 s, when the end is not in its process -
+        a fan-out's last branch or a chain past its burst often runs on another worker."""
+        apps = getattr(self.app, "apps", {})
+        for name in self.flows:
+            try:
+                engine = apps[name].engine(name)
+            except Exception:  # an invalid flow (it answers 500), or not a FlowApp
+                continue
+            records = getattr(engine, "records", None)
+            core = getattr(engine, "core", None)
+            if records is None or core is None:
+                continue
+            records.watchers.append(_EndReports(self._reports, name))
+            self._waiters[name] = core.waiters
+
+    def ended(self, flow: str, request_id: str) -> None:
+        """A request of ``flow`` ended in another worker (an ``ended`` line on stdin): wake a
+        thread here waiting for it."""
+        waiters = self._waiters.get(flow)
+        if waiters is not None:
+            waiters.notify(request_id)
 
     def reports_to(self, stream: IO[str]) -> None:
         """Report to ``stream`` (the worker's protocol stdout, once its ready line is out)."""

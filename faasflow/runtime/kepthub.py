@@ -64,6 +64,9 @@ class KeptHub:
                 self.queue.take_over(queued, holder, claim=False)
         if isinstance(message.get("ran"), str):
             self._ran(holder)
+        ended, flow = message.get("ended"), message.get("flow")
+        if isinstance(ended, str) and isinstance(flow, str):
+            self._tell_ended(holder, flow, ended)
         job_id = message.get("hand_back")
         if isinstance(job_id, str):
             status = message.get("status")
@@ -88,6 +91,17 @@ class KeptHub:
             backlog.append((job_id, holder))
             self._drain(pool)
         return True
+
+    def _tell_ended(self, holder: str, flow: str, request_id: str) -> None:
+        """Tell the other workers serving ``flow`` that the request ended in ``holder``: one
+        of them may be waiting for its output."""
+        pool = self._pool(flow)
+        if pool is None or " " in flow:
+            return
+        line = f"ended {flow} {request_id}".encode()
+        for worker in pool.workers:
+            if worker.holder != holder and worker.alive():
+                worker.tell(line)
 
     def stop(self) -> None:
         """The gateway is stopping: the rows still waiting for a worker stay queued for its

@@ -191,6 +191,9 @@ def _watch_stdin(apps: Mapping[str, WSGIApp], kept: SameWorkerIterations | None 
             for line in lines:
                 if line.startswith(b"run "):  # a queued row the gateway made this worker's
                     kept.routed(line[4:].decode(errors="replace"))
+                elif line.startswith(b"ended "):  # a request ended in another worker
+                    flow, _, request_id = line[6:].decode(errors="replace").partition(" ")
+                    kept.ended(flow, request_id)
                 elif line == b"closing":
                     kept.stop_keeping()  # the gateway is stopping: hand-ons go to its queue
     finally:
