@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from faasflow.context import Query, RequestView
 from faasflow.errors import FlowFailure, RequestNotActive, SignatureError
 
-from . import endings
+from . import endings, runner
 from .ids import ATTEMPT_HEADER
 from .iteration import Core, Handed, Iteration, describe
 from .message import Message, MessageError
@@ -49,17 +49,20 @@ def deliver(
 
 
 def deliver_message(
-    core: Core, run: Callable[[Message, Handed | None, int], str], msg: Message,
-    handed: Handed | None,
+    core: Core, sweep: Callable[[], object], msg: Message, handed: Handed | None
 ) -> None:
-    """Deliver a message handed on in this process as it is (never encoded): ``run(msg,
-    handed, attempt)``. The predecessor's hand-over goes with the first attempt only, which
-    makes it or leaves it (``runner.iterate``), as a message parsed again carries none."""
+    """Deliver a message handed on in this process as it is (never encoded): ``forward`` of a
+    message that needs no parsing nor verifying, and has no headers (its delivery token is its
+    own id). The predecessor's hand-over goes with the first attempt only, which makes it or
+    leaves it (``runner.iterate``), as a message parsed again carries none. ``sweep``: the
+    engine's ``maybe_sweep``, as ``forward`` calls it."""
     attempts = core.settings.iteration_attempts
     error: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            run(msg, handed, attempt)
+            sweep()
+            runner.iterate(core, msg, b"", first=False, token=msg.mid, attempt=attempt,
+                           handed=handed)
             return
         except Exception as exc:
             if _ends(core, msg.request_id, attempt, exc):

@@ -280,14 +280,7 @@ class Engine:
         self, flow: str, request_id: str, item: tuple[Message, Handed | None], _: None
     ) -> None:
         """Run an iteration handed on in this process as a message (``Core.local``)."""
-        deliver_message(self.core, self._run_local, item[0], item[1])
-
-    def _run_local(self, msg: Message, handed: Handed | None, attempt: int) -> str:
-        """``forward`` of a message that never left this process: made here, it needs no
-        parsing nor verifying, and has no headers (its delivery token is its own id)."""
-        self.maybe_sweep()
-        return runner.iterate(self.core, msg, b"", first=False, token=msg.mid,
-                              attempt=attempt, handed=handed)
+        deliver_message(self.core, self.maybe_sweep, item[0], item[1])
 
     # ------------------------------------------------------------------ waiting
 

@@ -53,13 +53,6 @@ def _read(states: StateStore, key: str) -> tuple[str, dict[str, Any]] | None:
     return raw, json.loads(raw)
 
 
-def _claimed(token: str, until: float, start: float, attempt: int, nonce: str) -> str:
-    """The claim as ``_encode`` writes it, formatted directly (every node writes one): floats
-    by ``repr`` as the JSON encoder does, strings escaped by its own function."""
-    return (f'{{"p":"claimed","token":{_string(token)},"until":{until!r},"start":{start!r},'
-            f'"att":{int(attempt)},"n":{_string(nonce)}}}')
-
-
 class Recheck(Exception):
     """The claim's transaction found the request state, the marker or the predecessor's marker
     other than this iteration assumed: admit it again from what the store holds."""
@@ -123,7 +116,7 @@ def claim(
         return (REDO if new["p"] == "done" else RUN), new_raw, new
 
 
-#: A claim as this version writes it (``_claimed``): its members in their order.
+#: A claim as this version writes it (``_claim_of``): its members in their order.
 _CLAIM_MEMBERS = ("p", "token", "until", "start", "att", "n")
 _CLAIM_HEAD = '{"p":"claimed",'
 
@@ -154,9 +147,14 @@ def _claim_of(it: Iteration, lease: float) -> tuple[float, str, dict[str, Any]]:
     """(now, raw claim, claim) of this delivery, leased from now."""
     now = time.time()
     until = now + lease
-    return now, _claimed(it.token, until, now, it.attempt, it.nonce), {
-        "p": "claimed", "token": it.token, "until": until, "start": now, "att": it.attempt,
-        "n": it.nonce,
+    token, attempt, nonce = it.token, it.attempt, it.nonce
+    # formatted directly (every node writes one): floats by ``repr`` as the JSON encoder
+    # does, strings escaped by its own function
+    raw = (f'{{"p":"claimed","token":{_string(token)},"until":{until!r},"start":{now!r},'
+           f'"att":{int(attempt)},"n":{_string(nonce)}}}')
+    return now, raw, {
+        "p": "claimed", "token": token, "until": until, "start": now, "att": attempt,
+        "n": nonce,
     }
 
 

@@ -136,8 +136,15 @@ class RetryingStates(StateStore):
         put: Mapping[str, str] = {},
         delete: Iterable[str] = (),
     ) -> bool:
-        deletes = tuple(delete)
-        return retry_backend(self.budget, lambda: self.inner.transaction(compare, put, deletes))
+        deletes = tuple(delete) if delete else ()
+        started = time.monotonic()
+        try:
+            return self.inner.transaction(compare, put, deletes)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            return _again(self.budget, started,
+                          lambda: self.inner.transaction(compare, put, deletes), exc)
 
     def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
         read = tuple(keys)
