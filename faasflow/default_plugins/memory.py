@@ -134,7 +134,8 @@ class MemoryStateStore(StateStore):
                 if current != expected and (current is None or str(current) != expected):
                     return False
             if put:
-                values = self._shelf.space(self._namespace)
+                if values is _EMPTY:
+                    values = self._shelf.space(self._namespace)
                 values.update(put)
             for key in doomed:
                 values.pop(key, None)

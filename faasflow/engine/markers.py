@@ -186,24 +186,30 @@ def keep_input(
     return kept_raw, kept
 
 
-def _update_claim(it: Iteration, eid: str, raw: str, new_raw: str) -> None:
+def _update_claim(
+    it: Iteration, eid: str, raw: str, new_raw: str, failed: Exception | None = None
+) -> None:
     """Replace this delivery's claim ``raw`` by ``new_raw``. Stopped when the request's markers
-    went; Duplicate when another delivery took the node over."""
+    went; Duplicate when another delivery took the node over. ``failed``: what the caller's
+    own first try raised (it is not made again)."""
     while True:
-        try:
-            it.states.update(CLAIM + eid, raw, new_raw)
-            return
-        except KeyNotFound:
+        if failed is None:
+            try:
+                it.states.update(CLAIM + eid, raw, new_raw)
+                return
+            except (CompareFailed, KeyNotFound) as exc:
+                failed = exc
+        if isinstance(failed, KeyNotFound):
             raise Stopped from None
-        except CompareFailed:
-            found = _read(it.states, CLAIM + eid)
-            if found is None:
-                raise Stopped from None
-            if found[0] == new_raw:
-                return  # our write landed before the error
-            if found[1].get("token") != it.token or found[1]["p"] != "claimed":
-                raise Duplicate from None
-            raw = found[0]  # our claim, renewed meanwhile
+        failed = None
+        found = _read(it.states, CLAIM + eid)
+        if found is None:
+            raise Stopped from None
+        if found[0] == new_raw:
+            return  # our write landed before the error
+        if found[1].get("token") != it.token or found[1]["p"] != "claimed":
+            raise Duplicate from None
+        raw = found[0]  # our claim, renewed meanwhile
 
 
 def kept_input(it: Iteration, doc: dict[str, Any]) -> bytes | None:
@@ -242,7 +248,10 @@ def mark_done(
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
     done = {"p": "done", **kept, name: value}
-    _update_claim(it, eid, raw, done_raw)
+    try:  # the first try directly (every node makes it): only a failure needs the loop
+        it.states.update(CLAIM + eid, raw, done_raw)
+    except (CompareFailed, KeyNotFound) as exc:
+        _update_claim(it, eid, raw, done_raw, exc)
     return done_raw, done, handed_raw
 
 
