@@ -24,7 +24,7 @@ from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
 from .iteration import Core, Handed, Iteration, as_bytes, describe, user
 from .markers import add_member, joined_output
 from .message import Branch, Message
-from .retrying import _again
+from .retrying import retry_after
 
 __all__ = ["decode_branches", "encode_branches", "hand_on", "select_branches", "send_branches"]
 
@@ -271,7 +271,7 @@ def _forward(
         except BackendError as exc:
             if budget <= 0:
                 raise
-            _again(budget, started, lambda: forward(*args), exc)
+            retry_after(budget, started, lambda: forward(*args), exc)
     except BackendError:
         _unsent(core, rid, body, offer)
         raise  # transient and exhausted: the iteration answers 503 and may be redelivered

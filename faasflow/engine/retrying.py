@@ -22,7 +22,7 @@ from typing import TypeVar
 from faasflow.errors import BackendError
 from faasflow.interfaces import DataStore, Decide, StateStore
 
-__all__ = ["RetryingData", "RetryingStates", "retry_backend"]
+__all__ = ["RetryingData", "RetryingStates", "retry_after", "retry_backend"]
 
 T = TypeVar("T")
 _FIRST = 0.02
@@ -37,11 +37,12 @@ def retry_backend(budget: float, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except BackendError as exc:
-        return _again(budget, started, fn, exc)
+        return retry_after(budget, started, fn, exc)
 
 
-def _again(budget: float, started: float, fn: Callable[[], T], error: BackendError) -> T:
-    """``fn()`` once more, and on, after its first try (begun at ``started``) failed."""
+def retry_after(budget: float, started: float, fn: Callable[[], T], error: BackendError) -> T:
+    """``fn()`` again, with backoff, until it succeeds or ``budget`` seconds from ``started``
+    (when its first try began) run out; ``error`` is that first try's failure."""
     give_up = started + budget
     delay = _FIRST
     while True:
@@ -81,7 +82,7 @@ class RetryingStates(StateStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            _again(self.budget, started, lambda: self.inner.set(key, value), exc)
+            retry_after(self.budget, started, lambda: self.inner.set(key, value), exc)
 
     def get(self, key: str) -> str:
         started = time.monotonic()
@@ -90,7 +91,7 @@ class RetryingStates(StateStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            return _again(self.budget, started, lambda: self.inner.get(key), exc)
+            return retry_after(self.budget, started, lambda: self.inner.get(key), exc)
 
     def update(self, key: str, old_value: str, new_value: str) -> None:
         started = time.monotonic()
@@ -99,7 +100,7 @@ class RetryingStates(StateStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            _again(self.budget, started,
+            retry_after(self.budget, started,
                    lambda: self.inner.update(key, old_value, new_value), exc)
 
     def create(self, key: str, value: str) -> bool:
@@ -109,7 +110,7 @@ class RetryingStates(StateStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            return _again(self.budget, started, lambda: self.inner.create(key, value), exc)
+            return retry_after(self.budget, started, lambda: self.inner.create(key, value), exc)
 
     def delete(self, key: str) -> None:
         retry_backend(self.budget, lambda: self.inner.delete(key))
@@ -143,7 +144,7 @@ class RetryingStates(StateStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            return _again(self.budget, started,
+            return retry_after(self.budget, started,
                           lambda: self.inner.transaction(compare, put, deletes), exc)
 
     def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
@@ -169,7 +170,7 @@ class RetryingData(DataStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            _again(self.budget, started, lambda: self.inner.set(key, value), exc)
+            retry_after(self.budget, started, lambda: self.inner.set(key, value), exc)
 
     def get(self, key: str) -> bytes:
         started = time.monotonic()
@@ -178,7 +179,7 @@ class RetryingData(DataStore):
         except BackendError as exc:
             if self.budget <= 0:
                 raise
-            return _again(self.budget, started, lambda: self.inner.get(key), exc)
+            return retry_after(self.budget, started, lambda: self.inner.get(key), exc)
 
     def delete(self, key: str) -> None:
         retry_backend(self.budget, lambda: self.inner.delete(key))
