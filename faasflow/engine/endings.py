@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from faasflow.context import running
@@ -28,7 +28,7 @@ from faasflow.results import remember_failure
 from .failures import details
 from .ids import CLAIM, REQUEST_ID_HEADER
 from .iteration import Core, Iteration
-from .marked import MarkedRuns, MarkedStates, Marks, decode_marker
+from .marked import MarkedRuns, MarkedStates, Marks, marks_of, runs_of
 from .nodestates import instance_node, node_states, runnable_nodes
 from .records import NodeRun, RequestRecord
 from .redrive import keep_iteration, keeps
@@ -43,30 +43,18 @@ log = logging.getLogger("faasflow.engine")
 HOOKS_DONE = "hooks-done"
 
 
-def node_marks(states: StateStore) -> dict[str, dict[str, Any]]:
+def node_marks(states: StateStore) -> dict[str, Mapping[str, Any]]:
     """Every node instance's marker by execution id (one scan)."""
-    marks = {}
     skip = len(CLAIM)
-    for key, raw in states.scan(CLAIM).items():
-        doc = decode_marker(raw)
-        if isinstance(doc, dict) and "p" in doc:
-            marks[key[skip:]] = doc
-    return marks
+    raw = {key[skip:]: value for key, value in states.scan(CLAIM).items()}
+    return marks_of(raw)
 
 
 def node_runs(
-    states: StateStore, marks: dict[str, dict[str, Any]] | None = None
+    states: StateStore, marks: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, NodeRun]:
     """The node instances that completed, from their markers."""
-    runs = {}
-    for eid, doc in (node_marks(states) if marks is None else marks).items():
-        if doc["p"] == "claimed":
-            continue
-        try:
-            runs[eid] = NodeRun.from_json(eid, doc)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return runs
+    return runs_of(node_marks(states) if marks is None else marks)
 
 
 def graph_of(core: Core, rid: str, digest: str) -> Graph | None:
@@ -91,7 +79,7 @@ def failure_of(tomb: RequestState) -> dict[str, Any] | None:
 
 
 def failed_run(
-    tomb: RequestState, marks: dict[str, dict[str, Any]]
+    tomb: RequestState, marks: Mapping[str, Mapping[str, Any]]
 ) -> tuple[str, NodeRun] | None:
     """The failed node's run: its real start and attempt from its claim (when it got one)."""
     node = tomb.error_node

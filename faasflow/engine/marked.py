@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from .nodestates import instance_states
 
-__all__ = ["MarkedRuns", "MarkedStates", "Marks", "NodeRun", "decode_marker"]
+__all__ = ["MarkedRuns", "MarkedStates", "Marks", "NodeRun", "decode_marker", "marks_of",
+           "runs_of"]
 
+V = TypeVar("V")
 _raw_decode = json.JSONDecoder().raw_decode
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -39,6 +41,29 @@ def decode_marker(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def marks_of(raw: Mapping[str, str | Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The markers among ``raw`` values (text or decoded), decoded; others left out."""
+    docs = {}
+    for eid, value in raw.items():
+        doc = decode_marker(value) if isinstance(value, str) else value
+        if isinstance(doc, Mapping) and "p" in doc:
+            docs[eid] = doc
+    return docs
+
+
+def runs_of(marks: Mapping[str, Mapping[str, Any]]) -> dict[str, NodeRun]:
+    """The node instances that completed, from their (decoded) markers."""
+    runs = {}
+    for eid, doc in marks.items():
+        if doc["p"] == "claimed":
+            continue
+        try:
+            runs[eid] = NodeRun.from_json(eid, doc)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return runs
 
 
 @attrs.frozen
@@ -99,12 +124,7 @@ class Marks:
     def docs(self) -> dict[str, Mapping[str, Any]]:
         """The markers decoded (once), leaving out any that are not a marker."""
         if self._docs is None:
-            docs = {}
-            for eid, value in self.raw.items():
-                doc = decode_marker(value) if isinstance(value, str) else value
-                if isinstance(doc, Mapping) and "p" in doc:
-                    docs[eid] = doc
-            self._docs = docs
+            self._docs = marks_of(self.raw)
         return self._docs
 
     def members(self) -> str:
@@ -121,28 +141,23 @@ class Marks:
                 f'"others":{_encode(self.others)}')
 
 
-class MarkedRuns(Mapping[str, NodeRun]):
-    """The node runs of a successful request, decoded from its markers when first read."""
+class _Marked(Mapping[str, V]):
+    """A mapping built from a request's markers the first time it is read."""
 
     def __init__(self, marks: Marks) -> None:
         self.marks = marks
-        self._runs: dict[str, NodeRun] | None = None
+        self._built: dict[str, V] | None = None
 
-    def _decoded(self) -> dict[str, NodeRun]:
-        if self._runs is None:
-            runs = {}
-            for eid, doc in self.marks.docs().items():
-                if doc["p"] == "claimed":
-                    continue
-                try:
-                    runs[eid] = NodeRun.from_json(eid, doc)
-                except (ValueError, KeyError, TypeError):
-                    continue
-            self._runs = runs
-        return self._runs
+    def _build(self) -> dict[str, V]:
+        raise NotImplementedError
 
-    def __getitem__(self, eid: str) -> NodeRun:
-        return self._decoded()[eid]
+    def _decoded(self) -> dict[str, V]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key: str) -> V:
+        return self._decoded()[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._decoded())
@@ -151,38 +166,26 @@ class MarkedRuns(Mapping[str, NodeRun]):
         return len(self._decoded())
 
     def __repr__(self) -> str:
-        return f"MarkedRuns({self._decoded()!r})"
+        return f"{type(self).__name__}({self._decoded()!r})"
 
 
-class MarkedStates(Mapping[str, Mapping[str, Any]]):
+class MarkedRuns(_Marked[NodeRun]):
+    """The node runs of a successful request, decoded from its markers when first read."""
+
+    def _build(self) -> dict[str, NodeRun]:
+        return runs_of(self.marks.docs())
+
+
+class MarkedStates(_Marked[Mapping[str, Any]]):
     """The node states of a successful request (see ``nodestates``), from its markers when
     first read."""
 
-    def __init__(self, marks: Marks) -> None:
-        self.marks = marks
-        self._states: dict[str, Mapping[str, Any]] | None = None
-
-    def _decoded(self) -> dict[str, Mapping[str, Any]]:
-        if self._states is None:
-            marks = self.marks
-            out: dict[str, Mapping[str, Any]] = dict(instance_states(marks.docs(),
-                                                                     ended="success"))
-            if marks.runnable is not None:
-                for uid in marks.runnable:
-                    out.setdefault(uid, {"state": "skipped"})  # a success did not need it
-                known = {*marks.runnable, *(marks.others or ())}
-                out = dict(sorted(out.items(), key=lambda item: (item[0] not in known, item[0])))
-            self._states = out
-        return self._states
-
-    def __getitem__(self, uid: str) -> Mapping[str, Any]:
-        return self._decoded()[uid]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._decoded())
-
-    def __len__(self) -> int:
-        return len(self._decoded())
-
-    def __repr__(self) -> str:
-        return f"MarkedStates({self._decoded()!r})"
+    def _build(self) -> dict[str, Mapping[str, Any]]:
+        marks = self.marks
+        out: dict[str, Mapping[str, Any]] = dict(instance_states(marks.docs(), ended="success"))
+        if marks.runnable is not None:
+            for uid in marks.runnable:
+                out.setdefault(uid, {"state": "skipped"})  # a success did not need it
+            known = {*marks.runnable, *(marks.others or ())}
+            out = dict(sorted(out.items(), key=lambda item: (item[0] not in known, item[0])))
+        return out
