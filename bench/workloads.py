@@ -21,6 +21,8 @@ Prints one JSON object {deployment: {workload: [seconds, ...]}} on stdout (--jso
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -288,6 +290,7 @@ def floors(workdir: Path, n: int = 300) -> dict[str, float]:
         session.close()
         gateway.stop()
     out["python3-http handler in-process (WSGI)"] = median_ms(_handler_in_process(), n)
+    out[PYTHON_FLOOR] = median_ms(_python_work(), n) / PYTHON_ROUNDS
     db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
@@ -333,6 +336,33 @@ def _handler_in_process() -> Callable[[int], object]:
         body = b"".join(app(environ, start_response))
         if body != b"2" or not status[0].startswith("200"):
             raise SystemExit(f"floor handler: {status} {body!r}")
+
+    return call
+
+
+#: The CPU floor's name, and how many rounds of its work one timed sample makes.
+PYTHON_FLOOR = "python work (a marker encoded, signed, decoded)"
+PYTHON_ROUNDS = 100
+
+
+def _python_work() -> Callable[[int], object]:
+    """Engine-free Python of the kind a step is made of: a marker's JSON written, an HMAC of
+    it, the JSON read back, a few calls and f-strings. It measures the interpreter and the
+    CPU, not faasflow, so an in-process figure can be compared with a goal set on another
+    machine (see ISSUE_PYTHON_WORK)."""
+    key = b"k" * 32
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+
+    def marker(i: int, round_: int) -> dict[str, Any]:
+        return {"p": "claimed", "token": f"t{i}-{round_}", "until": 1.5 * i, "start": 0.5 * i,
+                "att": 1, "n": f"n{round_}"}
+
+    def call(i: int) -> None:
+        for round_ in range(PYTHON_ROUNDS):
+            raw = encode(marker(i, round_))
+            signed = hmac.new(key, raw.encode(), hashlib.sha256).hexdigest()
+            if json.loads(raw)["token"] != f"t{i}-{round_}" or len(signed) != 64:
+                raise SystemExit("python floor: marker did not read back")
 
     return call
 
@@ -391,6 +421,10 @@ GOALS = (("memory", "W1 100", 0.030), ("memory", "W2 1000", 0.020),
 #: machine where one WAL commit took this long; scaled by this run's own write, they compare
 #: like with like on a machine whose writes are slower (or faster).
 ISSUE_SQLITE_WRITE = 0.007
+#: The Python floor (PYTHON_FLOOR, ms) of the machine issue 17 measured on, derived by
+#: bench/calibrate.py: the issue's own code run again here beside the floor. The in-process
+#: goals on memory stores are CPU only: scaled by this run's floor, they compare like with like.
+ISSUE_PYTHON_WORK = 0.0
 
 
 def print_goals(out: dict[str, dict[str, list[float]]], floor: dict[str, float]) -> None:
@@ -401,12 +435,20 @@ def print_goals(out: dict[str, dict[str, list[float]]], floor: dict[str, float])
         return statistics.median(out[deployment][workload]) / per[workload] * 1e3
 
     write = floor.get("sqlite write (WAL)")
+    python = floor.get(PYTHON_FLOOR)
     for deployment, workload, goal in GOALS:
         if deployment in out:
             got = ms(deployment, workload)
             verdict = "met" if got <= goal else "not met"
             print(f"goal     {deployment} {workload}: {got:.3f} ms per unit, goal <= {goal:g} "
                   f"({got / goal:.2f}x the goal: {verdict})")
+            if deployment == "memory" and python and ISSUE_PYTHON_WORK:
+                scaled = goal / ISSUE_PYTHON_WORK * python
+                verdict = "met" if got <= scaled else "not met"
+                print(f"goal     {deployment} {workload} in python floors: "
+                      f"{got / python:.1f} floors of this run ({python * 1e3:.2f} us), goal "
+                      f"<= {goal / ISSUE_PYTHON_WORK:.1f} (issue 17's machine: "
+                      f"{ISSUE_PYTHON_WORK * 1e3:.2f} us): {verdict}")
             if deployment == "sqlite" and write:
                 # the goal in sqlite writes (as many as it allowed), at this run's write
                 scaled = goal / ISSUE_SQLITE_WRITE * write
