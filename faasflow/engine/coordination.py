@@ -16,13 +16,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from faasflow.errors import BackendError, FlowFailure
+from faasflow.errors import BackendError, CompareFailed, FlowFailure, KeyNotFound
 from faasflow.graph import GraphNode, NodeKind
 
 from . import endings
 from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
-from .iteration import Core, Handed, Iteration, as_bytes, describe, user
-from .markers import add_member, joined_output
+from .iteration import Core, Duplicate, Folded, Handed, Iteration, Stopped, as_bytes, describe, user
+from .markers import (
+    add_member,
+    arrive_folded,
+    inlines,
+    joined_output,
+    member_payload,
+    members_of,
+    write_done,
+)
 from .message import Branch, Message
 from .retrying import retry_after
 
@@ -68,26 +76,30 @@ def _dispatch_children(
     source = exec_id(node.unique_id, branches)
     waiting = False
     settled = False  # the last write was followed by an arrival that saw the request running
+    fold, it.fold = it.fold, None  # left for a node whose one successor is a fan-in
     for edge in dag.out_edges(node.id):
         child = dag.nodes[edge.target]
+        fan_in = len(child.parents) > 1
+        if fold is not None and (edge.forwarder is not None or not fan_in):
+            _unfold(it, fold)  # its done marker before anything else it makes durable
+            fold = None
         payload: bytes | None = None
         if not edge.execution_only:
             payload = output
             if edge.forwarder is not None:
                 payload = user(edge.forwarder, output, f"forwarder {edge.source}->{edge.target}")
         edge_key = f"{source}--{child.unique_id}"
-        if len(child.parents) > 1:
-            if payload is not None:
-                it.data.set(edge_key, payload)  # durable before the arrival is recorded
-            offer = it.offer  # offered for a node with this one successor
-            arrived, last, checked, made = add_member(
-                it.states, "arrived--" + exec_id(child.unique_id, branches), source,
-                len(child.parents), core.admitted.get(it.msg.request_id), offer,
+        if fan_in:
+            inline = inlines(it.states, payload)
+            # a payload the member cannot keep is durable before the arrival is recorded
+            stored = (edge_key, payload) if payload is not None and not inline else None
+            arrived, last, checked = _arrive(
+                core, it, "arrived--" + exec_id(child.unique_id, branches), source,
+                len(child.parents), payload if inline else None, stored, fold, it.offer,
             )
-            if offer is not None and made:
-                it.offer, it.taken = None, True  # the node is handed
-                for key in offer.data_keys:
-                    it.data.delete(key)
+            if fold is not None and not it.taken:  # done now: handed on as before
+                it.offer = Handed(fold.key, fold.done, fold.handed, fold.data_keys)
+            fold = None
             if arrived < len(child.parents) or (not redo and not last):
                 waiting = True
                 settled = checked
@@ -95,8 +107,58 @@ def _dispatch_children(
             payload = None
         send(core, it, child.unique_id, branches, payload, node.id, edge_key)
         settled = False
+    if fold is not None:
+        _unfold(it, fold)
     if waiting and not settled:
         endings.clean_if_ended(it)
+
+
+def _arrive(
+    core: Core, it: Iteration, key: str, member: str, total: int, payload: bytes | None,
+    stored: tuple[str, bytes] | None, fold: Folded | None, offer: Handed | None,
+) -> tuple[int, bool, bool]:
+    """Record an arrival at the set ``key`` (see ``markers.add_member``): (members so far,
+    completed, state held), after storing ``stored`` (data key, payload). With ``fold``, the
+    arriving node's done marker goes with it (or, when that cannot be, is written first as
+    before); with ``offer``, its hand-over."""
+    if stored is not None:
+        try:
+            it.data.set(*stored)
+        except BackendError:
+            if fold is not None:
+                _unfold(it, fold)  # a redelivery hands on from the output, as before
+            raise
+    state = core.admitted.get(it.msg.request_id)
+    if fold is not None:
+        try:
+            found = arrive_folded(it.states, key, member, total, state, fold, payload)
+        except (Stopped, Duplicate, CompareFailed, KeyNotFound, BackendError):
+            # whatever it wrote is recognised from the marker by what follows (as before)
+            found = None
+        if found is not None:
+            if not found[1]:  # handed: nothing follows this arrival
+                _taken(it, fold.data_keys)
+            return found
+        _unfold(it, fold)
+        offer = Handed(fold.key, fold.done, fold.handed, fold.data_keys)
+    arrived, last, checked, made = add_member(
+        it.states, key, member, total, state, offer, payload
+    )
+    if offer is not None and made:
+        _taken(it, offer.data_keys)
+    return arrived, last, checked
+
+
+def _taken(it: Iteration, data_keys: tuple[str, ...]) -> None:
+    """The node is handed (its arrival made the move): what it kept or consumed goes."""
+    it.offer, it.taken = None, True
+    for key in data_keys:
+        it.data.delete(key)
+
+
+def _unfold(it: Iteration, fold: Folded) -> None:
+    """Write the done marker the node left to its arrival (as ``markers.mark_done``)."""
+    write_done(it, fold.key, fold.claim, fold.done)
 
 
 def encode_branches(items: list[tuple[str, bytes]]) -> bytes:
@@ -184,19 +246,18 @@ def _join(
     # the branch's hand-over goes with its arrival when that is the last step (the set is
     # not complete); withdrawn either way: after a completing arrival more follows
     offer, it.offer = it.offer, None
+    fold, it.fold = it.fold, None
     if total > 1:
-        if collect:
-            it.data.set(result_key(key), output)
-        done, last, checked, made = add_member(
-            it.states, f"branches--{owner_eid}", encode_key(key), total,
-            core.admitted.get(it.msg.request_id), offer,
+        inline = collect and inlines(it.states, output)
+        stored = (result_key(key), output) if collect and not inline else None
+        done, last, checked = _arrive(
+            core, it, f"branches--{owner_eid}", encode_key(key), total,
+            output if inline else None, stored, fold, offer,
         )
-        if offer is not None and made:
-            it.taken = True
-            for data_key in offer.data_keys:
-                it.data.delete(data_key)
         if done < total or (not redo and not last):
             return None, checked
+    elif fold is not None:
+        _unfold(it, fold)
     if not collect:
         return b"", True
     aggregate = owner.sub_aggregator
@@ -205,13 +266,23 @@ def _join(
     def compute() -> bytes:
         if total > 1:
             keys = json.loads(it.states.get(f"{owner_eid}-dynamic-branch-options"))
-            results = {k: output if k == key else it.data.get(result_key(k)) for k in keys}
+            members = members_of(it.states, f"branches--{owner_eid}")
+            results = {
+                k: output if k == key else _result(it, members.get(encode_key(k)), result_key(k))
+                for k in keys
+            }
         else:
             results = {key: output}
         it.view.node = owner_eid
         return user(aggregate, results, f"Dynamic Node {owner.unique_id} aggregator")
 
     return joined_output(it, owner_eid, compute), True
+
+
+def _result(it: Iteration, member: str | None, data_key: str) -> bytes:
+    """A branch's result: kept in its member's value, or stored under ``data_key``."""
+    kept = member_payload(member)
+    return it.data.get(data_key) if kept is None else kept
 
 
 def send(

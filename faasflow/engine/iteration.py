@@ -25,7 +25,8 @@ from .retrying import RetryingData, RetryingStates
 from .state import RequestControl
 
 __all__ = [
-    "Core", "Duplicate", "Handed", "Iteration", "Stopped", "Waiters", "as_bytes", "describe",
+    "Core", "Duplicate", "Folded", "Handed", "Iteration", "Stopped", "Waiters", "as_bytes",
+    "describe",
 ]
 
 #: Requests whose shared store handles an engine keeps (see ``Core.control``).
@@ -165,6 +166,22 @@ class Handed:
     """DataStore keys to delete once handed (a stored output, consumed inputs)."""
 
 
+@attrs.frozen
+class Folded:
+    """A node's done marker left unwritten to its arrival at the one fan-in or branch join it
+    feeds: that arrival's step moves the marker from the claim to handed, or to done when it
+    completes the set (see ``markers.arrive_folded``); any other step writes it first."""
+
+    key: str
+    """The node's marker key."""
+    claim: str
+    """The marker as this delivery's claim left it: the move is a compare-and-swap from it."""
+    done: str
+    handed: str
+    data_keys: tuple[str, ...] = ()
+    """DataStore keys to delete once handed (a stored output, consumed inputs)."""
+
+
 @attrs.define
 class Iteration:
     msg: Message
@@ -193,6 +210,8 @@ class Iteration:
     """This node's hand-over, offered to the last step of its hand-on (see ``runner``)."""
     taken: bool = False
     """The offer was taken: the hand-over is made, or goes with the message forwarded."""
+    fold: Folded | None = None
+    """This node's done marker, left to its arrival (see ``runner``)."""
 
 
 def user(fn: Callable[..., object], arg: object, what: str) -> bytes:

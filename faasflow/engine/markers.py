@@ -26,12 +26,13 @@ from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.interfaces import DataStore, StateStore
 
 from .ids import CLAIM
-from .iteration import Duplicate, Handed, Iteration, Stopped
+from .iteration import Duplicate, Folded, Handed, Iteration, Stopped
 from .state import KEY as STATE_KEY
 
 __all__ = [
-    "REDO", "RUN", "Recheck", "add_member", "claim", "hand_over", "joined_output", "mark_done",
-    "mark_handed", "offer_handed",
+    "REDO", "RUN", "Recheck", "add_member", "arrive_folded", "claim", "done_of", "fold_of",
+    "hand_over", "inlines", "joined_output", "mark_done", "mark_handed", "member_payload",
+    "members_of", "offer_handed", "write_done",
 ]
 
 RUN = "run"
@@ -227,6 +228,17 @@ def mark_done(
     """Store the output and move the marker from claimed to done (output first: a done marker
     always has its output); the done marker (raw, doc) and the raw handed marker that follows
     it (see :func:`mark_handed`)."""
+    done_raw, done, handed_raw = done_of(it, eid, raw, doc, output, attempts)
+    write_done(it, CLAIM + eid, raw, done_raw)
+    return done_raw, done, handed_raw
+
+
+def done_of(
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], output: bytes, attempts: int
+) -> tuple[str, dict[str, Any], str]:
+    """The done marker (raw, doc) and the raw handed marker of the claim ``raw`` (``doc``)
+    with ``output``, not written yet; a large output is stored now (a done marker always has
+    its output)."""
     end = time.time()
     fast = _done_members(raw, doc, end, attempts, it.attempt)
     if fast is not None:
@@ -247,12 +259,27 @@ def mark_done(
     # done and handed share every member but the phase and the output: encoded once
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
-    done = {"p": "done", **kept, name: value}
+    return done_raw, {"p": "done", **kept, name: value}, handed_raw
+
+
+def write_done(it: Iteration, key: str, raw: str, done_raw: str) -> None:
+    """Move the marker ``key`` from this delivery's claim ``raw`` to ``done_raw`` (see
+    :func:`_update_claim` for Stopped and Duplicate)."""
     try:  # the first try directly (every node makes it): only a failure needs the loop
-        it.states.update(CLAIM + eid, raw, done_raw)
+        it.states.update(key, raw, done_raw)
     except (CompareFailed, KeyNotFound) as exc:
-        _update_claim(it, eid, raw, done_raw, exc)
-    return done_raw, done, handed_raw
+        _update_claim(it, key[len(CLAIM):], raw, done_raw, exc)
+
+
+def fold_of(
+    it: Iteration, eid: str, raw: str, done_raw: str, done: dict[str, Any], handed_raw: str
+) -> Folded:
+    """The node's done marker left to its arrival at the fan-in or join it feeds (see
+    :func:`arrive_folded`), with the DataStore keys that go once it is handed."""
+    keys = [*it.consumed]
+    if done.get("ref"):
+        keys.insert(0, done["ref"])
+    return Folded(CLAIM + eid, raw, done_raw, handed_raw, tuple(keys))
 
 
 def mark_handed(
@@ -309,7 +336,7 @@ def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:
 
 def add_member(
     states: StateStore, key: str, member: str, total: int, state: str | None = None,
-    handed: Handed | None = None,
+    handed: Handed | None = None, payload: bytes | None = None,
 ) -> tuple[int, bool, bool, bool]:
     """Record ``member``'s arrival in the set ``key`` once: (members so far, whether this
     member is the one that completed the set of ``total``, whether the request was running
@@ -329,20 +356,58 @@ def add_member(
     arrival does not complete the set (nothing follows it then); the fourth value says whether
     it was made.
 
+    ``payload``: what the member brings, kept in its key after its position (see
+    :func:`member_payload`); only with atomic transactions (the caller stores it otherwise).
+
     A store with ``locked_transactions`` reads the counter, the member's key, the state and
     the hand-over's marker and writes the arrival in one locked step: no lost race for the
     counter, no read before it."""
     if states.locked_transactions:
-        return _add_locked(states, key, member, total, state, handed)
+        return _add_locked(states, key, member, total, state, handed, payload)
     if states.atomic_transactions:
-        return _add_counted(states, key, member, total, state, handed)
+        return _add_counted(states, key, member, total, state, handed, payload)
     members = _add_listed(states, key, member)
     return len(members), len(members) >= total and members[-1] == member, False, False
 
 
+def inlines(states: StateStore, payload: bytes | None) -> bool:
+    """Whether an arrival at a set of ``states`` keeps ``payload`` in its member's key."""
+    return (payload is not None and len(payload) <= INLINE
+            and (states.atomic_transactions or states.locked_transactions))
+
+
+def _member(count: int, payload: bytes | None) -> str:
+    """A member's value: its arrival position, then ``:`` and its payload in base64."""
+    if payload is None:
+        return str(count)
+    return f"{count}:{b2a_base64(payload, newline=False).decode()}"
+
+
+def _position(value: str) -> int:
+    return int(value.partition(":")[0])
+
+
+def member_payload(value: str | None) -> bytes | None:
+    """The payload a member's value (``add_member``) keeps, None when it keeps none."""
+    if value is None:
+        return None
+    _, colon, payload = value.partition(":")
+    return base64.b64decode(payload) if colon else None
+
+
+def members_of(states: StateStore, key: str) -> dict[str, str]:
+    """The members of the set ``key`` (by member) with their values, in one scan; empty on a
+    store without atomic transactions (its set is one list and keeps no payloads)."""
+    if not (states.atomic_transactions or states.locked_transactions):
+        return {}
+    prefix = f"{key}@"
+    cut = len(prefix)
+    return {k[cut:]: v for k, v in states.scan(prefix).items()}
+
+
 def _add_locked(
     states: StateStore, key: str, member: str, total: int, state: str | None,
-    handed: Handed | None,
+    handed: Handed | None, payload: bytes | None,
 ) -> tuple[int, bool, bool, bool]:
     marker = f"{key}@{member}"
     keys = [key, marker]
@@ -357,7 +422,7 @@ def _add_locked(
         current = values[key]
         position = values[marker]
         if position is not None:  # our own arrival, recorded before (its answer was lost)
-            answer = None if current is None else (int(current), int(position) == total,
+            answer = None if current is None else (int(current), _position(position) == total,
                                                    False, False)
             return None
         count = int(current) + 1 if current else 1
@@ -367,7 +432,7 @@ def _add_locked(
         made = (checked and handed is not None and count < total
                 and values[handed.key] == handed.done)
         answer = (count, count == total, checked, made)
-        writes = {marker: str(count), key: str(count)}
+        writes = {marker: _member(count, payload), key: str(count)}
         if made:
             assert handed is not None
             writes[handed.key] = handed.handed
@@ -381,7 +446,7 @@ def _add_locked(
 
 def _add_counted(
     states: StateStore, key: str, member: str, total: int, state: str | None,
-    handed: Handed | None,
+    handed: Handed | None, payload: bytes | None,
 ) -> tuple[int, bool, bool, bool]:
     marker = f"{key}@{member}"
     while True:
@@ -390,10 +455,11 @@ def _add_counted(
         except KeyNotFound:
             raw = None
         count = int(raw) + 1 if raw else 1
+        value = _member(count, payload)
         compare: dict[str, str | None] = {marker: None, key: raw}
         if state is not None:
             compare[STATE_KEY] = state
-            put = {marker: str(count), key: str(count)}
+            put = {marker: value, key: str(count)}
             made = handed is not None and count < total
             if handed is not None and made:
                 compare[handed.key] = handed.done
@@ -402,10 +468,10 @@ def _add_counted(
             if states.transaction(compare, put):
                 return count, count == total, True, made
             continue
-        if states.transaction(compare, {marker: str(count), key: str(count)}):
+        if states.transaction(compare, {marker: value, key: str(count)}):
             return count, count == total, False, False
         try:
-            position = int(states.get(marker))
+            position = _position(states.get(marker))
         except KeyNotFound:
             continue  # another member moved the counter first
         try:
@@ -413,6 +479,90 @@ def _add_counted(
         except KeyNotFound:
             raise Stopped from None
         return current, position == total, False, False  # our own arrival, recorded before
+
+
+def arrive_folded(
+    states: StateStore, key: str, member: str, total: int, state: str | None, fold: Folded,
+    payload: bytes | None = None,
+) -> tuple[int, bool, bool] | None:
+    """Record ``member``'s arrival in the set ``key`` (as :func:`add_member`) and move the
+    arriving node's marker from its claim to handed, or to done when the arrival completes
+    the set (more follows it then), in one step: (members so far, completed, state held).
+
+    None when the marker is not this delivery's claim (nor moved by this very arrival):
+    nothing was written, and the caller writes the done marker and arrives as before. A
+    repeated call finds its own arrival and answers as the first did (state not held)."""
+    if states.locked_transactions:
+        return _fold_locked(states, key, member, total, state, fold, payload)
+    return _fold_counted(states, key, member, total, state, fold, payload)
+
+
+def _fold_locked(
+    states: StateStore, key: str, member: str, total: int, state: str | None, fold: Folded,
+    payload: bytes | None,
+) -> tuple[int, bool, bool] | None:
+    marker = f"{key}@{member}"
+    keys = [key, marker, fold.key]
+    if state is not None:
+        keys.append(STATE_KEY)
+    answer: tuple[int, bool, bool] | None = None
+
+    def decide(values: Mapping[str, str | None]) -> dict[str, str] | None:
+        nonlocal answer
+        answer = None
+        current, position, node = values[key], values[marker], values[fold.key]
+        if position is not None:
+            # ours when the marker moved with it (an earlier call whose answer was lost)
+            if current is not None and node in (fold.done, fold.handed):
+                answer = (int(current), _position(position) == total, False)
+            return None
+        if node != fold.claim:
+            return None  # taken over, or the request's keys went
+        count = int(current) + 1 if current else 1
+        last = count == total
+        answer = (count, last, state is not None and values[STATE_KEY] == state)
+        return {marker: _member(count, payload), key: str(count),
+                fold.key: fold.done if last else fold.handed}
+
+    states.locked_transaction(keys, decide)
+    return answer
+
+
+def _fold_counted(
+    states: StateStore, key: str, member: str, total: int, state: str | None, fold: Folded,
+    payload: bytes | None,
+) -> tuple[int, bool, bool] | None:
+    marker = f"{key}@{member}"
+    while True:
+        raw = _value(states, key)
+        count = int(raw) + 1 if raw else 1
+        last = count == total
+        compare: dict[str, str | None] = {marker: None, key: raw, fold.key: fold.claim}
+        checked = state is not None
+        if state is not None:
+            compare[STATE_KEY] = state
+            state = None  # once: a failure may be the state's, and is looked into below
+        put = {marker: _member(count, payload), key: str(count),
+               fold.key: fold.done if last else fold.handed}
+        if states.transaction(compare, put):
+            return count, last, checked
+        node = _value(states, fold.key)
+        position = _value(states, marker)
+        if node == fold.claim and position is None:
+            continue  # another member moved the counter first (or the state changed)
+        if position is None or node not in (fold.done, fold.handed):
+            return None  # not ours to fold: nothing written
+        current = _value(states, key)
+        if current is None:
+            return None
+        return int(current), _position(position) == total, False  # ours, answer lost
+
+
+def _value(states: StateStore, key: str) -> str | None:
+    try:
+        return states.get(key)
+    except KeyNotFound:
+        return None
 
 
 def _add_listed(states: StateStore, key: str, member: str) -> list[str]:

@@ -21,7 +21,7 @@ from faasflow.operations import Call, Operation
 from . import endings, markers
 from .capture import capture_node
 from .coordination import decode_branches, encode_branches, hand_on, select_branches, send_branches
-from .ids import exec_id
+from .ids import CLAIM, exec_id
 from .iteration import (
     Core,
     Duplicate,
@@ -198,8 +198,11 @@ def _keep_if_failed(core: Core, it: Iteration) -> None:
         keep_iteration(it)
 
 
-def _input_keys(it: Iteration, node: GraphNode) -> list[str]:
-    """The DataStore keys this iteration's input comes from (deleted once it handed on)."""
+def _input_keys(
+    it: Iteration, node: GraphNode, members: dict[str, str] | None = None
+) -> list[str]:
+    """The DataStore keys this iteration's input comes from (deleted once it handed on).
+    ``members``: the fan-in's arrivals (``_arrivals``), read when not given."""
     msg = it.msg
     if msg.data is not None:
         return []
@@ -207,12 +210,22 @@ def _input_keys(it: Iteration, node: GraphNode) -> list[str]:
         return [msg.data_ref]
     if len(node.parents) <= 1:
         return []
+    if members is None:
+        members = _arrivals(it, node)
     dag = it.graph.dags[node.dag_id]
-    return [
-        f"{exec_id(dag.nodes[edge.source].unique_id, msg.branches)}--{node.unique_id}"
-        for edge in dag.in_edges(node.id)
-        if not edge.execution_only
-    ]
+    keys = []
+    for edge in dag.in_edges(node.id):
+        if edge.execution_only:
+            continue
+        source = exec_id(dag.nodes[edge.source].unique_id, msg.branches)
+        if markers.member_payload(members.get(source)) is None:  # kept in the data store
+            keys.append(f"{source}--{node.unique_id}")
+    return keys
+
+
+def _arrivals(it: Iteration, node: GraphNode) -> dict[str, str]:
+    """The fan-in's arrivals by source execution id, with their values (their payloads)."""
+    return markers.members_of(it.states, "arrived--" + exec_id(node.unique_id, it.msg.branches))
 
 
 def _read(it: Iteration, key: str) -> bytes:
@@ -228,26 +241,31 @@ def _input(it: Iteration, node: GraphNode, kept: bytes | None) -> tuple[bytes, b
     """The node's input, and whether an aggregator computed it now (``kept``: what an earlier
     attempt's aggregator produced, used instead of running it again)."""
     msg = it.msg
-    it.consumed = _input_keys(it, node)
     if msg.data is not None:
+        it.consumed = []
         if msg.source:
             it.view.node_input = {msg.source: msg.data}
         return msg.data, False
     if msg.data_ref is not None:
+        it.consumed = [msg.data_ref]
         value = _read(it, msg.data_ref)
         if msg.source:
             it.view.node_input = {msg.source: value}
         return value, False
     if len(node.parents) <= 1:
+        it.consumed = []
         return b"", False
+    members = _arrivals(it, node)
+    it.consumed = _input_keys(it, node, members)
     dag = it.graph.dags[node.dag_id]
     inputs: dict[str, bytes] = {}
     for edge in dag.in_edges(node.id):
         if edge.execution_only:
             continue
-        source = dag.nodes[edge.source]
-        inputs[edge.source] = _read(
-            it, f"{exec_id(source.unique_id, msg.branches)}--{node.unique_id}"
+        source = exec_id(dag.nodes[edge.source].unique_id, msg.branches)
+        kept_payload = markers.member_payload(members.get(source))
+        inputs[edge.source] = (
+            _read(it, f"{source}--{node.unique_id}") if kept_payload is None else kept_payload
         )
     it.view.node_input = inputs
     if node.aggregator is None:
@@ -302,17 +320,26 @@ def _run_node(core: Core, it: Iteration) -> None:
                 output, attempts = run_operations(
                     core, msg, node, data, it.tracer, it.view, it.control, it.attempt
                 )
-                raw, doc, handed = markers.mark_done(it, eid, raw, doc, output, attempts)
+                claimed = raw
+                raw, doc, handed = markers.done_of(it, eid, raw, doc, output, attempts)
+                # one successor joined at a fan-in (or a branch's end at its join): the
+                # arrival's step writes the done marker too (see ``coordination``)
+                folds = _folds(it, node)
+                if folds:
+                    it.fold = markers.fold_of(it, eid, claimed, raw, doc, handed)
+                else:
+                    markers.write_done(it, CLAIM + eid, claimed, raw)
                 if core.settings.capture == "all":
                     capture_node(core, msg.request_id, eid, data, output)
                 # one successor: forwarded in-process, it writes this node's hand-over with
                 # its own claim; joined at a fan-in, the arrival's transaction makes it when it
                 # does not complete the set (whoever takes the offer makes it; not taken, it
                 # is made here as always)
-                if _offers(core, it, node):
+                if not folds and _offers(core, it, node):
                     it.offer = markers.offer_handed(it, eid, raw, doc, handed)
                 hand_on(core, it, node, branches, output)
                 it.offer = None
+                assert it.fold is None, "a folded done marker was left unwritten"
                 if it.taken:
                     return
     if it.ended:
@@ -320,6 +347,23 @@ def _run_node(core: Core, it: Iteration) -> None:
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
+
+
+def _folds(it: Iteration, node: GraphNode) -> bool:
+    """Whether the node's done marker may be left to its arrival: at its one successor's
+    fan-in (an edge without a forwarder) or at its foreach or conditional join, on a store
+    with atomic transactions (the arrival moves the marker in the same step)."""
+    states = it.states
+    if not (states.atomic_transactions or states.locked_transactions):
+        return False
+    dag = it.graph.dags[node.dag_id]
+    children = node.children
+    if len(children) == 1:
+        if len(dag.nodes[children[0]].parents) <= 1:
+            return False
+        return all(edge.forwarder is None for edge in dag.out_edges(node.id))
+    owner = it.graph.owner_of(dag)
+    return not children and owner is not None and owner.is_dynamic and it.msg.branches[-1][2] > 1
 
 
 def _offers(core: Core, it: Iteration, node: GraphNode) -> bool:
