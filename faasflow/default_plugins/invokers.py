@@ -33,7 +33,9 @@ from faasflow.shortcuts import call_shortcut, forward_shortcut
 
 from .workpool import WorkPool
 
-__all__ = ["LocalFunction", "LocalInvoker", "LocalRequest", "LocalRun", "OpenFaasInvoker"]
+__all__ = [
+    "HandOn", "LocalFunction", "LocalInvoker", "LocalRequest", "LocalRun", "OpenFaasInvoker",
+]
 
 log = logging.getLogger("faasflow.invoker")
 
@@ -329,16 +331,38 @@ class LocalInvoker(Invoker):
         hands on the message itself instead of its signed bytes."""
         self._queue((run, flow_name, request_id, item, None), request_id)
 
+    def hand_on(self, run: HandOn, flow_name: str) -> Callable[[str, Any, Any], None]:
+        """``hand(request_id, message, handed)``: runs ``run(flow_name, request_id, message,
+        handed)`` as :meth:`forward_local` runs its item, in one call on the path every
+        iteration handed on in this process takes (a chain's next step goes straight to the
+        worker's own queue)."""
+        to_pool = self._to_pool
+
+        def hand(request_id: str, message: Any, handed: Any) -> None:
+            job = (run, flow_name, request_id, message, handed)
+            pending = _worker.pending
+            if pending is not None and not pending:
+                pending.append(job)  # next on this worker, as _queue does
+                return
+            to_pool(job, request_id, pending)
+
+        return hand
+
     def _queue(self, job: _Job, request_id: str) -> None:
-        pending: list[_Job] | None = getattr(_worker, "pending", None)
+        pending = _worker.pending
         if pending is not None and not pending:
             # The first iteration handed on by an iteration running on a worker runs next on
             # that same worker: a chain never waits for a thread hand-off. Any further ones
             # go to the pool and run in parallel.
             pending.append(job)
             return
+        self._to_pool(job, request_id, pending)
+
+    def _to_pool(self, job: _Job, request_id: str, pending: list[_Job] | None) -> None:
+        """Queue ``job`` on the pool (``pending``: the calling worker's own queue, None on a
+        thread that is no worker)."""
         pool = self._pool or self._open(request_id)
-        if pending is not None and len(pool) >= QUEUE_LIMIT and not _worker.inline:
+        if pending is not None and len(pool.jobs) >= QUEUE_LIMIT and not _worker.inline:
             # Back-pressure: a worker handing on more iterations than the pool keeps up with
             # (a foreach of 100,000 branches) runs this one itself, so the queue, and the
             # memory its messages hold, stays bounded. One level only: what that iteration
@@ -349,7 +373,7 @@ class LocalInvoker(Invoker):
             finally:
                 _worker.inline = False
             return
-        if pending is None and len(pool) >= QUEUE_LIMIT:
+        if pending is None and len(pool.jobs) >= QUEUE_LIMIT:
             # back-pressure on a thread of the caller's (an in-process start handing on a
             # wide foreach): it waits for the pool, which never waits for it
             pool.wait_for_room(QUEUE_LIMIT, 1.0)
@@ -395,9 +419,23 @@ class LocalInvoker(Invoker):
 
 #: What :meth:`LocalInvoker.forward_local` runs: (flow, request id, item, None).
 LocalRun = Callable[[str, str, Any, None], None]
-#: (deliver, flow, request id, message, headers), or (run, flow, request id, item, None).
-_Job = tuple[Deliver | LocalRun, str, str, Any, Any]
-_worker = threading.local()
+#: What :meth:`LocalInvoker.hand_on` runs: (flow, request id, message, hand-over).
+HandOn = Callable[[str, str, Any, Any], None]
+#: (deliver, flow, request id, message, headers), (run, flow, request id, item, None) or
+#: (hand-on run, flow, request id, message, hand-over).
+_Job = tuple[Deliver | LocalRun | HandOn, str, str, Any, Any]
+
+
+class _Worker(threading.local):
+    """What a thread of the pool is doing (on any other thread: the class defaults)."""
+
+    pending: list[_Job] | None = None
+    """The iterations the running one handed on first, to run next on this thread."""
+    inline: bool = False
+    """The worker runs an iteration handed on past the queue limit itself."""
+
+
+_worker = _Worker()
 
 
 def _run(job: _Job) -> None:
@@ -407,7 +445,11 @@ def _run(job: _Job) -> None:
     _worker.inline = False
     try:
         while pending:
-            _deliver(pending.pop())
+            deliver, flow_name, request_id, message, headers = pending.pop()
+            try:  # _deliver, written out: one call less per iteration of a chain
+                deliver(flow_name, request_id, message, headers)
+            except Exception:
+                _failed(flow_name, request_id)
     finally:
         _worker.pending = None
 
@@ -417,9 +459,13 @@ def _deliver(job: _Job) -> None:
     try:
         deliver(flow_name, request_id, message, headers)
     except Exception:
-        log.exception(
-            "iteration of request %s of flow %s failed in the local invoker", request_id, flow_name,
-        )
+        _failed(flow_name, request_id)
+
+
+def _failed(flow_name: str, request_id: str) -> None:
+    log.exception(
+        "iteration of request %s of flow %s failed in the local invoker", request_id, flow_name,
+    )
 
 
 _GATEWAY_ENV = {"gateway_url": ("FAASFLOW_GATEWAY_URL", "gateway")}

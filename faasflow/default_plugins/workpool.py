@@ -43,7 +43,8 @@ class WorkPool(Generic[_J]):
         _pools.add(self)
 
     def _reset(self) -> None:
-        self._jobs: deque[_J] = deque()
+        self.jobs: deque[_J] = deque()
+        """Jobs queued and not yet taken by a worker (``len(pool)``, without a call)."""
         # the wake-up lock of each parked worker: held while it sleeps, released to wake it
         self._parked: list[threading.Lock] = []
         self._threads: list[threading.Thread] = []
@@ -55,17 +56,17 @@ class WorkPool(Generic[_J]):
 
     def __len__(self) -> int:
         """Jobs queued and not yet taken by a worker."""
-        return len(self._jobs)
+        return len(self.jobs)
 
     def put(self, job: _J) -> bool:
         """Queue ``job``; a parked worker is woken, or a new one started while fewer than
         ``size`` run. False (nothing queued) once the pool is stopping."""
-        self._jobs.append(job)
+        self.jobs.append(job)
         if self._stopping:
             # appended first, looked second: a stop that came later finds the job queued and
             # its workers run it before they end
             try:
-                self._jobs.remove(job)
+                self.jobs.remove(job)
             except (ValueError, IndexError):  # IndexError: the deque changed meanwhile
                 return True  # a worker took it already
             return False
@@ -86,7 +87,7 @@ class WorkPool(Generic[_J]):
                 return
             thread = threading.Thread(
                 target=_work,
-                args=(weakref.ref(self), self._jobs, self._parked, self._run, self._name),
+                args=(weakref.ref(self), self.jobs, self._parked, self._run, self._name),
                 name=f"{self._name}-{len(self._threads)}",
                 daemon=False,
             )
@@ -99,7 +100,7 @@ class WorkPool(Generic[_J]):
         with self._room:
             self._waiting += 1
             try:
-                while len(self._jobs) >= limit and not self._stopping:
+                while len(self.jobs) >= limit and not self._stopping:
                     self._room.wait(timeout)
             finally:
                 self._waiting -= 1
@@ -110,7 +111,7 @@ class WorkPool(Generic[_J]):
         with self._lock:
             self._stopping = True
             if drop:
-                self._jobs.clear()
+                self.jobs.clear()
             self._room.notify_all()
             threads = list(self._threads)
         _wake_all(self._parked)

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from faasflow.context import Query, RequestView
 from faasflow.errors import FlowFailure, RequestNotActive, SignatureError
@@ -21,7 +22,7 @@ from .ids import ATTEMPT_HEADER
 from .iteration import Core, Handed, Iteration, describe
 from .message import Message, MessageError
 
-__all__ = ["deliver", "deliver_message", "fail_message"]
+__all__ = ["Sweeps", "deliver", "deliver_message", "fail_message", "local_delivery"]
 
 log = logging.getLogger("faasflow.engine")
 
@@ -71,6 +72,44 @@ def deliver_message(
         handed = None
     assert error is not None
     fail_message(core, msg, attempts, error)
+
+
+class Sweeps(Protocol):
+    """The engine as a local delivery sees it: when its next sweep is due, and the sweep."""
+
+    next_sweep: float
+    """``time.monotonic()`` from which :meth:`maybe_sweep` may start one (inf: never)."""
+
+    def maybe_sweep(self) -> bool: ...
+
+
+def local_delivery(
+    core: Core, engine: Sweeps
+) -> Callable[[str, str, Message, Handed | None], None]:
+    """:func:`deliver_message` as the local invoker's pool calls it (``LocalInvoker.hand_on``):
+    ``run(flow, request_id, message, handed)``, the sweep looked at without a call while it
+    is not due."""
+    attempts = core.settings.iteration_attempts
+    monotonic = time.monotonic
+
+    def run(flow: str, request_id: str, msg: Message, handed: Handed | None) -> None:
+        error: Exception | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                if monotonic() >= engine.next_sweep:
+                    engine.maybe_sweep()
+                runner.iterate(core, msg, b"", first=False, token=msg.mid, attempt=attempt,
+                               handed=handed)
+                return
+            except Exception as exc:
+                if _ends(core, request_id, attempt, exc):
+                    return
+                error = exc
+            handed = None  # the hand-over goes with the first attempt only (deliver_message)
+        assert error is not None
+        fail_message(core, msg, attempts, error)
+
+    return run
 
 
 def _ends(core: Core, request_id: str, attempt: int, error: Exception) -> bool:

@@ -8,6 +8,7 @@ operations), handing on in ``coordination``, endings in ``endings``, control and
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from faasflow.settings import Settings
 
 from . import control, runner
 from .delivery import _fail as fail_after_attempts
-from .delivery import deliver, deliver_message
+from .delivery import deliver, deliver_message, local_delivery
 from .ids import (
     ATTEMPT_HEADER,
     CALL_ID_HEADER,
@@ -151,19 +152,36 @@ class Engine:
             secret if settings.validate_request else None, self.records,
             sent={} if backends.invoker.in_process else None,
         )
-        forward_local = getattr(backends.invoker, "forward_local", None)
-        if forward_local is not None and backends.invoker.in_process:
-            run, name = self._deliver_local, self.name
-
-            def local(rid: str, msg: Message, handed: Handed | None) -> None:
-                forward_local(run, name, rid, (msg, handed))
-
-            self.core.local = local
+        interval = settings.sweep_interval
+        #: when :meth:`maybe_sweep` may start the next sweep (``delivery.Sweeps``)
+        self.next_sweep = time.monotonic() + interval if interval > 0 else math.inf
+        self.core.local = self._local_hand_on(backends.invoker)
         self._sync_data: DataStore | None = None
         self._holder = os.urandom(8).hex()
-        self._next_sweep = time.monotonic() + settings.sweep_interval
         self._sweep_lock = threading.Lock()
         backends.invoker.bind(self._deliver)
+
+    def _local_hand_on(
+        self, invoker: Invoker
+    ) -> Callable[[str, Message, Handed | None], None] | None:
+        """``Core.local`` for an invoker that runs iterations on a pool of this process."""
+        if not invoker.in_process:
+            return None
+        hand_on = getattr(invoker, "hand_on", None)
+        if hand_on is not None:
+            made: Callable[[str, Message, Handed | None], None] = hand_on(
+                local_delivery(self.core, self), self.name
+            )
+            return made
+        forward_local = getattr(invoker, "forward_local", None)
+        if forward_local is None:
+            return None
+        run, name = self._deliver_local, self.name
+
+        def local(rid: str, msg: Message, handed: Handed | None) -> None:
+            forward_local(run, name, rid, (msg, handed))
+
+        return local
 
     @classmethod
     def from_settings(
@@ -337,12 +355,12 @@ class Engine:
         """Sweep in the background if ``FAASFLOW_SWEEP_INTERVAL`` passed since the last one
         and no other replica holds the flow's sweep lease; True if a sweep was started."""
         interval = self.settings.sweep_interval
-        if interval <= 0 or time.monotonic() < self._next_sweep:
+        if interval <= 0 or time.monotonic() < self.next_sweep:
             return False
         with self._sweep_lock:
-            if time.monotonic() < self._next_sweep:
+            if time.monotonic() < self.next_sweep:
                 return False
-            self._next_sweep = time.monotonic() + interval
+            self.next_sweep = time.monotonic() + interval
         threading.Thread(target=self._sweep_leased, args=(interval,), daemon=True).start()
         return True
 

@@ -49,6 +49,11 @@ class _Embedded(Invoker):
         """The local invoker's (the engine hands iterations on to it as messages)."""
         return getattr(self.local, "forward_local", None)
 
+    @property
+    def hand_on(self) -> Any:
+        """The local invoker's (the engine hands iterations on to it as messages)."""
+        return getattr(self.local, "hand_on", None)
+
     def bind(self, deliver: Any) -> None:
         self.local.bind(deliver)
 

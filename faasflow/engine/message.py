@@ -41,9 +41,14 @@ class MessageError(FaasflowError):
 Branch = tuple[str, str, int]
 
 
-@attrs.frozen
+@attrs.define(eq=True)
 class Message:
-    """One iteration of a request: run ``node`` (a unique id) inside ``branches``."""
+    """One iteration of a request: run ``node`` (a unique id) inside ``branches``.
+
+    Never changed once made (``attrs.evolve`` makes another): handed on in this process, one
+    object goes from iteration to iteration. Not frozen only because a frozen class's
+    constructor sets each of its 13 fields through ``object.__setattr__``, which doubles
+    the cost of the one message every iteration makes."""
 
     request_id: str
     flow: str
