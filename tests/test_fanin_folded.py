@@ -19,6 +19,7 @@ from faults_shapes import NO_RETRY
 from faasflow import Flow
 from faasflow.backends import Kind
 from faasflow.default_plugins.memory import MemoryDataStore, MemoryStateStore
+from faasflow.default_plugins.sqlite import SqliteStateStore
 from faasflow.engine import Backends, Engine, runner
 from faasflow.engine.iteration import Folded
 from faasflow.engine.markers import (
@@ -164,7 +165,7 @@ def test_members_keep_their_payloads_and_positions(kind: str) -> None:
     add_member(states, SET, "b", 3, RUNNING, payload=b"x:y")
     assert add_member(states, SET, "c", 3, RUNNING) == (3, True, True, False)
     assert add_member(states, SET, "b", 3, RUNNING) == (3, False, False, False)  # repeated
-    members = members_of(states, SET)
+    members = members_of(states, SET, ["a", "b", "c", "d"])  # d never arrived
     assert set(members) == {"a", "b", "c"}
     assert [member_payload(members[m]) for m in "abc"] == [b"", b"x:y", None]
 
@@ -172,7 +173,7 @@ def test_members_keep_their_payloads_and_positions(kind: str) -> None:
 def test_a_listed_set_has_no_member_keys() -> None:
     states = _handle("listed")
     add_member(states, SET, "a", 2)
-    assert members_of(states, SET) == {}
+    assert members_of(states, SET, ["a"]) == {}
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -282,7 +283,9 @@ def test_a_join_reads_inline_and_stored_payloads(kind: str) -> None:
     stored = 2 if kind != "listed" else 5  # the large ones (every one without member keys)
     assert run.calls("set", data=True) == stored + 2  # + the large outputs (out--)
     # the join's one read of its inputs
-    assert run.calls("scan", key="arrived--") == (0 if kind == "listed" else 1)
+    reads = {"locked": ("locked_transaction", 1 + 5), "cas": ("scan", 1), "listed": ("scan", 0)}
+    method, count = reads[kind]  # locked: the five arrivals and one read of them all
+    assert run.calls(method, key="arrived--") == count
 
 
 @pytest.mark.parametrize("kind", ["locked", "cas", "listed"])
@@ -317,3 +320,20 @@ def test_records_read_the_same_runs_and_states_as_without_the_fold(
     assert set(_states(folded).values()) == {"succeeded"}
     for run in folded.nodes.values():
         assert run.start <= run.end
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_read_of_many_members_is_made_in_parts(backend: str, tmp_path: Any) -> None:
+    # SQLite's locked statement takes up to 127 keys: 250 members are read in three parts
+    store = (
+        MemoryStateStore()
+        if backend == "memory"
+        else SqliteStateStore.from_options({"path": str(tmp_path / "state.db")})
+    )
+    states = store.scoped("f", "r")
+    for i in range(250):
+        add_member(states, SET, f"m{i}", 250, payload=b"%d" % i)
+    members = members_of(states, SET, [f"m{i}" for i in range(260)])
+    assert len(members) == 250
+    assert all(member_payload(members[f"m{i}"]) == b"%d" % i for i in range(250))
+    store.close()

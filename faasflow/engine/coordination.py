@@ -266,7 +266,9 @@ def _join(
     def compute() -> bytes:
         if total > 1:
             keys = json.loads(it.states.get(f"{owner_eid}-dynamic-branch-options"))
-            members = members_of(it.states, f"branches--{owner_eid}")
+            members = members_of(
+                it.states, f"branches--{owner_eid}", [encode_key(k) for k in keys if k != key]
+            )
             results = {
                 k: output if k == key else _result(it, members.get(encode_key(k)), result_key(k))
                 for k in keys

@@ -17,8 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from binascii import b2a_base64
-from collections.abc import Mapping
+from binascii import a2b_base64, b2a_base64
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -392,17 +392,34 @@ def member_payload(value: str | None) -> bytes | None:
     if value is None:
         return None
     _, colon, payload = value.partition(":")
-    return base64.b64decode(payload) if colon else None
+    return a2b_base64(payload) if colon else None
 
 
-def members_of(states: StateStore, key: str) -> dict[str, str]:
-    """The members of the set ``key`` (by member) with their values, in one scan; empty on a
-    store without atomic transactions (its set is one list and keeps no payloads)."""
-    if not (states.atomic_transactions or states.locked_transactions):
-        return {}
+def members_of(states: StateStore, key: str, members: Iterable[str]) -> dict[str, str]:
+    """The values of ``members`` of the set ``key`` that arrived (by member), in one multi-key
+    read or one scan; empty on a store without atomic transactions (its set is one list and
+    keeps no payloads)."""
     prefix = f"{key}@"
     cut = len(prefix)
+    if states.locked_transactions:
+        # a locked step that writes nothing reads just these keys, where a scan may walk the
+        # whole namespace (memory: every branch's keys, at every join of a nested foreach)
+        found: dict[str, str] = {}
+
+        def keep(values: Mapping[str, str | None]) -> None:
+            found.update((k[cut:], v) for k, v in values.items() if v is not None)
+
+        keys = [prefix + member for member in members]
+        for start in range(0, len(keys), _READ):
+            states.locked_transaction(keys[start:start + _READ], keep)
+        return found
+    if not states.atomic_transactions:
+        return {}
     return {k[cut:]: v for k, v in states.scan(prefix).items()}
+
+
+#: Keys a multi-key read asks for at once (SQLite takes up to 127 arguments in a function).
+_READ = 100
 
 
 def _add_locked(

@@ -198,11 +198,8 @@ def _keep_if_failed(core: Core, it: Iteration) -> None:
         keep_iteration(it)
 
 
-def _input_keys(
-    it: Iteration, node: GraphNode, members: dict[str, str] | None = None
-) -> list[str]:
-    """The DataStore keys this iteration's input comes from (deleted once it handed on).
-    ``members``: the fan-in's arrivals (``_arrivals``), read when not given."""
+def _input_keys(it: Iteration, node: GraphNode) -> list[str]:
+    """The DataStore keys this iteration's input comes from (deleted once it handed on)."""
     msg = it.msg
     if msg.data is not None:
         return []
@@ -210,22 +207,25 @@ def _input_keys(
         return [msg.data_ref]
     if len(node.parents) <= 1:
         return []
-    if members is None:
-        members = _arrivals(it, node)
+    sources = _sources(it, node)
+    members = _arrivals(it, node, sources)
+    return [f"{source}--{node.unique_id}" for source in sources
+            if markers.member_payload(members.get(source)) is None]  # in the data store
+
+
+def _sources(it: Iteration, node: GraphNode) -> list[str]:
+    """The execution ids of the fan-in node's data-carrying predecessors."""
     dag = it.graph.dags[node.dag_id]
-    keys = []
-    for edge in dag.in_edges(node.id):
-        if edge.execution_only:
-            continue
-        source = exec_id(dag.nodes[edge.source].unique_id, msg.branches)
-        if markers.member_payload(members.get(source)) is None:  # kept in the data store
-            keys.append(f"{source}--{node.unique_id}")
-    return keys
+    branches = it.msg.branches
+    return [exec_id(dag.nodes[edge.source].unique_id, branches)
+            for edge in dag.in_edges(node.id) if not edge.execution_only]
 
 
-def _arrivals(it: Iteration, node: GraphNode) -> dict[str, str]:
-    """The fan-in's arrivals by source execution id, with their values (their payloads)."""
-    return markers.members_of(it.states, "arrived--" + exec_id(node.unique_id, it.msg.branches))
+def _arrivals(it: Iteration, node: GraphNode, sources: list[str]) -> dict[str, str]:
+    """The fan-in's arrivals from ``sources``, with their values (their payloads)."""
+    return markers.members_of(
+        it.states, "arrived--" + exec_id(node.unique_id, it.msg.branches), sources
+    )
 
 
 def _read(it: Iteration, key: str) -> bytes:
@@ -255,18 +255,20 @@ def _input(it: Iteration, node: GraphNode, kept: bytes | None) -> tuple[bytes, b
     if len(node.parents) <= 1:
         it.consumed = []
         return b"", False
-    members = _arrivals(it, node)
-    it.consumed = _input_keys(it, node, members)
     dag = it.graph.dags[node.dag_id]
+    edges = [edge for edge in dag.in_edges(node.id) if not edge.execution_only]
+    sources = [exec_id(dag.nodes[edge.source].unique_id, msg.branches) for edge in edges]
+    members = _arrivals(it, node, sources)
     inputs: dict[str, bytes] = {}
-    for edge in dag.in_edges(node.id):
-        if edge.execution_only:
-            continue
-        source = exec_id(dag.nodes[edge.source].unique_id, msg.branches)
-        kept_payload = markers.member_payload(members.get(source))
-        inputs[edge.source] = (
-            _read(it, f"{source}--{node.unique_id}") if kept_payload is None else kept_payload
-        )
+    consumed: list[str] = []
+    it.consumed = consumed
+    for edge, source in zip(edges, sources, strict=True):
+        brought = markers.member_payload(members.get(source))
+        if brought is None:  # too large for the member: in the data store
+            key = f"{source}--{node.unique_id}"
+            consumed.append(key)
+            brought = _read(it, key)
+        inputs[edge.source] = brought
     it.view.node_input = inputs
     if node.aggregator is None:
         return b"", False
@@ -357,13 +359,12 @@ def _folds(it: Iteration, node: GraphNode) -> bool:
     if not (states.atomic_transactions or states.locked_transactions):
         return False
     dag = it.graph.dags[node.dag_id]
-    children = node.children
-    if len(children) == 1:
-        if len(dag.nodes[children[0]].parents) <= 1:
-            return False
-        return all(edge.forwarder is None for edge in dag.out_edges(node.id))
+    if node.children:
+        edges = dag.out_edges(node.id)
+        return (len(edges) == 1 and edges[0].forwarder is None
+                and len(dag.nodes[edges[0].target].parents) > 1)
     owner = it.graph.owner_of(dag)
-    return not children and owner is not None and owner.is_dynamic and it.msg.branches[-1][2] > 1
+    return owner is not None and owner.is_dynamic and it.msg.branches[-1][2] > 1
 
 
 def _offers(core: Core, it: Iteration, node: GraphNode) -> bool:
