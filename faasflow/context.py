@@ -29,7 +29,7 @@ class Query(Mapping[str, list[str]]):
     """The original request's query string as a multi-dict."""
 
     def __init__(self, raw: str = "") -> None:
-        self.raw = raw.lstrip("?")
+        self.raw = raw.lstrip("?") if raw[:1] == "?" else raw  # made per iteration
         self._parsed: dict[str, list[str]] | None = None
 
     @property
@@ -49,7 +49,8 @@ class Query(Mapping[str, list[str]]):
         return list(self._values.get(name, []))
 
     def __getitem__(self, name: str) -> list[str]:
-        return self._values[name]
+        # a copy, as getlist's: one query may serve every iteration of a request
+        return list(self._values[name])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

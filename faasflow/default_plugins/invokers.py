@@ -361,7 +361,9 @@ class LocalInvoker(Invoker):
     def _to_pool(self, job: _Job, request_id: str, pending: list[_Job] | None) -> None:
         """Queue ``job`` on the pool (``pending``: the calling worker's own queue, None on a
         thread that is no worker)."""
-        pool = self._pool or self._open(request_id)
+        pool = self._pool
+        if pool is None:  # not ``or``: a pool with an empty queue is falsy (``len``)
+            pool = self._open(request_id)
         if pending is not None and len(pool.jobs) >= QUEUE_LIMIT and not _worker.inline:
             # Back-pressure: a worker handing on more iterations than the pool keeps up with
             # (a foreach of 100,000 branches) runs this one itself, so the queue, and the

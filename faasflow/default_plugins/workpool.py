@@ -43,14 +43,12 @@ class WorkPool(Generic[_J]):
         _pools.add(self)
 
     def _reset(self) -> None:
-        self.jobs: deque[_J] = deque()
+        self._lock = threading.Lock()  # starting threads, stopping, waking waiters
+        self.jobs: _Jobs[_J] = _Jobs(threading.Condition(self._lock))
         """Jobs queued and not yet taken by a worker (``len(pool)``, without a call)."""
         # the wake-up lock of each parked worker: held while it sleeps, released to wake it
         self._parked: list[threading.Lock] = []
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()  # starting threads, stopping, waking waiters
-        self._room = threading.Condition(self._lock)
-        self._waiting = 0  # threads in wait_for_room
         self._stopping = False
         weakref.finalize(self, _wake_all, self._parked)
 
@@ -97,13 +95,14 @@ class WorkPool(Generic[_J]):
     def wait_for_room(self, limit: int, timeout: float) -> None:
         """Block the calling thread while ``limit`` or more jobs are queued (at most
         ``timeout`` seconds per look), or until the pool stops."""
-        with self._room:
-            self._waiting += 1
+        room = self.jobs
+        with room.condition:
+            room.waiting += 1
             try:
                 while len(self.jobs) >= limit and not self._stopping:
-                    self._room.wait(timeout)
+                    room.condition.wait(timeout)
             finally:
-                self._waiting -= 1
+                room.waiting -= 1
 
     def stop(self, *, wait: bool = True, drop: bool = False) -> None:
         """Let the workers end once the queue is empty (``drop``: empty it now); with
@@ -112,7 +111,7 @@ class WorkPool(Generic[_J]):
             self._stopping = True
             if drop:
                 self.jobs.clear()
-            self._room.notify_all()
+            self.jobs.condition.notify_all()
             threads = list(self._threads)
         _wake_all(self._parked)
         if wait:
@@ -122,8 +121,19 @@ class WorkPool(Generic[_J]):
                     thread.join()
 
 
+class _Jobs(deque[_J]):
+    """A pool's queue, with the threads waiting for room in it (``wait_for_room``) and the
+    condition they wait on: a worker looks at them for every job it takes, without the pool
+    (which it holds only weakly)."""
+
+    def __init__(self, condition: threading.Condition) -> None:
+        super().__init__()
+        self.condition = condition
+        self.waiting = 0
+
+
 def _work(
-    ref: weakref.ref[WorkPool[Any]], jobs: deque[Any], parked: list[threading.Lock],
+    ref: weakref.ref[WorkPool[Any]], jobs: _Jobs[Any], parked: list[threading.Lock],
     run: Callable[[Any], None], name: str,
 ) -> None:
     """A worker's loop. It holds its pool only through ``ref`` (and only while it looks at
@@ -151,11 +161,9 @@ def _work(
                 continue
             wake.acquire()
             continue
-        pool = ref()
-        if pool is not None and pool._waiting:
-            with pool._room:
-                pool._room.notify()
-        del pool
+        if jobs.waiting:
+            with jobs.condition:
+                jobs.condition.notify()
         try:
             run(job)
         except BaseException:
