@@ -12,6 +12,7 @@ by two threads at once, nor cross a ``fork``); :meth:`SqliteStateStore.transacti
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -249,27 +250,24 @@ class SqliteStateStore(StateStore):
 
     def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
         ns = self._namespace
-        wanted = [ns + key for key in keys]
+        wanted = list(dict.fromkeys(keys))
+        full = [ns + key for key in wanted]
         skip = len(ns)
+
         # BEGIN IMMEDIATE before the read: the write lock of the file, so no other process
-        # writes in between either (a guarded write retried on a change would call decide
-        # again, and it is called once per call).
-        with self.db.transaction("locked_transaction", _STATE) as conn:
-            found: dict[str, str | None] = dict.fromkeys(wanted)
-            for full, value in conn.execute(compare_sql(len(wanted)), wanted).fetchall():
-                found[str(full)] = str(value)
-            writes = decide({full[skip:]: value for full, value in found.items()})
-            if not writes:
-                return
-            puts = [(ns + key, value) for key, value in writes.items() if value is not None]
-            doomed = [(ns + key,) for key, value in writes.items() if value is None]
-            if puts:
-                params: list[str] = []
-                for key, value in puts:
-                    params += (key, value)
-                conn.execute(upsert_sql(len(puts)), params)
-            if doomed:
-                conn.executemany("DELETE FROM faasflow_state WHERE key = ?", doomed)
+        # writes in between either and decide is called once. Of its four trips into SQLite
+        # the BEGIN and COMMIT cost ~6 us; the rest is SQLite's work on the rows, which a
+        # read then one write guarded by every value read pays twice (measured 15% slower),
+        # and one statement calling decide as an SQL function paid again in JSON.
+        def body(conn: sqlite3.Connection) -> None:
+            values: dict[str, str | None] = dict.fromkeys(wanted)
+            for key, value in conn.execute(compare_sql(len(full)), full).fetchall():
+                values[key[skip:]] = value
+            writes = decide(values)
+            if writes:
+                _write(conn, ns, writes)
+
+        self.db.locked("locked_transaction", _STATE, body)
 
     def increment(self, key: str, by: int = 1) -> int:
         full = self._namespace + key
@@ -281,6 +279,23 @@ class SqliteStateStore(StateStore):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _write(conn: sqlite3.Connection, ns: str, writes: Mapping[str, str | None]) -> None:
+    """A decision's puts in one statement and its deletes (``None``) in another."""
+    params: list[str] = []
+    doomed: list[str] = []
+    for key, value in writes.items():
+        if value is None:
+            doomed.append(ns + key)
+        else:
+            params += (ns + key, value)
+    if params:
+        conn.execute(upsert_sql(len(params) // 2), params)
+    if doomed:
+        conn.execute(
+            f"DELETE FROM faasflow_state WHERE key IN ({', '.join('?' * len(doomed))})", doomed
+        )
 
 
 @attrs.define(eq=False, slots=False)

@@ -28,15 +28,17 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from faasflow.errors import BackendError
 
 __all__ = ["DEFAULT_POOL_SIZE", "Database"]
 
 DEFAULT_POOL_SIZE = 8
+
+_T = TypeVar("_T")
 
 # Every Database of this process, so a forked child starts each with an empty pool and fresh
 # locks (a lock held by another thread at the fork would otherwise stay held in the child).
@@ -321,6 +323,33 @@ class Database:
                     self._give_writer(conn, generation, broken=conn.in_transaction)
                     raise
                 self._give_writer(conn, generation, broken=False)
+        finally:
+            lock.release()
+
+    def locked(
+        self, operation: str, backend: str, body: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        """``body(connection)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, its answer returned:
+        :meth:`transaction` for a hot path (no generator, and an exception of ``body`` other
+        than a SQLite error passes unchanged). It rolls back when ``body`` raises."""
+        lock = self._lock_writes(operation, backend)
+        try:
+            conn, generation = self._take_writer()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    answer = body(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._give_writer(conn, generation, broken=conn.in_transaction)
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(backend, operation, str(self.path), exc) from exc
+                raise
+            self._give_writer(conn, generation, broken=False)
+            return answer
         finally:
             lock.release()
 
