@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.interfaces import StateStore
-from faasflow.testing.contracts._common import DIFFICULT_KEYS, DIFFICULT_TEXT, unique
+from faasflow.testing.contracts._common import DIFFICULT_KEYS, DIFFICULT_TEXT, WAIT, unique
 from faasflow.testing.contracts._keyvalue import _KeyValueContract
 
 
@@ -361,6 +362,42 @@ class StateStoreContract(_KeyValueContract[StateStore]):
         assert self.store.get("k") == "mine"
         for handle in (other_request, longer):
             assert handle.scan() == {"k": "theirs"}
+
+    def test_locked_transaction_loses_no_write_made_while_it_decides(self) -> None:
+        """Another writer (another backend object where the store is shared between
+        processes) sets the key while ``decide`` runs: it waits for the locked transaction, or
+        ``decide`` is called again with its value; either way its write is not overwritten by
+        a decision made without it."""
+        self.needs_locked()
+        self.store.set("count", "1")
+        other = self.make_store() if self.supports_processes else self.backend
+        elsewhere = other.scoped(self.flow_name, self.request_id)
+        written = threading.Event()
+
+        def write() -> None:
+            elsewhere.set("count", "10")
+            written.set()
+
+        writer = threading.Thread(target=write)
+        seen: list[str | None] = []
+
+        def decide(values: Mapping[str, str | None]) -> dict[str, str]:
+            seen.append(values["count"])
+            if len(seen) == 1:
+                writer.start()
+                written.wait(0.5)  # a store that holds writers off keeps it waiting
+            return {"count": str(int(values["count"] or 0) + 1)}
+
+        try:
+            self.store.locked_transaction(["count"], decide)
+            writer.join(WAIT)
+            assert written.is_set()
+            final = self.store.get("count")
+        finally:
+            if other is not self.backend:
+                other.close()
+        # after the writer: called again with its value; before it: overwritten by it
+        assert (seen, final) in ((["1", "10"], "11"), (["1"], "10"))
 
     def test_threads_adding_to_a_set_in_locked_transactions_count_every_member_once(
         self,
