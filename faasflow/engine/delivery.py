@@ -92,7 +92,8 @@ class Setups:
 
     def forget(self, rid: str) -> None:
         """The request ended: its set-up goes (a later iteration of it makes another)."""
-        self._kept.pop(rid, None)
+        with self._lock:  # every change under the lock: the bound's eviction iterates
+            self._kept.pop(rid, None)
 
 
 def deliver(
