@@ -337,3 +337,40 @@ def test_a_read_of_many_members_is_made_in_parts(backend: str, tmp_path: Any) ->
     assert len(members) == 250
     assert all(member_payload(members[f"m{i}"]) == b"%d" % i for i in range(250))
     store.close()
+
+
+def test_a_branch_is_handed_by_its_arrival_and_the_last_once_the_join_is_sent() -> None:
+    faults = Faults()
+    invoker = QueueInvoker()
+    states = MemoryStateStore()
+    engine = Engine(
+        Flow(fan(3), name="steps"),
+        NO_RETRY,
+        Backends(
+            FailingStore.wrap(states, faults),
+            MemoryDataStore(),
+            Registry.from_settings(NO_RETRY).create(Kind.TRACER, NO_RETRY, "none"),
+            invoker,
+        ),
+    )
+    rid = engine.start(b"").request_id
+    scoped = states.scoped(engine.name, rid)
+    branches = [invoker.queue.popleft() for _ in range(3)]
+    for item in branches[:2]:
+        engine.forward(item.body, item.headers)
+        node = "node--" + item.message.node
+        assert scoped.get(node).startswith('{"p":"handed",')
+        writes = [m for _, m, key in faults.log if node in key.split(",") and m != "get"]
+        assert writes == ["transaction", "locked_transaction"]  # its claim, then its arrival
+    engine.forward(branches[2].body, branches[2].headers)
+    assert [item.message.node for item in invoker.queue] == ["0_2_join"]
+    # the completing one is done: its hand-over goes with the join's message (as before)
+    assert scoped.get("node--" + branches[2].message.node).startswith('{"p":"done",')
+    member = scoped.get("arrived--0_2_join@" + branches[0].message.node)
+    assert member.startswith("1:") and member_payload(member) == b"."
+    while invoker.queue:
+        item = invoker.queue.popleft()
+        engine.forward(item.body, item.headers)
+    record = engine.record(rid)
+    assert record is not None and record.output == b"1,1,1"
+    assert {state["state"] for state in record.states.values()} == {"succeeded"}
