@@ -1,4 +1,4 @@
-"""A branch's done marker folded into its arrival (``markers.arrive_folded``): the arrival at a
+"""A branch's done marker folded into its arrival (``arrivals.arrive_folded``): the arrival at a
 fan-in or a branch join moves the arriving node's marker from its claim to handed (or to done,
 when it completes the set) in the same one step, and keeps a small payload in the member's key.
 
@@ -21,14 +21,9 @@ from faasflow.backends import Kind
 from faasflow.default_plugins.memory import MemoryDataStore, MemoryStateStore
 from faasflow.default_plugins.sqlite import SqliteStateStore
 from faasflow.engine import Backends, Engine, runner
+from faasflow.engine.arrivals import add_member, arrive_folded, member_payload, members_of
 from faasflow.engine.iteration import Folded
-from faasflow.engine.markers import (
-    INLINE,
-    add_member,
-    arrive_folded,
-    member_payload,
-    members_of,
-)
+from faasflow.engine.markers import INLINE
 from faasflow.engine.state import KEY as STATE_KEY
 from faasflow.errors import BackendError
 from faasflow.interfaces import DataStore, Decide, StateStore

@@ -1,4 +1,4 @@
-"""A fan-in arrival on a store with locked transactions (``markers.add_member``): counted once,
+"""A fan-in arrival on a store with locked transactions (``arrivals.add_member``): counted once,
 answered the same when repeated, the state checked and the arriving node's hand-over made in
 the one step, exactly as on the compare-and-swap path; and the fault-injecting store wrapper
 keeps the capability, so the fault suites cover it."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from faasflow.default_plugins.memory import MemoryStateStore
+from faasflow.engine.arrivals import add_member
 from faasflow.engine.iteration import Handed, Stopped
-from faasflow.engine.markers import add_member
 from faasflow.engine.state import KEY as STATE_KEY
 from faasflow.interfaces import StateStore
 from faasflow.testing import FailingStore, Faults

@@ -20,17 +20,10 @@ from faasflow.errors import BackendError, CompareFailed, FlowFailure, KeyNotFoun
 from faasflow.graph import GraphNode, NodeKind
 
 from . import endings
+from .arrivals import add_member, arrive_folded, inlines, member_payload, members_of
 from .ids import CALLBACK_HEADER, REQUEST_ID_HEADER, encode_key, exec_id
 from .iteration import Core, Duplicate, Folded, Handed, Iteration, Stopped, as_bytes, describe, user
-from .markers import (
-    add_member,
-    arrive_folded,
-    inlines,
-    joined_output,
-    member_payload,
-    members_of,
-    write_done,
-)
+from .markers import joined_output, write_done
 from .message import Branch, Message
 from .retrying import retry_after
 
@@ -117,7 +110,7 @@ def _arrive(
     core: Core, it: Iteration, key: str, member: str, total: int, payload: bytes | None,
     stored: tuple[str, bytes] | None, fold: Folded | None, offer: Handed | None,
 ) -> tuple[int, bool, bool]:
-    """Record an arrival at the set ``key`` (see ``markers.add_member``): (members so far,
+    """Record an arrival at the set ``key`` (see ``arrivals.add_member``): (members so far,
     completed, state held), after storing ``stored`` (data key, payload). With ``fold``, the
     arriving node's done marker goes with it (or, when that cannot be, is written first as
     before); with ``offer``, its hand-over."""

@@ -170,7 +170,7 @@ class Handed:
 class Folded:
     """A node's done marker left unwritten to its arrival at the one fan-in or branch join it
     feeds: that arrival's step moves the marker from the claim to handed, or to done when it
-    completes the set (see ``markers.arrive_folded``); any other step writes it first."""
+    completes the set (see ``arrivals.arrive_folded``); any other step writes it first."""
 
     key: str
     """The node's marker key."""

@@ -18,7 +18,7 @@ from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
 from faasflow.operations import Call, Operation
 
-from . import endings, markers
+from . import arrivals, endings, markers
 from .capture import capture_node
 from .coordination import decode_branches, encode_branches, hand_on, select_branches, send_branches
 from .ids import CLAIM, exec_id
@@ -210,7 +210,7 @@ def _input_keys(it: Iteration, node: GraphNode) -> list[str]:
     sources = _sources(it, node)
     members = _arrivals(it, node, sources)
     return [f"{source}--{node.unique_id}" for source in sources
-            if markers.member_payload(members.get(source)) is None]  # in the data store
+            if arrivals.member_payload(members.get(source)) is None]  # in the data store
 
 
 def _sources(it: Iteration, node: GraphNode) -> list[str]:
@@ -223,7 +223,7 @@ def _sources(it: Iteration, node: GraphNode) -> list[str]:
 
 def _arrivals(it: Iteration, node: GraphNode, sources: list[str]) -> dict[str, str]:
     """The fan-in's arrivals from ``sources``, with their values (their payloads)."""
-    return markers.members_of(
+    return arrivals.members_of(
         it.states, "arrived--" + exec_id(node.unique_id, it.msg.branches), sources
     )
 
@@ -263,7 +263,7 @@ def _input(it: Iteration, node: GraphNode, kept: bytes | None) -> tuple[bytes, b
     consumed: list[str] = []
     it.consumed = consumed
     for edge, source in zip(edges, sources, strict=True):
-        brought = markers.member_payload(members.get(source))
+        brought = arrivals.member_payload(members.get(source))
         if brought is None:  # too large for the member: in the data store
             key = f"{source}--{node.unique_id}"
             consumed.append(key)
