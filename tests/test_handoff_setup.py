@@ -1,4 +1,4 @@
-"""What every iteration of a request sets up alike, made once per request (``delivery.Setups``),
+"""What every iteration of a request sets up alike, made once per request (``setups.Setups``),
 the query it shares, and the local invoker's pool taken without a look under its lock."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from faasflow.backends import Kind
 from faasflow.context import Query
 from faasflow.default_plugins.invokers import LocalInvoker
 from faasflow.engine import Backends, Engine
-from faasflow.engine.delivery import Setups
+from faasflow.engine.setups import Setups
 from faasflow.plugins import Registry
 from faasflow.settings import Settings
 

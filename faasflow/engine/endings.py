@@ -132,6 +132,7 @@ def finalize(
             core.records.load(rid) is None
         ):
             core.records.save(record)  # an ender crashed between the status and the record
+    core.setups.forget(rid)
     if keeps(core, tomb):
         return  # kept for a redrive until the record expires (``redrive``)
     data.cleanup()

@@ -22,6 +22,7 @@ from .ids import unique
 from .message import Message
 from .records import RecordBook
 from .retrying import RetryingData, RetryingStates
+from .setups import Setups
 from .state import RequestControl
 
 __all__ = [
@@ -104,6 +105,8 @@ class Core:
     """Hand-overs of this process's nodes that wait for their successor's claim, by (request,
     marker key): the node's done marker. A copy of such a node's iteration finds its work in
     hand (a duplicate), as it would find the node handed."""
+    setups: Setups = attrs.field(init=False)
+    """What every iteration of a request sets up alike, per running request (``runner``)."""
     _handles: dict[str, RequestControl] = attrs.field(factory=dict, init=False)
     _shared: bool = attrs.field(default=False, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
@@ -111,6 +114,7 @@ class Core:
     def __attrs_post_init__(self) -> None:
         retries = self.settings.call_retries
         self.default_retry = Retry.transient(retries) if retries > 1 else None
+        self.setups = Setups(self)
         # Stores whose scoped handle holds nothing but its namespace say so; their handles
         # (and the retrying wrappers, which hold nothing either) are made once per request
         # and shared by its iterations instead of made again for every one.

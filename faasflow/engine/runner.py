@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from faasflow.context import Query, RequestView, running
+from faasflow.context import RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
 from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
@@ -65,11 +65,11 @@ def iterate(
     Raises BackendError when a store or the gateway stayed unreachable (the delivery should
     be retried) and RequestNotActive when the request has ended."""
     rid = msg.request_id
-    graph = core.flow.graph(msg.query, rid)
-    control = core.control(rid)
+    setup = core.setups.of(rid, msg.query)
+    graph, control = setup.graph, setup.control
     states, store = control.states, control.data
-    tracer = core.tracer.scoped(core.name, rid)
-    view = RequestView(core.name, rid, Query(msg.query), data_store=store)
+    tracer = setup.tracer or core.tracer.scoped(core.name, rid)
+    view = RequestView(core.name, rid, setup.parsed, data_store=store)
     it = Iteration(msg, graph, states, store, tracer, control, view, token, attempt,
                    handed=handed)
     silent = tracer.silent
