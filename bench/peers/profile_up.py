@@ -1,9 +1,10 @@
-"""Where a `faasflow up` chain step spends its CPU: `python bench/peers/profile_up.py`.
+"""Where a `faasflow up` step spends its CPU: `python bench/peers/profile_up.py [--workload W]`.
 
-Starts `faasflow up` (2 worker processes, sqlite + filesystem) with the W1 stack of
-bench/workloads.py, runs the 100-step chain (every step a python3-http call through the
-gateway) --requests times under `py-spy record --subprocesses` (CPU samples only, no idle
-frames), and prints: CPU ms per step of the whole process tree (from /proc, utime + stime),
+Starts `faasflow up` (2 worker processes, sqlite + filesystem) with the stack of
+bench/workloads.py, runs one of its workloads (default W1 100, the 100-step chain; every step
+a python3-http call through the gateway) --requests times under `py-spy record
+--subprocesses` (CPU samples only, no idle frames), and prints: CPU ms per step (branch, leaf)
+of the whole process tree (from /proc, utime + stime),
 the share of samples per category (HTTP stack, sockets, JSON, sqlite, queue, engine, ...), and
 the top functions by own time and by inclusive time.
 """
@@ -22,9 +23,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workloads import start_gateway
+from workloads import WORKLOADS, start_gateway
 
-STEPS = 100
 # first match wins, looked for in the frames from the leaf up
 CATEGORIES = [
     ("sqlite", ("sqlite3", "sqlitedb.py", "default_plugins/sqlite")),
@@ -77,21 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--workload", default="W1 100",
+                        choices=[name for name, *_ in WORKLOADS])
     args = parser.parse_args(argv)
+    _, key, n, units, expected = next(w for w in WORKLOADS if w[0] == args.workload)
     with tempfile.TemporaryDirectory(prefix="faasflow-profile-") as tmp:
         work = Path(tmp)
         gateway = start_gateway(work, None)
         assert gateway.process is not None
         root = gateway.process.pid
         session = requests.Session()
-        url = f"{gateway.url}/function/w-chain-{STEPS}"
+        url = f"{gateway.url}/function/w-{key}-{n}"
         raw = work / "samples.txt"
         try:
             def one() -> None:
                 answer = session.post(url, data=b"", headers={"X-Faas-Flow-Wait": "600"},
                                       timeout=660)
-                if answer.status_code != 200 or answer.content.strip() != str(STEPS).encode():
-                    raise SystemExit(f"chain: {answer.status_code} {answer.content[:200]!r}")
+                if answer.status_code != 200 or answer.content.strip() != str(expected).encode():
+                    raise SystemExit(f"{args.workload}: {answer.status_code} "
+                                     f"{answer.content[:200]!r}")
 
             one()  # warm-up
             spy = subprocess.Popen(
@@ -109,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             session.close()
             gateway.stop()
-        steps = args.requests * STEPS
-        print(f"{args.requests} x chain of {STEPS} through faasflow up: wall "
+        steps = args.requests * units
+        print(f"{args.requests} x {args.workload} through faasflow up: wall "
               f"{wall / steps * 1e3:.2f} ms/step, CPU {cpu / steps * 1e3:.2f} ms/step "
               f"(gateway + workers, /proc utime+stime)")
         stacks: list[tuple[list[str], int]] = []
