@@ -7,7 +7,9 @@ as they would on a server; other processes see nothing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
@@ -23,6 +25,48 @@ __all__ = ["MemoryDataStore", "MemoryStateStore"]
 _WHERE = "memory store"
 
 
+class _Lock:
+    """The shelf's lock, taken only by a thread running Python (one holding the GIL).
+
+    A plain lock hands itself to a woken waiter before that waiter has the GIL back: the
+    holder then cannot run, the thread that woke it soon waits on the lock in its turn, and
+    every later acquisition waits and switches threads (a convoy that lasts as long as the
+    load, with many threads on few cores). Here a woken waiter only tries again, once it
+    runs: a release wakes one, and the lock stays free for whoever runs first."""
+
+    __slots__ = ("_held", "_parked")
+
+    def __init__(self) -> None:
+        self._held = threading.Lock()
+        self._parked: deque[threading.Lock] = deque()  # a wake-up lock per waiting thread
+
+    def __enter__(self) -> None:
+        if not self._held.acquire(False):
+            self._wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self._held.release()
+        if self._parked:
+            try:
+                wake = self._parked.popleft()
+            except IndexError:  # another releaser woke the last one
+                return
+            wake.release()
+
+    def _wait(self) -> None:
+        wake = threading.Lock()
+        wake.acquire()
+        while True:
+            self._parked.append(wake)
+            # a release between the failed try and the append woke nobody: look again
+            if self._held.acquire(False):
+                # gone when a releaser took it: its wake-up comes to a lock now unused
+                with contextlib.suppress(ValueError):
+                    self._parked.remove(wake)
+                return
+            wake.acquire()
+
+
 @attrs.define(eq=False)
 class _Shelf:
     """The dictionaries every handle of one backend object shares, one per request namespace:
@@ -30,7 +74,7 @@ class _Shelf:
     keys of every other request."""
 
     spaces: dict[str, dict[str, object]] = attrs.field(factory=dict)
-    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    lock: _Lock = attrs.field(factory=_Lock)
 
     @property
     def values(self) -> dict[str, object]:
