@@ -17,12 +17,14 @@ from typing import Protocol
 from faasflow.context import Query, RequestView
 from faasflow.errors import FlowFailure, RequestNotActive, SignatureError
 
-from . import endings, runner
+from . import endings, markers, runner
 from .ids import ATTEMPT_HEADER
 from .iteration import Core, Handed, Iteration, describe
 from .message import Message, MessageError
 
-__all__ = ["Sweeps", "deliver", "deliver_message", "fail_message", "local_delivery"]
+__all__ = [
+    "Sweeps", "deliver", "deliver_message", "fail_message", "local_delivery", "owed", "settle",
+]
 
 log = logging.getLogger("faasflow.engine")
 
@@ -55,23 +57,31 @@ def deliver_message(
     """Deliver a message handed on in this process as it is (never encoded): ``forward`` of a
     message that needs no parsing nor verifying, and has no headers (its delivery token is its
     own id). The predecessor's hand-over goes with the first attempt only, which makes it or
-    leaves it (``runner.iterate``), as a message parsed again carries none. ``sweep``: the
-    engine's ``maybe_sweep``, as ``forward`` calls it."""
+    leaves it (``runner.iterate``), as a message parsed again carries none; a folded one (the
+    predecessor's done marker is in it, ``Handed.folded``) goes with every attempt until it
+    is made, and is made before the delivery ends. ``sweep``: the engine's ``maybe_sweep``,
+    as ``forward`` calls it."""
     attempts = core.settings.iteration_attempts
+    rid = msg.request_id
     error: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
             sweep()
             runner.iterate(core, msg, b"", first=False, token=msg.mid, attempt=attempt,
                            handed=handed)
-            return
         except Exception as exc:
-            if _ends(core, msg.request_id, attempt, exc):
-                return
+            if _ends(core, rid, attempt, exc):
+                break
             error = exc
-        handed = None
-    assert error is not None
-    fail_message(core, msg, attempts, error)
+        else:
+            break
+        handed = _passed_on(core, rid, handed)
+    else:
+        assert error is not None
+        fail_message(core, msg, attempts, error, handed)
+        return
+    if handed is not None and handed.folded:
+        settle(core, rid, handed)
 
 
 class Sweeps(Protocol):
@@ -100,16 +110,50 @@ def local_delivery(
                     engine.maybe_sweep()
                 runner.iterate(core, msg, b"", first=False, token=msg.mid, attempt=attempt,
                                handed=handed)
-                return
             except Exception as exc:
                 if _ends(core, request_id, attempt, exc):
-                    return
+                    break
                 error = exc
-            handed = None  # the hand-over goes with the first attempt only (deliver_message)
-        assert error is not None
-        fail_message(core, msg, attempts, error)
+            else:
+                break
+            # the hand-over goes with the first attempt only, unless folded (deliver_message)
+            handed = _passed_on(core, request_id, handed)
+        else:
+            assert error is not None
+            fail_message(core, msg, attempts, error, handed)
+            return
+        if handed is not None and handed.folded:
+            settle(core, request_id, handed)
 
     return run
+
+
+def _passed_on(core: Core, request_id: str, handed: Handed | None) -> Handed | None:
+    """What of the hand-over goes with the next attempt: a folded one not made yet."""
+    if handed is not None and handed.folded and owed(core, request_id, handed):
+        return handed
+    return None
+
+
+def owed(core: Core, request_id: str, handed: Handed) -> bool:
+    """Whether a folded hand-over is still to be made: neither the successor's claim nor a
+    write of its own made it (``runner._hand_over`` keeps it in hand until then)."""
+    return core.pending.get((request_id, handed.key)) == handed.done
+
+
+def settle(core: Core, request_id: str, handed: Handed) -> None:
+    """Make a folded hand-over its successor's delivery ended without (the iteration ran, was
+    parked, refused or failed for good): the predecessor's done marker is in it, and a record
+    must not show a node that finished as running."""
+    if not owed(core, request_id, handed):
+        return
+    states, data = core.stores(request_id)
+    try:
+        markers.hand_over(states, data, handed)
+    except Exception as exc:
+        log.error("[Request `%s`] %s is left claimed: its move to handed was not written: %s",
+                  request_id, handed.key, describe(exc))
+    core.pending.pop((request_id, handed.key), None)
 
 
 def _ends(core: Core, request_id: str, attempt: int, error: Exception) -> bool:
@@ -139,10 +183,15 @@ def _fail(core: Core, message: bytes, attempts: int, error: BaseException) -> No
     fail_message(core, msg, attempts, error)
 
 
-def fail_message(core: Core, msg: Message, attempts: int, error: BaseException) -> None:
-    """The iteration of ``msg`` failed every attempt: its request fails, naming the node."""
+def fail_message(
+    core: Core, msg: Message, attempts: int, error: BaseException, handed: Handed | None = None
+) -> None:
+    """The iteration of ``msg`` failed every attempt: its request fails, naming the node
+    (``handed``: the predecessor's folded hand-over, made first when it is still owed)."""
     try:
         rid = msg.request_id
+        if handed is not None and handed.folded:
+            settle(core, rid, handed)
         states, store = core.stores(rid)
         it = Iteration(
             msg, core.flow.graph(msg.query, rid), states, store,

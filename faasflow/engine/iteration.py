@@ -164,10 +164,16 @@ class Handed:
     key: str
     """The node's marker key."""
     done: str
-    """The marker as the node left it (``done``): the move is a compare-and-swap from it."""
+    """The marker as the node left it (``done``, or its claim when ``folded``): the move is a
+    compare-and-swap from it."""
     handed: str
     data_keys: tuple[str, ...] = ()
     """DataStore keys to delete once handed (a stored output, consumed inputs)."""
+    folded: bool = False
+    """The node's done marker was never written: the move goes from its claim straight to
+    handed (a chain's step handed on as a message, ``runner._chains``). Not best effort: until
+    it is written the node reads as running, so a delivery that did not write it passes it on
+    to its next attempt or writes it before it ends (``delivery``)."""
 
 
 @attrs.frozen

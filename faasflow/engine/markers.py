@@ -298,23 +298,29 @@ def mark_handed(
 
 
 def offer_handed(
-    it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed_raw: str
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed_raw: str,
+    *, folded: bool = False,
 ) -> Handed:
-    """This node's move to handed, with the DataStore keys that go once it is made."""
+    """This node's move from ``raw`` to handed, with the DataStore keys that go once it is
+    made (``doc``: its done marker). ``folded``: ``raw`` is the claim, the done marker was not
+    written (see ``Handed.folded``)."""
     keys = [*it.consumed]
     if doc.get("ref"):
         keys.insert(0, doc["ref"])
-    return Handed(CLAIM + eid, raw, handed_raw, tuple(keys))
+    return Handed(CLAIM + eid, raw, handed_raw, tuple(keys), folded)
 
 
-def hand_over(it: Iteration, handed: Handed) -> None:
-    """Make a predecessor's move to handed on its own (its successor got no claim)."""
+def hand_over(states: StateStore, data: DataStore, handed: Handed) -> None:
+    """Make a predecessor's move to handed on its own (its successor got no claim). A
+    BackendError goes through: the move may not be made."""
     try:
-        it.states.update(handed.key, handed.done, handed.handed)
+        states.update(handed.key, handed.done, handed.handed)
     except (CompareFailed, KeyNotFound):
-        return  # another delivery (or the end of the request) got there first
+        # made already (a first try applied, then reported lost), another delivery took the
+        # node over, or the request ended: either way nothing is left to write
+        return
     for key in handed.data_keys:
-        it.data.delete(key)
+        data.delete(key)
 
 
 def joined_output(it: Iteration, owner_eid: str, compute: Any) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from faasflow.context import RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
@@ -102,11 +103,13 @@ def iterate(
                  msg.node)
         return DUPLICATE
     except FlowFailure as exc:
+        _hand_over(core, it)  # before the record: a folded one holds the node's done marker
         _capture_failed(core, it)
         endings.fail(core, it, exc)
     except (BackendError, RequestNotActive):
         raise
     except Exception as exc:  # user code outside operations, or an engine fault
+        _hand_over(core, it)
         _capture_failed(core, it)
         endings.fail(core, it, FlowFailure(
             f"Node({msg.node}): {type(exc).__name__}: {exc}", node=msg.node, request_id=rid
@@ -120,17 +123,24 @@ def iterate(
 
 def _hand_over(core: Core, it: Iteration) -> None:
     """The predecessor's move to handed, when this iteration's claim did not make it."""
-    handed, it.handed = it.handed, None
+    handed = it.handed
     if handed is None:
         return
-    core.pending.pop((it.msg.request_id, handed.key), None)
     try:
-        markers.hand_over(it, handed)
+        markers.hand_over(it.states, it.data, handed)
     except Exception as exc:
+        if handed.folded:
+            # it holds the node's done marker: kept (and in hand, ``Core.pending``) for the
+            # claim or the end of this iteration, else for its delivery (``delivery``)
+            log.warning("[Request `%s`] hand-over of %s not written yet: %s",
+                        it.msg.request_id, handed.key, exc)
+            return
         # best effort: a node left done (not handed) is only handed on again by a
         # redelivery, which its successor's marker turns into a duplicate
         log.debug("[Request `%s`] hand-over of %s not written: %s", it.msg.request_id,
                   handed.key, exc)
+    it.handed = None
+    core.pending.pop((it.msg.request_id, handed.key), None)
 
 
 def _admit(core: Core, it: Iteration, body: bytes, first: bool, *, assume: bool) -> bool:
@@ -324,6 +334,9 @@ def _run_node(core: Core, it: Iteration) -> None:
                 )
                 claimed = raw
                 raw, doc, handed = markers.done_of(it, eid, raw, doc, output, attempts)
+                if _chains(core, it, node):
+                    _chain_on(core, it, node, eid, (claimed, raw, doc, handed), data, output)
+                    return
                 # one successor joined at a fan-in (or a branch's end at its join): the
                 # arrival's step writes the done marker too (see ``coordination``)
                 folds = _folds(it, node)
@@ -344,11 +357,58 @@ def _run_node(core: Core, it: Iteration) -> None:
                 assert it.fold is None, "a folded done marker was left unwritten"
                 if it.taken:
                     return
+    _handed(it, eid, raw, doc, handed)
+
+
+def _handed(it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed: str | None) -> None:
+    """The node handed its output on: its move to handed, then its consumed inputs go."""
     if it.ended:
         return  # this node ended the request: its markers and inputs went with the cleanup
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
+
+
+def _chains(core: Core, it: Iteration, node: GraphNode) -> bool:
+    """Whether the node's done marker may go with its hand-over, in its one successor's claim:
+    a successor that is handed on in this process as a message (``Core.local``: never
+    encoded, never queued durably), on a store with atomic transactions, through an edge
+    without a forwarder, and that is a node of operations (not a fan-in, which has its own
+    fold, nor a dynamic node). A forward that leaves the process (``Core.sent`` alone, or no
+    in-process invoker: ``faasflow up``'s gateway queue) writes the done marker first."""
+    if core.local is None or len(node.children) != 1 or not it.states.atomic_transactions:
+        return False
+    dag = it.graph.dags[node.dag_id]
+    edges = dag.out_edges(node.id)
+    child = dag.nodes[node.children[0]]
+    return (len(edges) == 1 and edges[0].forwarder is None and len(child.parents) == 1
+            and child.kind is NodeKind.OPERATIONS)
+
+
+def _chain_on(
+    core: Core, it: Iteration, node: GraphNode, eid: str,
+    marks: tuple[str, str, dict[str, Any], str], data: bytes, output: bytes,
+) -> None:
+    """Hand the node's output on to its one successor with the node's move from its claim
+    straight to handed (``_chains``): the successor's claim writes it, so the step is one
+    store commit. The claim stays until then; a copy of this iteration finds the move in hand
+    (``Core.pending``) and is a duplicate. Anything that keeps the message from being handed
+    on writes the done marker as without the fold, before the error goes on: a redelivery
+    then hands on from the output and never runs the node again."""
+    claimed, done_raw, done, handed_raw = marks
+    it.offer = markers.offer_handed(it, eid, claimed, done, handed_raw, folded=True)
+    try:
+        if core.settings.capture == "all":
+            capture_node(core, it.msg.request_id, eid, data, output)
+        hand_on(core, it, node, it.msg.branches, output)
+    except Exception:
+        it.offer = None
+        markers.write_done(it, CLAIM + eid, claimed, done_raw)
+        raise
+    it.offer = None
+    if not it.taken:  # not handed on as a message (``coordination.send`` takes the offer)
+        markers.write_done(it, CLAIM + eid, claimed, done_raw)
+        _handed(it, eid, done_raw, done, handed_raw)
 
 
 def _folds(it: Iteration, node: GraphNode) -> bool:
