@@ -30,7 +30,7 @@ from .state import KEY as STATE_KEY
 
 __all__ = [
     "REDO", "RUN", "Recheck", "claim", "done_of", "fold_of", "hand_over", "joined_output",
-    "mark_done", "mark_handed", "offer_handed", "write_done",
+    "mark_done", "mark_handed", "offer_folded", "offer_handed", "write_done", "write_unfolded",
 ]
 
 RUN = "run"
@@ -237,27 +237,61 @@ def done_of(
     """The done marker (raw, doc) and the raw handed marker of the claim ``raw`` (``doc``)
     with ``output``, not written yet; a large output is stored now (a done marker always has
     its output)."""
-    end = time.time()
-    fast = _done_members(raw, doc, end, attempts, it.attempt)
-    if fast is not None:
-        kept, members = fast
-    else:
-        kept = {k: v for k, v in doc.items() if k not in ("p", "in", "in_ref")}
-        if doc.get("in_ref"):
-            it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
-        lease = float(doc.get("until", end)) - float(doc.get("start", end))
-        # the lease starts again for the hand-on: a node that ran long is still not taken over
-        kept.update(end=end, until=end + lease, attempts=attempts, deliveries=it.attempt)
-        members = _encode(kept)[1:-1]
-    if len(output) <= INLINE:
-        name, value = "out", b2a_base64(output, newline=False).decode()
-    else:
-        name, value = "ref", f"out--{eid}"
-        it.data.set(value, output)  # before the marker: a done marker always has its output
+    kept, members = _ended(it, raw, doc, attempts)
+    name, value = _output_of(it, eid, output)
     # done and handed share every member but the phase and the output: encoded once
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
     return done_raw, {"p": "done", **kept, name: value}, handed_raw
+
+
+def _ended(it: Iteration, raw: str, doc: dict[str, Any], attempts: int
+           ) -> tuple[dict[str, Any], str]:
+    """The members the done and handed markers of the claim ``raw`` (``doc``) share, ended
+    now: (members, their JSON without braces)."""
+    end = time.time()
+    fast = _done_members(raw, doc, end, attempts, it.attempt)
+    if fast is not None:
+        return fast
+    kept = {k: v for k, v in doc.items() if k not in ("p", "in", "in_ref")}
+    if doc.get("in_ref"):
+        it.consumed.append(doc["in_ref"])  # deleted with the inputs, once handed on
+    lease = float(doc.get("until", end)) - float(doc.get("start", end))
+    # the lease starts again for the hand-on: a node that ran long is still not taken over
+    kept.update(end=end, until=end + lease, attempts=attempts, deliveries=it.attempt)
+    return kept, _encode(kept)[1:-1]
+
+
+def _output_of(it: Iteration, eid: str, output: bytes) -> tuple[str, str]:
+    """The done marker's output member (name, value); a large output is stored now, before
+    the marker: a done marker always has its output."""
+    if len(output) <= INLINE:
+        return "out", b2a_base64(output, newline=False).decode()
+    it.data.set(f"out--{eid}", output)
+    return "ref", f"out--{eid}"
+
+
+_HANDED_HEAD = '{"p":"handed",'
+
+
+def offer_folded(it: Iteration, eid: str, raw: str, doc: dict[str, Any], attempts: int
+                 ) -> Handed:
+    """This node's move from its claim ``raw`` (``doc``) straight to handed, its done marker
+    never written (``Handed.folded``): its output goes with the message it hands on, so a
+    large one is not stored either. :func:`write_unfolded` writes the done marker instead."""
+    _, members = _ended(it, raw, doc, attempts)
+    return Handed(CLAIM + eid, raw, f"{_HANDED_HEAD}{members}}}", tuple(it.consumed), True)
+
+
+def write_unfolded(it: Iteration, handed: Handed, output: bytes) -> Handed:
+    """Write the done marker (with ``output``, as :func:`mark_done` does) of a folded
+    hand-over that did not go with its message; the move from it to handed that follows."""
+    members = handed.handed[len(_HANDED_HEAD):-1]
+    name, value = _output_of(it, handed.key[len(CLAIM):], output)
+    done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
+    write_done(it, handed.key, handed.done, done_raw)
+    keys = handed.data_keys if name == "out" else (value, *handed.data_keys)
+    return Handed(handed.key, done_raw, handed.handed, keys)
 
 
 def write_done(it: Iteration, key: str, raw: str, done_raw: str) -> None:
@@ -298,16 +332,13 @@ def mark_handed(
 
 
 def offer_handed(
-    it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed_raw: str,
-    *, folded: bool = False,
+    it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed_raw: str
 ) -> Handed:
-    """This node's move from ``raw`` to handed, with the DataStore keys that go once it is
-    made (``doc``: its done marker). ``folded``: ``raw`` is the claim, the done marker was not
-    written (see ``Handed.folded``)."""
+    """This node's move to handed, with the DataStore keys that go once it is made."""
     keys = [*it.consumed]
     if doc.get("ref"):
         keys.insert(0, doc["ref"])
-    return Handed(CLAIM + eid, raw, handed_raw, tuple(keys), folded)
+    return Handed(CLAIM + eid, raw, handed_raw, tuple(keys))
 
 
 def hand_over(states: StateStore, data: DataStore, handed: Handed) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from faasflow.context import RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
@@ -332,11 +331,12 @@ def _run_node(core: Core, it: Iteration) -> None:
                 output, attempts = run_operations(
                     core, msg, node, data, it.tracer, it.view, it.control, it.attempt
                 )
+                if _chains(core, it, node):
+                    _chain_on(core, it, node, markers.offer_folded(it, eid, raw, doc, attempts),
+                              data, output)
+                    return
                 claimed = raw
                 raw, doc, handed = markers.done_of(it, eid, raw, doc, output, attempts)
-                if _chains(core, it, node):
-                    _chain_on(core, it, node, eid, (claimed, raw, doc, handed), data, output)
-                    return
                 # one successor joined at a fan-in (or a branch's end at its join): the
                 # arrival's step writes the done marker too (see ``coordination``)
                 folds = _folds(it, node)
@@ -357,11 +357,6 @@ def _run_node(core: Core, it: Iteration) -> None:
                 assert it.fold is None, "a folded done marker was left unwritten"
                 if it.taken:
                     return
-    _handed(it, eid, raw, doc, handed)
-
-
-def _handed(it: Iteration, eid: str, raw: str, doc: dict[str, Any], handed: str | None) -> None:
-    """The node handed its output on: its move to handed, then its consumed inputs go."""
     if it.ended:
         return  # this node ended the request: its markers and inputs went with the cleanup
     markers.mark_handed(it, eid, raw, doc, handed)
@@ -376,7 +371,8 @@ def _chains(core: Core, it: Iteration, node: GraphNode) -> bool:
     without a forwarder, and that is a node of operations (not a fan-in, which has its own
     fold, nor a dynamic node). A forward that leaves the process (``Core.sent`` alone, or no
     in-process invoker: ``faasflow up``'s gateway queue) writes the done marker first."""
-    if core.local is None or len(node.children) != 1 or not it.states.atomic_transactions:
+    if (core.local is None or core.sent is None or len(node.children) != 1
+            or not it.states.atomic_transactions):
         return False
     dag = it.graph.dags[node.dag_id]
     edges = dag.out_edges(node.id)
@@ -386,29 +382,28 @@ def _chains(core: Core, it: Iteration, node: GraphNode) -> bool:
 
 
 def _chain_on(
-    core: Core, it: Iteration, node: GraphNode, eid: str,
-    marks: tuple[str, str, dict[str, Any], str], data: bytes, output: bytes,
+    core: Core, it: Iteration, node: GraphNode, offer: Handed, data: bytes, output: bytes
 ) -> None:
     """Hand the node's output on to its one successor with the node's move from its claim
-    straight to handed (``_chains``): the successor's claim writes it, so the step is one
-    store commit. The claim stays until then; a copy of this iteration finds the move in hand
-    (``Core.pending``) and is a duplicate. Anything that keeps the message from being handed
-    on writes the done marker as without the fold, before the error goes on: a redelivery
-    then hands on from the output and never runs the node again."""
-    claimed, done_raw, done, handed_raw = marks
-    it.offer = markers.offer_handed(it, eid, claimed, done, handed_raw, folded=True)
+    straight to handed (``_chains``, ``markers.offer_folded``): the successor's claim makes
+    it, so the step is one store commit. The claim stays until then; a copy of this
+    iteration finds the move in hand (``Core.pending``) and is a duplicate. Anything that
+    keeps the message from being handed on writes the done marker as without the fold before
+    the error goes on: a redelivery then hands on from the output, never runs the node again."""
+    it.offer = offer
     try:
         if core.settings.capture == "all":
-            capture_node(core, it.msg.request_id, eid, data, output)
+            capture_node(core, it.msg.request_id, offer.key[len(CLAIM):], data, output)
         hand_on(core, it, node, it.msg.branches, output)
     except Exception:
         it.offer = None
-        markers.write_done(it, CLAIM + eid, claimed, done_raw)
+        markers.write_unfolded(it, offer, output)
         raise
     it.offer = None
-    if not it.taken:  # not handed on as a message (``coordination.send`` takes the offer)
-        markers.write_done(it, CLAIM + eid, claimed, done_raw)
-        _handed(it, eid, done_raw, done, handed_raw)
+    if not it.taken:  # handed on otherwise than as a message (``coordination.send`` takes it)
+        handed = markers.write_unfolded(it, offer, output)
+        if not it.ended:
+            markers.hand_over(it.states, it.data, handed)
 
 
 def _folds(it: Iteration, node: GraphNode) -> bool:
