@@ -205,6 +205,9 @@ class MemoryStateStore(StateStore):
             if not writes:
                 return
             space = shelf.space(self._namespace)
+            if None not in writes.values():
+                space.update(writes)
+                return
             for key, value in writes.items():
                 if value is None:
                     space.pop(key, None)

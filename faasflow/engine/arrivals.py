@@ -228,8 +228,9 @@ def _fold_locked(
         count = int(current) + 1 if current else 1
         last = count == total
         answer = (count, last, state is not None and values[STATE_KEY] == state)
-        return {marker: _member(count, payload), key: str(count),
-                fold.key: fold.done if last else fold.handed}
+        position = str(count)
+        return {marker: position if payload is None else _member(count, payload),
+                key: position, fold.key: fold.done if last else fold.handed}
 
     states.locked_transaction(keys, decide)
     return answer
