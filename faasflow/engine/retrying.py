@@ -149,7 +149,14 @@ class RetryingStates(StateStore):
 
     def locked_transaction(self, keys: Iterable[str], decide: Decide) -> None:
         read = tuple(keys)
-        retry_backend(self.budget, lambda: self.inner.locked_transaction(read, decide))
+        started = time.monotonic()
+        try:
+            self.inner.locked_transaction(read, decide)
+        except BackendError as exc:
+            if self.budget <= 0:
+                raise
+            retry_after(self.budget, started,
+                        lambda: self.inner.locked_transaction(read, decide), exc)
 
 
 class RetryingData(DataStore):
