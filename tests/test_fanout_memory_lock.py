@@ -3,6 +3,7 @@ asleep, released whatever the step raises."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -74,3 +75,39 @@ def test_a_step_that_raises_leaves_the_store_usable() -> None:
         store.locked_transaction(["n"], fail)
     store.set("n", "1")  # would block forever with the lock still held
     assert store.get("n") == "1"
+
+
+def test_a_waiter_interrupted_passes_its_turn_on() -> None:
+    store = MemoryStateStore().scoped("flow", "request")
+    shelf = store._shelf
+    holding, go = threading.Event(), threading.Event()
+
+    def hold(values: Mapping[str, str | None]) -> None:
+        holding.set()
+        go.wait(30)
+
+    holder = threading.Thread(target=store.locked_transaction, args=(["n"], hold))
+    holder.start()
+    assert holding.wait(30)
+    main = threading.get_ident()
+
+    def interrupt_when_parked() -> None:
+        while not shelf.parked:
+            time.sleep(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_when_parked)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        store.set("a", "1")  # waits for the holder, and is interrupted
+    interrupter.join(30)
+    later = threading.Thread(target=store.set, args=("b", "1"))
+    later.start()
+    while not shelf.parked:
+        time.sleep(0.001)
+    go.set()
+    holder.join(30)
+    later.join(30)
+    assert not later.is_alive(), "the release woke the interrupted waiter instead"
+    assert store.get("b") == "1"
+    assert not shelf.parked

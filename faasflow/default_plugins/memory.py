@@ -58,15 +58,24 @@ class _Shelf:
         """Take ``lock``, which another thread holds."""
         wake = threading.Lock()
         wake.acquire()
-        while True:
-            self.parked.append(wake)
-            # a release between the failed try and the append woke nobody: look again
-            if self.lock.acquire(False):
-                # gone when a releaser took it: its wake-up comes to a lock now unused
-                with contextlib.suppress(ValueError):
-                    self.parked.remove(wake)
-                return
-            wake.acquire()
+        try:
+            while True:
+                self.parked.append(wake)
+                # a release between the failed try and the append woke nobody: look again
+                if self.lock.acquire(False):
+                    break
+                wake.acquire()
+        except BaseException:
+            # interrupted (Ctrl-C on the main thread): not left parked, and a wake-up that
+            # came to it goes to another waiter
+            try:
+                self.parked.remove(wake)
+            except ValueError:
+                self.wake()
+            raise
+        # gone when a releaser took it: its wake-up comes to a lock now unused
+        with contextlib.suppress(ValueError):
+            self.parked.remove(wake)
 
     def wake(self) -> None:
         """Wake one thread waiting for ``lock`` (call after releasing it)."""
