@@ -161,6 +161,27 @@ def test_the_record_of_a_folded_chain_is_that_of_an_encoded_one() -> None:
         assert doc["end"] >= doc["start"] and doc["state"] == "succeeded"
 
 
+def test_a_successor_that_fails_leaves_the_record_of_an_encoded_chain() -> None:
+    def boom(data: bytes) -> bytes:
+        raise ValueError("no")
+
+    folded = run(local_engine(chain(["a", "b", "c"], c=boom)))
+    h = Harness(chain(["a", "b", "c"], c=boom))
+    rid = h.start(b">").request_id
+    h.drain()
+    encoded = h.engine.record(rid)
+    assert folded.status == encoded.status == "failure"
+    assert {n: s["state"] for n, s in folded.states.items()} == {
+        "0_1_a": "succeeded", "0_2_b": "succeeded", "0_3_c": "failed",
+    }
+    runs, states = _shape(folded)
+    other_runs, other_states = _shape(encoded)
+    assert runs == other_runs
+    assert {n: s["state"] for n, s in states.items()} == {
+        n: s["state"] for n, s in other_states.items()
+    }
+
+
 def test_fan_ins_forwarders_and_dynamic_successors_write_the_done_marker_first() -> None:
     def define(flow: Any, context: Any) -> None:
         dag = flow.dag()
