@@ -473,6 +473,11 @@ class Modify(Operation):
         }
 
     def execute(self, data: bytes, call: Call) -> bytes:
+        return self.transform(data)
+
+    def transform(self, data: bytes) -> bytes:
+        """:meth:`execute` without its :class:`Call`, which a modifier never reads (the engine
+        calls this directly and makes no call)."""
         result = self.fn(data)
         if type(result) is bytes:  # the common case: no name looked up for a message
             return result

@@ -16,7 +16,7 @@ from faasflow.context import RequestView, running
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
 from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
-from faasflow.operations import Call, Operation
+from faasflow.operations import Call, Modify, Operation
 
 from . import arrivals, endings, markers
 from .capture import capture_node
@@ -490,12 +490,14 @@ def _run_untraced(
     core: Core, msg: Message, node: GraphNode, op: Operation, data: bytes, eid: str
 ) -> tuple[bytes, int]:
     """:func:`run_operations` of a node of one operation, for a tracer that ignores events."""
-    call = Call(
-        core.invoker, core.name, msg.request_id, eid,
-        idempotency_key=f"{msg.request_id}/{eid}", deadline=msg.deadline,
-        default_method=core.settings.default_method, default_retry=core.default_retry,
-    )
     try:
+        if type(op) is Modify:  # never reads its call (nor retries): none is made
+            return op.transform(data), 1
+        call = Call(
+            core.invoker, core.name, msg.request_id, eid,
+            idempotency_key=f"{msg.request_id}/{eid}", deadline=msg.deadline,
+            default_method=core.settings.default_method, default_retry=core.default_retry,
+        )
         result = op.execute(data, call)
         data = result if type(result) is bytes else as_bytes(result, f"operation {op.id}")
     except Exception as exc:
