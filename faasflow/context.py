@@ -20,7 +20,7 @@ import attrs
 from faasflow.errors import FaasflowError, KeyNotFound
 from faasflow.interfaces import DataStore
 
-__all__ = ["Context", "Query", "RequestView", "current", "running"]
+__all__ = ["Context", "Query", "RequestView", "current", "enter_view", "leave_view", "running"]
 
 CONTEXT_PREFIX = "context--"
 
@@ -99,6 +99,12 @@ class running:
 
     def __exit__(self, *exc: object) -> None:
         _view.reset(self._token)
+
+
+#: ``enter_view(view)``, a token for ``leave_view(token)``: :class:`running` without an object
+#: or a call of its own (the engine shows one view per iteration).
+enter_view = _view.set
+leave_view = _view.reset
 
 
 def current() -> RequestView | None:

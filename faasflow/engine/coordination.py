@@ -295,7 +295,8 @@ def send(
         it.data.set(ref_key, payload)
         payload, data_ref = None, ref_key
     carrier: dict[str, str] = {}
-    it.tracer.inject(carrier)
+    if not it.tracer.silent:  # a tracer that ignores events has no context to pass on
+        it.tracer.inject(carrier)
     nxt = Message(
         msg.request_id, core.name, msg.definition_hash, target, branches, source, payload,
         data_ref, msg.query, msg.callback, carrier, msg.deadline,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
-from faasflow.context import RequestView, running
+from faasflow.context import RequestView, enter_view, leave_view
 from faasflow.errors import BackendError, FlowFailure, KeyNotFound, RequestNotActive
 from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
@@ -114,7 +115,8 @@ def iterate(
             f"Node({msg.node}): {type(exc).__name__}: {exc}", node=msg.node, request_id=rid
         ))
     finally:
-        _hand_over(core, it)
+        if it.handed is not None:
+            _hand_over(core, it)
         if not silent:
             tracer.flush()
     return RAN
@@ -246,9 +248,9 @@ def _read(it: Iteration, key: str) -> bytes:
         raise
 
 
-def _input(it: Iteration, node: GraphNode, kept: bytes | None) -> tuple[bytes, bool]:
-    """The node's input, and whether an aggregator computed it now (``kept``: what an earlier
-    attempt's aggregator produced, used instead of running it again)."""
+def _input(it: Iteration, node: GraphNode, claim: dict[str, Any]) -> tuple[bytes, bool]:
+    """The node's input, and whether an aggregator computed it now (what an earlier attempt's
+    aggregator produced, kept in the node's ``claim``, is used instead of running it again)."""
     msg = it.msg
     if msg.data is not None:
         it.consumed = []
@@ -281,6 +283,7 @@ def _input(it: Iteration, node: GraphNode, kept: bytes | None) -> tuple[bytes, b
     it.view.node_input = inputs
     if node.aggregator is None:
         return b"", False
+    kept = markers.kept_input(it, claim)
     if kept is not None:
         return kept, False
     return user(node.aggregator, inputs, f"Node({node.unique_id}) aggregator"), True
@@ -298,7 +301,8 @@ def _run_node(core: Core, it: Iteration) -> None:
     branches = msg.branches
     eid = exec_id(node.unique_id, branches)
     handed: str | None = None
-    with running(it.view):
+    shown = enter_view(it.view)
+    try:
         mode, raw, doc = markers.claim(it, eid, core.settings.claim_lease, core.pending)
         if mode == markers.REDO:
             # done before a crash or an error: never run again, only hand on once more
@@ -310,7 +314,7 @@ def _run_node(core: Core, it: Iteration) -> None:
             else:
                 hand_on(core, it, node, branches, output, redo=True)
         else:
-            data, aggregated = _input(it, entry, markers.kept_input(it, doc))
+            data, aggregated = _input(it, entry, doc)
             if aggregated:
                 raw, doc = markers.keep_input(it, eid, raw, doc, data)
             it.view.node = eid
@@ -357,6 +361,8 @@ def _run_node(core: Core, it: Iteration) -> None:
                 assert it.fold is None, "a folded done marker was left unwritten"
                 if it.taken:
                     return
+    finally:
+        leave_view(shown)
     if it.ended:
         return  # this node ended the request: its markers and inputs went with the cleanup
     markers.mark_handed(it, eid, raw, doc, handed)
