@@ -66,7 +66,7 @@ def _dispatch_children(
     redo: bool,
 ) -> None:
     dag = it.graph.dags[node.dag_id]
-    source = exec_id(node.unique_id, branches)
+    source = exec_id(node.unique_id, branches) if branches else node.unique_id
     waiting = False
     settled = False  # the last write was followed by an arrival that saw the request running
     fold, it.fold = it.fold, None  # left for a node whose one successor is a fan-in
@@ -86,9 +86,10 @@ def _dispatch_children(
             inline = inlines(it.states, payload)
             # a payload the member cannot keep is durable before the arrival is recorded
             stored = (edge_key, payload) if payload is not None and not inline else None
+            joined = exec_id(child.unique_id, branches) if branches else child.unique_id
             arrived, last, checked = _arrive(
-                core, it, "arrived--" + exec_id(child.unique_id, branches), source,
-                len(child.parents), payload if inline else None, stored, fold, it.offer,
+                core, it, "arrived--" + joined, source, len(child.parents),
+                payload if inline else None, stored, fold, it.offer,
             )
             if fold is not None and not it.taken:  # done now: handed on as before
                 it.offer = Handed(fold.key, fold.done, fold.handed, fold.data_keys)

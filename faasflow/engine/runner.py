@@ -42,6 +42,9 @@ __all__ = ["DUPLICATE", "PARKED", "RAN", "iterate", "run_operations"]
 
 log = logging.getLogger("faasflow.engine")
 
+#: ``GraphNode.is_dynamic`` without its two property calls (every node asks).
+_DYNAMIC = (NodeKind.FOREACH, NodeKind.CONDITION)
+
 RAN = "ran"
 DUPLICATE = "duplicate"
 PARKED = "parked"
@@ -299,7 +302,8 @@ def _run_node(core: Core, it: Iteration) -> None:
         assert node.sub_dag is not None
         node = node.sub_dag.nodes[node.sub_dag.start]
     branches = msg.branches
-    eid = exec_id(node.unique_id, branches)
+    # outside any branch the execution id is the unique id (no call: every node makes one)
+    eid = exec_id(node.unique_id, branches) if branches else node.unique_id
     handed: str | None = None
     shown = enter_view(it.view)
     try:
@@ -309,7 +313,7 @@ def _run_node(core: Core, it: Iteration) -> None:
             it.consumed = _input_keys(it, entry)
             output = markers.load_output(it.data, doc)
             it.view.node = eid
-            if node.is_dynamic:
+            if node.kind in _DYNAMIC:
                 send_branches(core, it, node, branches, decode_branches(output))
             else:
                 hand_on(core, it, node, branches, output, redo=True)
@@ -318,7 +322,7 @@ def _run_node(core: Core, it: Iteration) -> None:
             if aggregated:
                 raw, doc = markers.keep_input(it, eid, raw, doc, data)
             it.view.node = eid
-            if node.is_dynamic:
+            if node.kind in _DYNAMIC:
                 it.tracer.node_start(eid, node_attributes(msg, node, it.attempt))
                 try:
                     items = select_branches(node, data)
@@ -381,10 +385,11 @@ def _chains(core: Core, it: Iteration, node: GraphNode) -> bool:
             or not it.states.atomic_transactions):
         return False
     dag = it.graph.dags[node.dag_id]
-    edges = dag.out_edges(node.id)
     child = dag.nodes[node.children[0]]
-    return (len(edges) == 1 and edges[0].forwarder is None and len(child.parents) == 1
-            and child.kind is NodeKind.OPERATIONS)
+    if len(child.parents) != 1 or child.kind is not NodeKind.OPERATIONS:
+        return False  # a fan-in first: each of its branches asks
+    edges = dag.out_edges(node.id)
+    return len(edges) == 1 and edges[0].forwarder is None
 
 
 def _chain_on(
