@@ -176,11 +176,14 @@ class Handed:
     to its next attempt or writes it before it ends (``delivery``)."""
 
 
-@attrs.frozen
+@attrs.define
 class Folded:
     """A node's done marker left unwritten to its arrival at the one fan-in or branch join it
     feeds: that arrival's step moves the marker from the claim to handed, or to done when it
-    completes the set (see ``arrivals.arrive_folded``); any other step writes it first."""
+    completes the set (see ``arrivals.arrive_folded``); any other step writes it first.
+
+    Never changed once made; not frozen only because every branch ending at a join makes one
+    and a frozen class's constructor sets each field through ``object.__setattr__``."""
 
     key: str
     """The node's marker key."""

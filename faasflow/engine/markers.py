@@ -238,7 +238,10 @@ def done_of(
     with ``output``, not written yet; a large output is stored now (a done marker always has
     its output)."""
     kept, members = _ended(it, raw, doc, attempts)
-    name, value = _output_of(it, eid, output)
+    if len(output) <= INLINE:  # as ``_output_of``, without its call: every node has one
+        name, value = "out", b2a_base64(output, newline=False).decode()
+    else:
+        name, value = _output_of(it, eid, output)
     # done and handed share every member but the phase and the output: encoded once
     done_raw = f'{{"p":"done",{members},"{name}":{_string(value)}}}'
     handed_raw = f'{{"p":"handed",{members}}}'
