@@ -222,12 +222,15 @@ class Database:
     def _lock_writes(self, operation: str, backend: str) -> threading.Lock:
         lock = self._writing
         if not lock.acquire(timeout=self.timeout):
-            raise BackendError(
-                backend, operation, str(self.path),
-                f"another thread of this process held the write lock for {self.timeout:g} s "
-                "(raise FAASFLOW_SQLITE_TIMEOUT)",
-            )
+            raise self._locked_out(operation, backend)
         return lock
+
+    def _locked_out(self, operation: str, backend: str) -> BackendError:
+        return BackendError(
+            backend, operation, str(self.path),
+            f"another thread of this process held the write lock for {self.timeout:g} s "
+            "(raise FAASFLOW_SQLITE_TIMEOUT)",
+        )
 
     def query(
         self, operation: str, backend: str, sql: str, params: Sequence[object]
@@ -287,8 +290,24 @@ class Database:
         """Run one statement as this process's only writer; return its rows and row count."""
         # The write lock first, then a connection: a thread waiting for the lock holds no
         # connection, so the pool never runs dry behind it (and cannot deadlock).
-        lock = self._lock_writes(operation, backend)
+        lock = self._writing
+        if not lock.acquire(timeout=self.timeout):
+            raise self._locked_out(operation, backend)
         try:
+            held = self._writer
+            if held is not None and held[1] == self._generation:
+                # The kept writer, used in place: only a holder of the write lock touches it.
+                conn = held[0]
+                try:
+                    cursor = conn.execute(sql, params)
+                    return cursor.fetchall(), cursor.rowcount
+                except BaseException as exc:
+                    if conn.in_transaction:  # broken: closed, and the next write takes another
+                        self._writer = None
+                        self._release(conn, held[1], broken=True)
+                    if isinstance(exc, sqlite3.Error):
+                        raise BackendError(backend, operation, str(self.path), exc) from exc
+                    raise
             conn, generation = self._take_writer()
             try:
                 cursor = conn.execute(sql, params)
