@@ -135,7 +135,7 @@ def test_an_encoded_hand_on_writes_the_done_marker_before_it_hands_on() -> None:
 
 def test_an_engine_on_an_invoker_that_leaves_the_process_does_not_fold() -> None:
     h = Harness(chain(["a", "b"]))
-    assert h.engine.core.local is None  # runner._chains needs Core.local
+    assert h.engine.core.local is None  # handing.chains needs Core.local
 
 
 def _shape(record: Any) -> tuple[Any, Any]:

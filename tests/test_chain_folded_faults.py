@@ -1,5 +1,5 @@
 """The folded chain step under faults: every store call of a small chain run by the local
-invoker (each step's done marker going with its successor's claim, ``runner._chains``) fails in
+invoker (each step's done marker going with its successor's claim, ``handing.chains``) fails in
 turn, raised or applied, on memory and sqlite. The request ends once with the right output,
 every node's function runs exactly once (nothing is killed here), every node of the record
 succeeded, nothing is left in the stores nor in hand.

@@ -98,7 +98,7 @@ def _local_engine(define: Any, states: StateStore) -> Engine:
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_a_chain_step_makes_one_state_store_call(backend: str, tmp_path: Any) -> None:
     # its claim, which also moves its predecessor from its claim to handed (the done marker
-    # of a step handed on in this process goes with that move: ``runner._chains``)
+    # of a step handed on in this process goes with that move: ``handing.chains``)
     def calls_for(n: int) -> int:
         counts: collections.Counter[str] = collections.Counter()
         inner: StateStore = (

@@ -20,7 +20,7 @@ from faasflow import Flow
 from faasflow.backends import Kind
 from faasflow.default_plugins.memory import MemoryDataStore, MemoryStateStore
 from faasflow.default_plugins.sqlite import SqliteStateStore
-from faasflow.engine import Backends, Engine, runner
+from faasflow.engine import Backends, Engine, handing
 from faasflow.engine.arrivals import add_member, arrive_folded, member_payload, members_of
 from faasflow.engine.iteration import Folded
 from faasflow.engine.markers import INLINE
@@ -306,7 +306,7 @@ def test_records_read_the_same_runs_and_states_as_without_the_fold(
     define: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folded = _Run(define, MemoryStateStore()).record
-    monkeypatch.setattr(runner, "_folds", lambda it, node: False)
+    monkeypatch.setattr(handing, "folds", lambda it, node: False)
     before = _Run(define, MemoryStateStore()).record
     assert folded is not None and before is not None
     assert folded.output == before.output

@@ -171,7 +171,7 @@ class Handed:
     """DataStore keys to delete once handed (a stored output, consumed inputs)."""
     folded: bool = False
     """The node's done marker was never written: the move goes from its claim straight to
-    handed (a chain's step handed on as a message, ``runner._chains``). Not best effort: until
+    handed (a chain's step handed on as a message, ``handing.chains``). Not best effort: until
     it is written the node reads as running, so a delivery that did not write it passes it on
     to its next attempt or writes it before it ends (``delivery``)."""
 

@@ -19,7 +19,7 @@ from faasflow.graph import GraphNode, NodeKind
 from faasflow.interfaces import Tracer
 from faasflow.operations import Call, Modify, Operation
 
-from . import arrivals, endings, markers
+from . import arrivals, endings, handing, markers
 from .capture import capture_node
 from .coordination import decode_branches, encode_branches, hand_on, select_branches, send_branches
 from .ids import CLAIM, exec_id
@@ -339,15 +339,15 @@ def _run_node(core: Core, it: Iteration) -> None:
                 output, attempts = run_operations(
                     core, msg, node, data, it.tracer, it.view, it.control, it.attempt
                 )
-                if _chains(core, it, node):
-                    _chain_on(core, it, node, markers.offer_folded(it, eid, raw, doc, attempts),
-                              data, output)
+                if handing.chains(core, it, node):
+                    offer = markers.offer_folded(it, eid, raw, doc, attempts)
+                    handing.chain_on(core, it, node, offer, data, output)
                     return
                 claimed = raw
                 raw, doc, handed = markers.done_of(it, eid, raw, doc, output, attempts)
                 # one successor joined at a fan-in (or a branch's end at its join): the
                 # arrival's step writes the done marker too (see ``coordination``)
-                folds = _folds(it, node)
+                folds = handing.folds(it, node)
                 if folds:
                     it.fold = markers.fold_of(it, eid, claimed, raw, doc, handed)
                 else:
@@ -358,7 +358,7 @@ def _run_node(core: Core, it: Iteration) -> None:
                 # its own claim; joined at a fan-in, the arrival's transaction makes it when it
                 # does not complete the set (whoever takes the offer makes it; not taken, it
                 # is made here as always)
-                if not folds and _offers(core, it, node):
+                if not folds and handing.offers(core, it, node):
                     it.offer = markers.offer_handed(it, eid, raw, doc, handed)
                 hand_on(core, it, node, branches, output)
                 it.offer = None
@@ -372,78 +372,6 @@ def _run_node(core: Core, it: Iteration) -> None:
     markers.mark_handed(it, eid, raw, doc, handed)
     for key in it.consumed:
         it.data.delete(key)
-
-
-def _chains(core: Core, it: Iteration, node: GraphNode) -> bool:
-    """Whether the node's done marker may go with its hand-over, in its one successor's claim:
-    a successor that is handed on in this process as a message (``Core.local``: never
-    encoded, never queued durably), on a store with atomic transactions, through an edge
-    without a forwarder, and that is a node of operations (not a fan-in, which has its own
-    fold, nor a dynamic node). A forward that leaves the process (``Core.sent`` alone, or no
-    in-process invoker: ``faasflow up``'s gateway queue) writes the done marker first."""
-    if (core.local is None or core.sent is None or len(node.children) != 1
-            or not it.states.atomic_transactions):
-        return False
-    dag = it.graph.dags[node.dag_id]
-    child = dag.nodes[node.children[0]]
-    if len(child.parents) != 1 or child.kind is not NodeKind.OPERATIONS:
-        return False  # a fan-in first: each of its branches asks
-    edges = dag.out_edges(node.id)
-    return len(edges) == 1 and edges[0].forwarder is None
-
-
-def _chain_on(
-    core: Core, it: Iteration, node: GraphNode, offer: Handed, data: bytes, output: bytes
-) -> None:
-    """Hand the node's output on to its one successor with the node's move from its claim
-    straight to handed (``_chains``, ``markers.offer_folded``): the successor's claim makes
-    it, so the step is one store commit. The claim stays until then; a copy of this
-    iteration finds the move in hand (``Core.pending``) and is a duplicate. Anything that
-    keeps the message from being handed on writes the done marker as without the fold before
-    the error goes on: a redelivery then hands on from the output, never runs the node again."""
-    it.offer = offer
-    try:
-        if core.settings.capture == "all":
-            capture_node(core, it.msg.request_id, offer.key[len(CLAIM):], data, output)
-        hand_on(core, it, node, it.msg.branches, output)
-    except Exception:
-        it.offer = None
-        markers.write_unfolded(it, offer, output)
-        raise
-    it.offer = None
-    if not it.taken:  # handed on otherwise than as a message (``coordination.send`` takes it)
-        handed = markers.write_unfolded(it, offer, output)
-        if not it.ended:
-            markers.hand_over(it.states, it.data, handed)
-
-
-def _folds(it: Iteration, node: GraphNode) -> bool:
-    """Whether the node's done marker may be left to its arrival: at its one successor's
-    fan-in (an edge without a forwarder) or at its foreach or conditional join, on a store
-    with atomic transactions (the arrival moves the marker in the same step)."""
-    states = it.states
-    if not (states.atomic_transactions or states.locked_transactions):
-        return False
-    dag = it.graph.dags[node.dag_id]
-    if node.children:
-        edges = dag.out_edges(node.id)
-        return (len(edges) == 1 and edges[0].forwarder is None
-                and len(dag.nodes[edges[0].target].parents) > 1)
-    owner = it.graph.owner_of(dag)
-    return owner is not None and owner.is_dynamic and it.msg.branches[-1][2] > 1
-
-
-def _offers(core: Core, it: Iteration, node: GraphNode) -> bool:
-    """Whether the node's hand-over may be left to the one last step of its hand-on: the
-    claim of its one successor, forwarded in-process, or its arrival at its one successor's
-    fan-in or at its foreach or conditional join."""
-    if not it.states.atomic_transactions:
-        return False
-    dag = it.graph.dags[node.dag_id]
-    if len(node.children) == 1:
-        return core.sent is not None or len(dag.nodes[node.children[0]].parents) > 1
-    owner = it.graph.owner_of(dag)
-    return not node.children and owner is not None and owner.is_dynamic
 
 
 def run_operations(
