@@ -97,33 +97,15 @@ def local_delivery(
     core: Core, engine: Sweeps
 ) -> Callable[[str, str, Message, Handed | None], None]:
     """:func:`deliver_message` as the local invoker's pool calls it (``LocalInvoker.hand_on``):
-    ``run(flow, request_id, message, handed)``, the sweep looked at without a call while it
-    is not due."""
-    attempts = core.settings.iteration_attempts
+    ``run(flow, request_id, message, handed)``, the engine's sweep started only once due."""
     monotonic = time.monotonic
 
+    def sweep() -> None:
+        if monotonic() >= engine.next_sweep:
+            engine.maybe_sweep()
+
     def run(flow: str, request_id: str, msg: Message, handed: Handed | None) -> None:
-        error: Exception | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                if monotonic() >= engine.next_sweep:
-                    engine.maybe_sweep()
-                runner.iterate(core, msg, b"", first=False, token=msg.mid, attempt=attempt,
-                               handed=handed)
-            except Exception as exc:
-                if _ends(core, request_id, attempt, exc):
-                    break
-                error = exc
-            else:
-                break
-            # the hand-over goes with the first attempt only, unless folded (deliver_message)
-            handed = _passed_on(core, request_id, handed)
-        else:
-            assert error is not None
-            fail_message(core, msg, attempts, error, handed)
-            return
-        if handed is not None and handed.folded:
-            settle(core, request_id, handed)
+        deliver_message(core, sweep, msg, handed)
 
     return run
 
