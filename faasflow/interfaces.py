@@ -53,6 +53,11 @@ class _Namespaced:
     request_id: str = ""
     _namespace: str = "faasflow///"
 
+    handles_shareable: ClassVar[bool] = False
+    """True for a store whose :meth:`scoped` handle holds nothing but its namespace (its
+    connections shared and thread-safe): the engine then makes one handle per request and
+    shares it between that request's iterations, instead of one per iteration."""
+
     def configure(self, flow_name: str, request_id: str) -> None:
         """Point this handle at the namespace of one request of one flow."""
         self.flow_name = flow_name

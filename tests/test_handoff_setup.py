@@ -12,17 +12,19 @@ from faasflow import Flow
 from faasflow.backends import Kind
 from faasflow.context import Query
 from faasflow.default_plugins.invokers import LocalInvoker
+from faasflow.default_plugins.memory import MemoryDataStore
 from faasflow.engine import Backends, Engine
 from faasflow.engine.setups import Setups
 from faasflow.plugins import Registry
 from faasflow.settings import Settings
 
 
-def _engine(define: Any, *, tracer: str = "none", data: str = "memory", **kw: Any) -> Engine:
+def _engine(define: Any, *, tracer: str = "none", data: str = "memory", state: str = "memory",
+            **kw: Any) -> Engine:
     settings = Settings(**kw)
     registry = Registry.from_settings(settings)
     backends = Backends(
-        registry.create(Kind.STATE_STORE, settings, "memory"),
+        registry.create(Kind.STATE_STORE, settings, state),
         registry.create(Kind.DATA_STORE, settings, data),
         registry.create(Kind.TRACER, settings, tracer),
         registry.create(Kind.INVOKER, settings, "local"),
@@ -101,13 +103,40 @@ def test_a_tracer_that_keeps_an_iteration_is_scoped_per_iteration() -> None:
         engine.close()
 
 
-def test_a_core_whose_handles_are_made_per_iteration_keeps_no_set_up(tmp_path: Any) -> None:
-    engine = _engine(_one, data="filesystem",
-                     environ={"FAASFLOW_FILESYSTEM_PATH": str(tmp_path)})
+class _HandlePerIteration(MemoryDataStore):
+    """A store whose handles keep something of their own (none of the built-in ones do)."""
+
+    handles_shareable = False
+
+
+def test_a_core_whose_handles_are_made_per_iteration_keeps_no_set_up() -> None:
+    settings = Settings()
+    registry = Registry.from_settings(settings)
+    backends = Backends(
+        registry.create(Kind.STATE_STORE, settings, "memory"),
+        _HandlePerIteration(),
+        registry.create(Kind.TRACER, settings, "none"),
+        registry.create(Kind.INVOKER, settings, "local"),
+    )
+    engine = Engine(Flow(_one, name="setups"), settings, backends)
     try:
         assert engine.core.control("r1") is not engine.core.control("r1")
         setups = Setups(engine.core)
         assert setups.of("r1", "") is not setups.of("r1", "")
+    finally:
+        engine.close()
+
+
+def test_durable_stores_share_one_set_of_handles_per_request(tmp_path: Any) -> None:
+    engine = _engine(_one, data="filesystem", environ={
+        "FAASFLOW_FILESYSTEM_PATH": str(tmp_path / "data"),
+        "FAASFLOW_SQLITE_PATH": str(tmp_path / "state.db"),
+    }, state="sqlite")
+    try:
+        assert engine.core.control("r1") is engine.core.control("r1")
+        assert engine.core.control("r1") is not engine.core.control("r2")
+        setups = Setups(engine.core)
+        assert setups.of("r1", "") is setups.of("r1", "")
     finally:
         engine.close()
 

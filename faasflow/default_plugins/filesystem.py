@@ -107,6 +107,8 @@ def _flag(options: Options, name: str, default: bool) -> bool:
 class FilesystemDataStore(DataStore):
     """DataStore on a local directory tree, safe for several processes."""
 
+    handles_shareable = True  # a scoped handle holds only its namespace
+
     root: Path = attrs.field(converter=Path)
     #: False: one file per value and no SQLite file (a network file system shared by hosts,
     #: where SQLite's WAL cannot work).

@@ -11,7 +11,6 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
 
 import attrs
 
@@ -116,8 +115,7 @@ class MemoryStateStore(StateStore):
 
     atomic_transactions = True
     locked_transactions = True
-    #: A scoped handle holds only its namespace: the engine may share one between threads.
-    handles_shareable: ClassVar[bool] = True
+    handles_shareable = True  # a scoped handle holds only its namespace
 
     _shelf: _Shelf = attrs.field(factory=_Shelf, alias="shelf")
 
@@ -243,8 +241,7 @@ class MemoryStateStore(StateStore):
 class MemoryDataStore(DataStore):
     """Thread-safe, process-local DataStore."""
 
-    #: A scoped handle holds only its namespace: the engine may share one between threads.
-    handles_shareable: ClassVar[bool] = True
+    handles_shareable = True  # a scoped handle holds only its namespace
 
     _shelf: _Shelf = attrs.field(factory=_Shelf, alias="shelf")
 

@@ -93,6 +93,7 @@ class SqliteStateStore(StateStore):
 
     atomic_transactions = True
     locked_transactions = True
+    handles_shareable = True  # a scoped handle holds only its namespace
 
     db: Database
 
@@ -311,6 +312,8 @@ def _write(conn: sqlite3.Connection, ns: str, writes: Mapping[str, str | None]) 
 @attrs.define(eq=False, slots=False)
 class SqliteDataStore(DataStore):
     """DataStore in the ``faasflow_data`` table of a SQLite file."""
+
+    handles_shareable = True  # a scoped handle holds only its namespace
 
     db: Database
 

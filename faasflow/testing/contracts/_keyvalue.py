@@ -72,3 +72,16 @@ class _KeyValueContract(_StoreContract[S]):
         twin = self.backend.scoped(self.flow_name, self.request_id)
         self.store.set("key", self.value("value"))
         assert twin.get("key") == self.value("value")
+
+    def test_a_shareable_handle_holds_nothing_but_its_namespace(self) -> None:
+        # the engine shares one handle between a request's iterations on every thread when
+        # the backend says so: any other per-handle state would be shared by accident
+        if not self.backend.handles_shareable:
+            pytest.skip(f"{type(self.backend).__name__} does not share its handles")
+        own = {"flow_name", "request_id", "_namespace"}
+        handle = vars(self.store)
+        backend = vars(self.backend)
+        assert set(handle) - own == set(backend) - own
+        for name in set(handle) - own:
+            assert handle[name] is backend[name], f"the handle has its own {name}"
+        assert self.store.namespace.endswith(f"/{self.request_id}/")

@@ -81,11 +81,16 @@ class _StoreContract(Generic[S]):
         return run_processes(spec, task, args, self.workers)
 
     def run_in_threads(self, task: str, *args: Any) -> list[Any]:
-        """Run ``task`` in ``workers`` threads, each on its own scoped handle of the same
-        request, started together."""
-        handles = [
-            self.backend.scoped(self.flow_name, self.request_id) for _ in range(self.workers)
-        ]
+        """Run ``task`` in ``workers`` threads on the same request, started together: each
+        on its own scoped handle, or all on one when the backend says its handles are
+        shareable (``handles_shareable``), as the engine then uses them."""
+        if self.backend.handles_shareable:
+            handles = [self.store] * self.workers
+        else:
+            handles = [
+                self.backend.scoped(self.flow_name, self.request_id)
+                for _ in range(self.workers)
+            ]
         barrier = threading.Barrier(self.workers)
         fn = TASKS[task]
 

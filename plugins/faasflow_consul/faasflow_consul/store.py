@@ -234,6 +234,7 @@ class ConsulStateStore(StateStore):
     """A :class:`~faasflow.StateStore` on Consul's KV HTTP API (through ``py-consul``)."""
 
     atomic_transactions = True
+    handles_shareable = True  # a scoped handle holds only its namespace
 
     config: ConsulConfig
     _client: Any = attrs.field(init=False)

@@ -42,6 +42,7 @@ class EtcdStateStore(StateStore):
 
     atomic_transactions = True
     pages_walk_the_range = True  # a limited range read still walks the index to range_end
+    handles_shareable = True  # a scoped handle holds only its namespace
 
     config: EtcdConfig
     _connection: Connection = attrs.field(init=False)

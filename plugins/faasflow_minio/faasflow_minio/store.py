@@ -230,6 +230,8 @@ def _describe(exc: BaseException, config: MinioConfig) -> str:
 class MinioDataStore(DataStore):
     """A :class:`~faasflow.DataStore` on S3-compatible storage (through the ``minio`` SDK)."""
 
+    handles_shareable = True  # a scoped handle holds only its namespace
+
     config: MinioConfig
     _http: urllib3.PoolManager = attrs.field(init=False)
     _client: Minio = attrs.field(init=False)
