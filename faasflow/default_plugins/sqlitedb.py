@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from faasflow.errors import BackendError
+from faasflow.parking import ParkingLock
 
 __all__ = ["DEFAULT_POOL_SIZE", "Database"]
 
@@ -70,7 +71,8 @@ class Database:
         self.timeout = timeout
         self.pool_size = pool_size
         self._available = threading.Condition(threading.Lock())
-        self._writing = threading.Lock()
+        # not a plain lock: a statement gives up the GIL while holding it (see ParkingLock)
+        self._writing = ParkingLock()
         self._setting_up = threading.Lock()
         self._ready = False  # the file is in WAL mode and holds the table
         self._pid = os.getpid()
@@ -90,7 +92,7 @@ class Database:
         # Connections inherited through fork are never used or closed in the child (SQLite
         # forbids both); they are simply left behind.
         self._available = threading.Condition(threading.Lock())
-        self._writing, self._setting_up = threading.Lock(), threading.Lock()
+        self._writing, self._setting_up = ParkingLock(), threading.Lock()
         self._pid, self._idle, self._open, self._waiting = os.getpid(), [], 0, 0
         self._writer = None
         self._generation += 1
@@ -219,7 +221,7 @@ class Database:
         except (sqlite3.Error, OSError) as exc:
             raise BackendError(backend, operation, str(self.path), exc) from exc
 
-    def _lock_writes(self, operation: str, backend: str) -> threading.Lock:
+    def _lock_writes(self, operation: str, backend: str) -> ParkingLock:
         lock = self._writing
         if not lock.acquire(timeout=self.timeout):
             raise self._locked_out(operation, backend)
