@@ -20,52 +20,61 @@ class ParkingLock:
     turn, and from then on every acquisition waits and switches threads: a convoy as long as
     the load, paid in futex calls and GIL hand-offs (measured on sqlite, 8 threads recording
     fan-in arrivals on 2 cores: half a branch's CPU). A woken waiter that loses the race is
-    the next one woken. ``acquire``, ``release`` and ``locked`` as ``threading.Lock``'s."""
+    the next one woken. ``acquire``, ``release`` and ``locked`` as ``threading.Lock``'s.
 
-    __slots__ = ("_lock", "_parked")
+    A hot path may take and give it inline, a call less each way: ``lock.acquire(False)`` or
+    else :meth:`wait`; ``lock.release()``, then :meth:`wake` if ``parked``."""
+
+    __slots__ = ("lock", "parked")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._parked: deque[threading.Lock] = deque()  # each waiter's wake-up
+        self.lock = threading.Lock()
+        """The mutex itself: free or held, never handed over."""
+        self.parked: deque[threading.Lock] = deque()
+        """The wake-up lock of each thread waiting for :attr:`lock`."""
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return self.lock.locked()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if self._lock.acquire(False):
+        if self.lock.acquire(False):
             return True
         if not blocking:
             return False
-        return self._wait(None if timeout < 0 else time.monotonic() + timeout)
+        return self.wait(None if timeout < 0 else time.monotonic() + timeout)
 
     def release(self) -> None:
-        self._lock.release()
-        if self._parked:
-            self._wake()
+        self.lock.release()
+        if self.parked:
+            self.wake()
 
     def __enter__(self) -> None:
-        self.acquire()
+        if not self.lock.acquire(False):
+            self.wait()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake one waiting thread (after releasing :attr:`lock`)."""
         try:
-            wake = self._parked.popleft()
+            wake = self.parked.popleft()
         except IndexError:  # another release woke the last one
             return
         wake.release()
 
-    def _wait(self, deadline: float | None) -> bool:
+    def wait(self, deadline: float | None = None) -> bool:
+        """Take :attr:`lock`, which another thread holds: True, or False at ``deadline`` (a
+        ``time.monotonic()``; None waits as long as it takes)."""
         wake = threading.Lock()
         wake.acquire()
-        parked = self._parked
+        parked = self.parked
         # parked before the next try: a release between a failed try and the parking would
         # otherwise wake nobody
         parked.append(wake)
         try:
             while True:
-                if self._lock.acquire(False):
+                if self.lock.acquire(False):
                     return True
                 if deadline is None:
                     wake.acquire()
@@ -79,7 +88,7 @@ class ParkingLock:
             try:
                 parked.remove(wake)
             except ValueError:
-                self._wake()
+                self.wake()
             raise
         finally:
             # gone when a release took it: its wake-up comes to a lock now unused
@@ -90,10 +99,10 @@ class ParkingLock:
         """Stop waiting at the deadline: the lock if it is free now, else False, and a wake-up
         that came meanwhile passed on."""
         try:
-            self._parked.remove(wake)
+            self.parked.remove(wake)
         except ValueError:  # a release woke this waiter as it gave up
-            if self._lock.acquire(False):
+            if self.lock.acquire(False):
                 return True
-            self._wake()
+            self.wake()
             return False
-        return self._lock.acquire(False)
+        return self.lock.acquire(False)

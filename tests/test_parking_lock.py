@@ -36,7 +36,7 @@ def test_one_holder_at_a_time_and_no_increment_lost() -> None:
     _run([threading.Thread(target=work) for _ in range(8)])
     assert state["count"] == 16000
     assert state["most"] == 1
-    assert not lock.locked() and not lock._parked
+    assert not lock.locked() and not lock.parked
 
 
 def test_every_waiter_parked_behind_a_holder_gets_the_lock() -> None:
@@ -55,14 +55,14 @@ def test_every_waiter_parked_behind_a_holder_gets_the_lock() -> None:
         thread.start()
     started.wait(JOIN)
     deadline = time.monotonic() + JOIN
-    while len(lock._parked) < 8 and time.monotonic() < deadline:
+    while len(lock.parked) < 8 and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert len(lock._parked) == 8  # all of them asleep, none spinning
+    assert len(lock.parked) == 8  # all of them asleep, none spinning
     lock.release()
     for thread in threads:
         thread.join(JOIN)
     assert sorted(got) == list(range(8))
-    assert not lock.locked() and not lock._parked
+    assert not lock.locked() and not lock.parked
 
 
 def test_a_timed_out_waiter_answers_false_and_leaves_nothing_parked() -> None:
@@ -72,7 +72,7 @@ def test_a_timed_out_waiter_answers_false_and_leaves_nothing_parked() -> None:
     thread = threading.Thread(target=lambda: answers.append(lock.acquire(timeout=0.05)))
     _run([thread])
     assert answers == [False]
-    assert not lock._parked
+    assert not lock.parked
     assert lock.acquire(blocking=False) is False  # still the first holder's
     lock.release()
     assert lock.acquire(blocking=False) is True
@@ -104,7 +104,7 @@ def test_timeouts_racing_releases_lose_no_wake_up() -> None:
         thread.join(JOIN)
     assert held[0] > 0
     # whatever the races left, the lock is free and a blocking waiter is served at once
-    assert not lock.locked() and not lock._parked
+    assert not lock.locked() and not lock.parked
     done = threading.Event()
 
     def last() -> None:

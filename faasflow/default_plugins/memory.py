@@ -7,9 +7,6 @@ as they would on a server; other processes see nothing.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections import deque
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -18,71 +15,28 @@ from faasflow.backends import Backend
 from faasflow.errors import CompareFailed, KeyNotFound
 from faasflow.hookspecs import hookimpl
 from faasflow.interfaces import DataStore, Decide, Options, StateStore
+from faasflow.parking import ParkingLock
 
 __all__ = ["MemoryDataStore", "MemoryStateStore"]
 
 _WHERE = "memory store"
 
 
-@attrs.define(eq=False)
-class _Shelf:
+class _Shelf(ParkingLock):
     """The dictionaries every handle of one backend object shares, one per request namespace
     (a handle finds its own without joining strings, and lists or drops it without walking the
     keys of every other request), and the lock they share: ``with shelf:``.
 
-    The lock is taken only by a thread running Python (one holding the GIL). A plain lock
-    hands itself to a woken waiter before that waiter has the GIL back: the holder then
-    cannot run, the thread that woke it soon waits on the lock in its turn, and every later
-    acquisition waits and switches threads (a convoy that lasts as long as the load, with
-    many threads on few cores). Here a woken waiter only tries again, once it runs: a release
-    wakes one, and the lock stays free for whoever runs first. The calls every branch makes
-    take and give it inline (``lock.acquire(False)`` or :meth:`wait`; ``lock.release()``,
-    then :meth:`wake` if ``parked``): a ``with`` of this class costs a microsecond more."""
+    The lock is a :class:`~faasflow.parking.ParkingLock`: with many pool workers on few cores
+    a plain one convoys. The calls every branch makes take and give it inline
+    (``lock.acquire(False)`` or :meth:`wait`; ``lock.release()``, then :meth:`wake` if
+    ``parked``): a ``with`` costs a microsecond more."""
 
-    spaces: dict[str, dict[str, object]] = attrs.field(factory=dict)
-    lock: threading.Lock = attrs.field(factory=threading.Lock)
-    #: The wake-up lock of each thread waiting for ``lock``.
-    parked: deque[threading.Lock] = attrs.field(factory=deque)
+    __slots__ = ("spaces",)
 
-    def __enter__(self) -> None:
-        if not self.lock.acquire(False):
-            self.wait()
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-        if self.parked:
-            self.wake()
-
-    def wait(self) -> None:
-        """Take ``lock``, which another thread holds."""
-        wake = threading.Lock()
-        wake.acquire()
-        try:
-            while True:
-                self.parked.append(wake)
-                # a release between the failed try and the append woke nobody: look again
-                if self.lock.acquire(False):
-                    break
-                wake.acquire()
-        except BaseException:
-            # interrupted (Ctrl-C on the main thread): not left parked, and a wake-up that
-            # came to it goes to another waiter
-            try:
-                self.parked.remove(wake)
-            except ValueError:
-                self.wake()
-            raise
-        # gone when a releaser took it: its wake-up comes to a lock now unused
-        with contextlib.suppress(ValueError):
-            self.parked.remove(wake)
-
-    def wake(self) -> None:
-        """Wake one thread waiting for ``lock`` (call after releasing it)."""
-        try:
-            wake = self.parked.popleft()
-        except IndexError:  # another releaser woke the last one
-            return
-        wake.release()
+    def __init__(self) -> None:
+        super().__init__()
+        self.spaces: dict[str, dict[str, object]] = {}
 
     @property
     def values(self) -> dict[str, object]:
