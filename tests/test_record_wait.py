@@ -47,8 +47,14 @@ def engine() -> Any:
     made.close()
 
 
-def _missing_for(monkeypatch: pytest.MonkeyPatch, looks: int) -> list[int]:
-    """The full record reads as missing for its first ``looks`` loads (not saved yet)."""
+def _ended_unsaved(engine: Engine, monkeypatch: pytest.MonkeyPatch, looks: int
+                   ) -> tuple[str, _Clock, list[int]]:
+    """An ended request whose full record reads as missing for its first ``looks`` loads
+    (not saved yet), control's sleeps recorded: (its id, the clock, the loads made)."""
+    started = engine.start(b"hi")
+    assert engine.wait(started.request_id, timeout=30) is not None
+    clock = _Clock()
+    monkeypatch.setattr(control, "time", clock)
     real = RecordBook.load
     count = [0]
 
@@ -57,17 +63,13 @@ def _missing_for(monkeypatch: pytest.MonkeyPatch, looks: int) -> list[int]:
         return None if count[0] <= looks else real(self, request_id)
 
     monkeypatch.setattr(RecordBook, "load", load)
-    return count
+    return started.request_id, clock, count
 
 
 def test_a_record_read_before_it_lands_is_looked_for_again_within_a_millisecond(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    started = engine.start(b"hi")
-    assert engine.wait(started.request_id, timeout=30) is not None
-    clock = _Clock()
-    monkeypatch.setattr(control, "time", clock)
-    count = _missing_for(monkeypatch, 3)
-    record = engine.record(started.request_id)
+    rid, clock, count = _ended_unsaved(engine, monkeypatch, 3)
+    record = engine.record(rid)
     assert record is not None and record.status == "success" and record.output == b"hi!?"
     assert count[0] == 4
     assert clock.slept[0] <= 0.001  # not the 10 ms it was
@@ -76,12 +78,8 @@ def test_a_record_read_before_it_lands_is_looked_for_again_within_a_millisecond(
 
 def test_a_record_that_never_lands_gives_the_status_after_half_a_second(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    started = engine.start(b"hi")
-    assert engine.wait(started.request_id, timeout=30) is not None
-    clock = _Clock()
-    monkeypatch.setattr(control, "time", clock)
-    _missing_for(monkeypatch, 10**6)
-    record = engine.record(started.request_id)
+    rid, clock, _ = _ended_unsaved(engine, monkeypatch, 10**6)
+    record = engine.record(rid)
     assert record is not None and record.status == "success" and record.output is None
     assert 0.5 <= sum(clock.slept) < 0.52
     assert max(clock.slept) <= 0.01
